@@ -1,0 +1,48 @@
+# The two commands: `make run` and `make test`. Everything else is set up from nothing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LISTEN ?= :9847
+ARGS ?=
+
+.PHONY: run test lint typecheck pytest test-deps bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed pyproject.toml
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/node-exporter-ml --web.listen-address=$(LISTEN) $(ARGS)
+
+# System packages the tests drive for real: promtool and a Prometheus server.
+test-deps:
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
+	  echo "installing Debian package prometheus (promtool, prometheus)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+
+lint: $(BIN)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/.installed-test
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected no test; that is a failure of the suite, say so clearly.
+pytest: $(BIN)/.installed-test test-deps
+	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+test: lint typecheck pytest
+
+bench: $(BIN)/.installed-test test-deps
+	$(BIN)/python bench/scrape.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
