@@ -1,0 +1,1 @@
+"""Collectors: one file per collector, each registered with `@register_collector`."""

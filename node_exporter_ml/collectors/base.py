@@ -1,0 +1,73 @@
+"""The collector contract: update() returns frozen data, families() turns data into metrics.
+
+A collector never builds global gauges: `families()` makes fresh metric families from
+one tick's data, so the series of a process or pod that went away vanish at the next tick.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from prometheus_client.core import Metric
+
+if TYPE_CHECKING:
+    from node_exporter_ml.config import Config
+    from node_exporter_ml.snapshot import Snapshot
+
+
+class NoDataError(Exception):
+    """The collector has nothing to report this tick (e.g. no NVIDIA driver); success is 0."""
+
+
+@dataclass(frozen=True, slots=True)
+class CollectContext:
+    """What a collector is built with: the configuration of the agent."""
+
+    config: Config
+
+
+class Collector(ABC):
+    """Base of every collector; subclass BlockingCollector or AsyncCollector."""
+
+    name: ClassVar[str] = ""
+    blocking: ClassVar[bool] = True
+
+    def __init__(self, ctx: CollectContext) -> None:
+        self.ctx = ctx
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Start background work (watches, event threads); called once on the loop."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Stop background work and release resources; called once on the loop."""
+
+    def reload(self, ctx: CollectContext) -> None:
+        """Take a reloaded configuration (SIGHUP); the default keeps the new context."""
+        self.ctx = ctx
+
+    @abstractmethod
+    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+        """Metric families for this collector's data in `snapshot` (pure, no I/O)."""
+
+
+class BlockingCollector(Collector):
+    """A collector whose update does blocking I/O; it runs in its own worker thread."""
+
+    blocking: ClassVar[bool] = True
+
+    @abstractmethod
+    def update(self, previous: Snapshot | None) -> object:
+        """Read one sample; `previous` is the last published snapshot (or None)."""
+
+
+class AsyncCollector(Collector):
+    """A collector whose update is a coroutine on the event loop (it must never block)."""
+
+    blocking: ClassVar[bool] = False
+
+    @abstractmethod
+    async def update(self, previous: Snapshot | None) -> object:
+        """Read one sample without blocking the loop."""

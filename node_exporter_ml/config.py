@@ -1,0 +1,430 @@
+"""Flags and the YAML config file, parsed into one frozen Config; clear errors, no I/O beyond it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from node_exporter_ml import __version__
+
+DEFAULT_LISTEN = ":9847"
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as one line naming where and what was expected."""
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Prometheus-style duration ("5s", "1m30s", "250ms", or bare seconds)."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        if not _DURATION.match(text):
+            raise ValueError(f"expected a duration like 5s, 1m or 250ms, got {text!r}") from None
+        value = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    if value <= 0:
+        raise ValueError(f"expected a positive duration, got {text!r}")
+    return value
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """Split "host:port", ":port" or "[v6]:port" into (host, port); host "" means all."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port or :port, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _listen_arg(text: str) -> str:
+    try:
+        parse_listen_address(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+# --- the config file ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServingTarget:
+    """A model-server metrics endpoint to scrape, with an optional explicit owner."""
+
+    url: str
+    name: str | None = None
+    pid: int | None = None
+    container_id: str | None = None
+    pod: str | None = None  # "namespace/name"
+
+    @property
+    def label(self) -> str:
+        """The `target` label: the configured name, else host:port."""
+        if self.name:
+            return self.name
+        parts = urlsplit(self.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return f"{parts.hostname}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessMatch:
+    """A rule that marks processes as inference processes by comm and/or cmdline regex."""
+
+    comm: re.Pattern[str] | None = None
+    cmdline: re.Pattern[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileConfig:
+    """What the YAML --config.file holds (reloaded on SIGHUP)."""
+
+    serving_targets: tuple[ServingTarget, ...] = ()
+    serving_timeout: float = 2.0
+    serving_max_body_bytes: int = 16 * 1024 * 1024
+    serving_concurrency: int = 16
+    process_match: tuple[ProcessMatch, ...] = ()
+    kube_pod_labels: tuple[str, ...] = ()
+    drift_window_rows: int = 10_000
+    drift_window_seconds: float | None = None
+    drift_max_body_bytes: int = 64 * 1024 * 1024
+    drift_max_rows: int = 1_000_000
+    drift_max_columns: int = 1_000
+
+
+class _Reader:
+    """Walks a YAML mapping, checking keys and types, and names the key on error."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, expected: str, got: object) -> ConfigError:
+        shown = repr(got) if not isinstance(got, Mapping | list) else type(got).__name__
+        return ConfigError(f"{self.source}: {key}: expected {expected}, got {shown}")
+
+    def mapping(self, value: object, key: str, allowed: Sequence[str]) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.fail(key, "a mapping", value)
+        for k in value:
+            if k not in allowed:
+                where = f"{key}.{k}" if key else str(k)
+                raise ConfigError(
+                    f"{self.source}: {where}: unknown key (expected one of: {', '.join(allowed)})"
+                )
+        return value
+
+    def string(self, value: object, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, "a non-empty string", value)
+        return value
+
+    def integer(self, value: object, key: str, minimum: int = 1) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(key, f"an integer >= {minimum}", value)
+        return value
+
+    def duration(self, value: object, key: str) -> float:
+        try:
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise ValueError
+            return parse_duration(str(value))
+        except ValueError:
+            raise self.fail(key, "a duration like 2s or 500ms", value) from None
+
+    def regex(self, value: object, key: str) -> re.Pattern[str]:
+        text = self.string(value, key)
+        try:
+            return re.compile(text)
+        except re.error as err:
+            raise self.fail(key, f"a regular expression ({err})", text) from None
+
+    def items(self, value: object, key: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(key, "a list", value)
+        return value
+
+
+def _parse_target(r: _Reader, raw: object, key: str) -> ServingTarget:
+    m = r.mapping(raw, key, ("url", "name", "pid", "container_id", "pod"))
+    if "url" not in m:
+        raise ConfigError(f"{r.source}: {key}.url: missing (expected an http(s) URL)")
+    url = r.string(m["url"], f"{key}.url")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise r.fail(f"{key}.url", "an http(s) URL", url)
+    owners = [k for k in ("pid", "container_id", "pod") if k in m]
+    if len(owners) > 1:
+        raise ConfigError(f"{r.source}: {key}: give at most one of pid, container_id, pod")
+    pod = None
+    if "pod" in m:
+        pod = r.string(m["pod"], f"{key}.pod")
+        if pod.count("/") != 1 or not all(pod.split("/")):
+            raise r.fail(f"{key}.pod", "namespace/name", pod)
+    return ServingTarget(
+        url=url,
+        name=r.string(m["name"], f"{key}.name") if "name" in m else None,
+        pid=r.integer(m["pid"], f"{key}.pid") if "pid" in m else None,
+        container_id=r.string(m["container_id"], f"{key}.container_id")
+        if "container_id" in m
+        else None,
+        pod=pod,
+    )
+
+
+def parse_config_file(text: str, source: str) -> FileConfig:
+    """Parse the YAML config file's text; `source` names it in errors."""
+    r = _Reader(source)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "document"
+        raise ConfigError(f"{source}: {where}: expected valid YAML ({err.__class__.__name__})")
+    top = r.mapping(raw, "", ("serving", "processes", "kube", "drift"))
+    serving = r.mapping(
+        top.get("serving"), "serving", ("targets", "timeout", "max_body_bytes", "concurrency")
+    )
+    targets = tuple(
+        _parse_target(r, t, f"serving.targets[{i}]")
+        for i, t in enumerate(r.items(serving.get("targets"), "serving.targets"))
+    )
+    labels = [t.label for t in targets]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ConfigError(f"{source}: serving.targets: duplicate target name {dupes[0]!r}")
+    processes = r.mapping(top.get("processes"), "processes", ("match",))
+    matches = []
+    for i, raw_match in enumerate(r.items(processes.get("match"), "processes.match")):
+        key = f"processes.match[{i}]"
+        mm = r.mapping(raw_match, key, ("comm", "cmdline"))
+        if not mm:
+            raise ConfigError(f"{source}: {key}: expected comm and/or cmdline")
+        matches.append(
+            ProcessMatch(
+                comm=r.regex(mm["comm"], f"{key}.comm") if "comm" in mm else None,
+                cmdline=r.regex(mm["cmdline"], f"{key}.cmdline") if "cmdline" in mm else None,
+            )
+        )
+    kube = r.mapping(top.get("kube"), "kube", ("pod_labels",))
+    pod_labels = tuple(
+        r.string(v, f"kube.pod_labels[{i}]")
+        for i, v in enumerate(r.items(kube.get("pod_labels"), "kube.pod_labels"))
+    )
+    drift = r.mapping(
+        top.get("drift"),
+        "drift",
+        ("window_rows", "window_seconds", "max_body_bytes", "max_rows", "max_columns"),
+    )
+    defaults = FileConfig()
+    return FileConfig(
+        serving_targets=targets,
+        serving_timeout=r.duration(serving["timeout"], "serving.timeout")
+        if "timeout" in serving
+        else defaults.serving_timeout,
+        serving_max_body_bytes=r.integer(serving["max_body_bytes"], "serving.max_body_bytes")
+        if "max_body_bytes" in serving
+        else defaults.serving_max_body_bytes,
+        serving_concurrency=r.integer(serving["concurrency"], "serving.concurrency")
+        if "concurrency" in serving
+        else defaults.serving_concurrency,
+        process_match=tuple(matches),
+        kube_pod_labels=pod_labels,
+        drift_window_rows=r.integer(drift["window_rows"], "drift.window_rows")
+        if "window_rows" in drift
+        else defaults.drift_window_rows,
+        drift_window_seconds=r.duration(drift["window_seconds"], "drift.window_seconds")
+        if "window_seconds" in drift
+        else None,
+        drift_max_body_bytes=r.integer(drift["max_body_bytes"], "drift.max_body_bytes")
+        if "max_body_bytes" in drift
+        else defaults.drift_max_body_bytes,
+        drift_max_rows=r.integer(drift["max_rows"], "drift.max_rows")
+        if "max_rows" in drift
+        else defaults.drift_max_rows,
+        drift_max_columns=r.integer(drift["max_columns"], "drift.max_columns")
+        if "max_columns" in drift
+        else defaults.drift_max_columns,
+    )
+
+
+def load_config_file(path: str | None) -> FileConfig:
+    """Read and parse --config.file (an empty FileConfig when no file is given)."""
+    if not path:
+        return FileConfig()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: expected UTF-8 text") from None
+    return parse_config_file(text, path)
+
+
+# --- flags ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The agent's whole configuration: flags plus the config file."""
+
+    listen_address: str = DEFAULT_LISTEN
+    web_config_file: str | None = None
+    telemetry_path: str = "/metrics"
+    max_requests: int = 40
+    config_file: str | None = None
+    interval: float = 5.0
+    collector_timeout: float | None = None
+    procfs: str = "/proc"
+    sysfs: str = "/sys"
+    cgroupfs: str = "/sys/fs/cgroup"
+    collectors: frozenset[str] = frozenset()
+    nvml_replay: str | None = None
+    log_level: str = "info"
+    state_dir: str = "/var/lib/node-exporter-ml"
+    serving_window: float = 60.0
+    serving_baseline: float = 900.0
+    serving_discover: bool = False
+    kube_api_url: str | None = None
+    kube_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    kube_ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    kube_node_name: str | None = None
+    kube_kubelet_url: str | None = None
+    kube_pod_resources_socket: str = "/var/lib/kubelet/pod-resources/kubelet.sock"
+    drift_interval: float = 60.0
+    drift_token_file: str | None = None
+    file: FileConfig = field(default_factory=FileConfig)
+
+    @property
+    def timeout(self) -> float:
+        """How long one collector may take in one tick."""
+        return self.collector_timeout or max(0.1, self.interval * 0.8)
+
+
+def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
+    """The flag parser; `collectors` maps each registered collector to its default."""
+    p = argparse.ArgumentParser(
+        prog="node-exporter-ml",
+        description="Node agent for GPU inference fleets: Prometheus metrics for GPUs, "
+        "inference processes, their pods, model-server latency and data drift.",
+    )
+    a = p.add_argument
+    a("--version", action="version", version=f"node-exporter-ml {__version__}")
+    a("--web.listen-address", dest="listen_address", type=_listen_arg, default=DEFAULT_LISTEN)
+    a("--web.config.file", dest="web_config_file", metavar="FILE",
+      help="exporter-toolkit web config (TLS, basic auth)")  # fmt: skip
+    a("--web.telemetry-path", dest="telemetry_path", default="/metrics")
+    a("--web.max-requests", dest="max_requests", type=int, default=40,
+      help="concurrent requests served before answering 503 (0: no limit)")  # fmt: skip
+    a("--config.file", dest="config_file", metavar="FILE", help="YAML config file")
+    a("--sampler.interval", dest="interval", type=_duration_arg, default=5.0, metavar="DURATION")
+    a("--collector.timeout", dest="collector_timeout", type=_duration_arg, default=None,
+      metavar="DURATION", help="per-collector time limit per tick (default 0.8 x interval)")  # fmt: skip
+    a("--path.procfs", dest="procfs", default="/proc")
+    a("--path.sysfs", dest="sysfs", default="/sys")
+    a("--path.cgroupfs", dest="cgroupfs", default="/sys/fs/cgroup")
+    a("--collector.disable-defaults", dest="disable_defaults", action="store_true",
+      help="start with every collector off; enable them one by one")  # fmt: skip
+    for name, default in collectors.items():
+        a(f"--collector.{name}", dest=f"collector_{name}", action=argparse.BooleanOptionalAction,
+          default=None, help=f"enable the {name} collector (default: {default})")  # fmt: skip
+    a("--nvml.replay", dest="nvml_replay", metavar="FILE",
+      help="drive the nvml collector from a replay file instead of the driver")  # fmt: skip
+    a("--log.level", dest="log_level", choices=_LOG_LEVELS, default="info")
+    a("--state.dir", dest="state_dir", default="/var/lib/node-exporter-ml")
+    a("--serving.window", dest="serving_window", type=_duration_arg, default=60.0)
+    a("--serving.baseline", dest="serving_baseline", type=_duration_arg, default=900.0)
+    a("--serving.discover", dest="serving_discover", action=argparse.BooleanOptionalAction,
+      default=False, help="probe inference processes' listening sockets for model servers")  # fmt: skip
+    a("--kube.api-url", dest="kube_api_url", metavar="URL",
+      help="API server URL (default: in-cluster from KUBERNETES_SERVICE_HOST)")  # fmt: skip
+    a("--kube.token-file", dest="kube_token_file", default=Config.kube_token_file)
+    a("--kube.ca-file", dest="kube_ca_file", default=Config.kube_ca_file)
+    a("--kube.node-name", dest="kube_node_name", default=None,
+      help="this node's name (default: $NODE_NAME)")  # fmt: skip
+    a("--kube.kubelet-url", dest="kube_kubelet_url", metavar="URL",
+      help="read pods from the kubelet's /pods endpoint instead of the API server")  # fmt: skip
+    a("--kube.pod-resources-socket", dest="kube_pod_resources_socket",
+      default=Config.kube_pod_resources_socket)  # fmt: skip
+    a("--drift.interval", dest="drift_interval", type=_duration_arg, default=60.0)
+    a("--drift.token-file", dest="drift_token_file", metavar="FILE",
+      help="bearer token required by the drift API's write endpoints")  # fmt: skip
+    return p
+
+
+def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Config:
+    """Parse flags and the config file into a Config.
+
+    Raises:
+        ConfigError: a flag value or the config file is wrong (argparse errors exit 2 itself).
+    """
+    ns = build_parser(collectors).parse_args(argv)
+    enabled = set()
+    for name, default in collectors.items():
+        flag = getattr(ns, f"collector_{name}")
+        if flag is None:
+            flag = default and not ns.disable_defaults
+        if flag:
+            enabled.add(name)
+    if ns.max_requests < 0:
+        raise ConfigError("--web.max-requests: expected an integer >= 0")
+    for flag, path in (("--path.procfs", ns.procfs), ("--path.sysfs", ns.sysfs),
+                       ("--path.cgroupfs", ns.cgroupfs)):  # fmt: skip
+        if not os.path.isdir(path):
+            raise ConfigError(f"{flag}: {path}: expected a readable directory")
+    if ns.nvml_replay and not os.path.isfile(ns.nvml_replay):
+        raise ConfigError(f"--nvml.replay: {ns.nvml_replay}: no such file")
+    if ns.web_config_file and not os.path.isfile(ns.web_config_file):
+        raise ConfigError(f"--web.config.file: {ns.web_config_file}: no such file")
+    if ns.drift_token_file and not os.path.isfile(ns.drift_token_file):
+        raise ConfigError(f"--drift.token-file: {ns.drift_token_file}: no such file")
+    return Config(
+        listen_address=ns.listen_address,
+        web_config_file=ns.web_config_file,
+        telemetry_path=ns.telemetry_path,
+        max_requests=ns.max_requests,
+        config_file=ns.config_file,
+        interval=ns.interval,
+        collector_timeout=ns.collector_timeout,
+        procfs=ns.procfs,
+        sysfs=ns.sysfs,
+        cgroupfs=ns.cgroupfs,
+        collectors=frozenset(enabled),
+        nvml_replay=ns.nvml_replay,
+        log_level=ns.log_level,
+        state_dir=ns.state_dir,
+        serving_window=ns.serving_window,
+        serving_baseline=ns.serving_baseline,
+        serving_discover=ns.serving_discover,
+        kube_api_url=ns.kube_api_url,
+        kube_token_file=ns.kube_token_file,
+        kube_ca_file=ns.kube_ca_file,
+        kube_node_name=ns.kube_node_name or os.environ.get("NODE_NAME") or None,
+        kube_kubelet_url=ns.kube_kubelet_url,
+        kube_pod_resources_socket=ns.kube_pod_resources_socket,
+        drift_interval=ns.drift_interval,
+        drift_token_file=ns.drift_token_file,
+        file=load_config_file(ns.config_file),
+    )

@@ -1,0 +1,179 @@
+"""Snapshot -> metric families -> bytes, rendered once per tick in every format we serve."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import platform
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OM
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from node_exporter_ml import __version__
+from node_exporter_ml.collectors.base import Collector
+from node_exporter_ml.logonce import OnceLogger
+from node_exporter_ml.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE_TEXT = CONTENT_TYPE_LATEST
+CONTENT_TYPE_OPENMETRICS = CONTENT_TYPE_OM
+GZIP_LEVEL = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """One tick's exposition in both formats, plain and gzipped, ready to serve as is."""
+
+    text: bytes
+    text_gzip: bytes
+    openmetrics: bytes
+    openmetrics_gzip: bytes
+    taken_at: float
+
+
+def self_health_families(snapshot: Snapshot, interval: float) -> Iterable[Metric]:
+    """nodeml_collector_success/duration, snapshot timestamp and build info."""
+    success = GaugeMetricFamily(
+        "nodeml_collector_success",
+        "1 when the collector's last update succeeded, else 0.",
+        labels=["collector"],
+    )
+    duration = GaugeMetricFamily(
+        "nodeml_collector_duration_seconds",
+        "Seconds the collector's last update took.",
+        labels=["collector"],
+    )
+    for name, result in sorted(snapshot.results.items()):
+        success.add_metric([name], 1.0 if result.success else 0.0)
+        duration.add_metric([name], result.duration_seconds)
+    yield success
+    yield duration
+    yield GaugeMetricFamily(
+        "nodeml_snapshot_timestamp_seconds",
+        f"Unix time the served snapshot was taken; snapshots are taken every {interval:g}s.",
+        value=snapshot.taken_at,
+    )
+    info = GaugeMetricFamily(
+        "nodeml_build_info",
+        "node-exporter-ml build information.",
+        labels=["version", "python_version"],
+    )
+    info.add_metric([__version__, platform.python_version()], 1.0)
+    yield info
+
+
+class SnapshotCollector:
+    """A prometheus_client collector over one snapshot and the collectors that made it."""
+
+    def __init__(
+        self,
+        collectors: Sequence[Collector],
+        interval: float,
+        extra: Sequence[object] = (),
+    ) -> None:
+        self.collectors = {c.name: c for c in collectors}
+        self.interval = interval
+        self.extra = list(extra)
+        self.snapshot: Snapshot | None = None
+        self._once = OnceLogger(log)
+
+    def collect(self) -> Iterable[Metric]:
+        """Yield every family of the current snapshot (prometheus_client's Collector API)."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return
+        yield from self_health_families(snapshot, self.interval)
+        for name, result in sorted(snapshot.results.items()):
+            collector = self.collectors.get(name)
+            if collector is None or not result.success:
+                continue
+            yield from self._guarded(name, collector.families(result.data, snapshot))
+        for source in self.extra:
+            families = getattr(source, "families", None)
+            if callable(families):
+                yield from self._guarded(type(source).__name__, families(snapshot))
+
+    def _guarded(self, name: str, families: Iterable[Metric]) -> Iterable[Metric]:
+        # A bug in one collector's rendering must not take /metrics down for the others.
+        try:
+            yield from list(families)
+        except Exception:  # noqa: BLE001
+            if self._once.log(logging.ERROR, name, "rendering %s failed", name):
+                log.exception("rendering %s failed", name)
+
+
+class Renderer:
+    """Renders snapshots into `Rendered` bytes; call from a worker thread (it reads /proc)."""
+
+    def __init__(
+        self,
+        collectors: Sequence[Collector],
+        interval: float,
+        extra: Sequence[object] = (),
+        process_metrics: bool = True,
+    ) -> None:
+        self.source = SnapshotCollector(collectors, interval, extra)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.source)
+        if process_metrics:
+            # The agent's own process_* and python_* metrics, like every client_python exporter.
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+
+    def render(self, snapshot: Snapshot) -> Rendered:
+        """Render one snapshot (compressed once here, never per scrape)."""
+        self.source.snapshot = snapshot
+        text = generate_latest(self.registry)
+        om = generate_openmetrics(self.registry)
+        return Rendered(
+            text=text,
+            text_gzip=gzip.compress(text, GZIP_LEVEL, mtime=0),
+            openmetrics=om,
+            openmetrics_gzip=gzip.compress(om, GZIP_LEVEL, mtime=0),
+            taken_at=snapshot.taken_at,
+        )
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """True when the Accept header prefers OpenMetrics text (as Prometheus asks for it)."""
+    best_q, best_om = 0.0, False
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if media == "application/openmetrics-text" and q > best_q:
+            best_q, best_om = q, True
+        elif media in ("text/plain", "*/*", "text/*") and q > best_q:
+            best_q, best_om = q, False
+    return best_om
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True when Accept-Encoding allows gzip (and does not give it q=0)."""
+    for part in accept_encoding.split(","):
+        coding, *params = (p.strip() for p in part.split(";"))
+        if coding.lower() in ("gzip", "*"):
+            return not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00") for p in params)
+    return False
+
+
+def select(rendered: Rendered, headers: Mapping[str, str]) -> tuple[bytes, str, bool]:
+    """Pick body, content type and whether it is gzipped, from request headers."""
+    om = wants_openmetrics(headers.get("Accept", ""))
+    gz = accepts_gzip(headers.get("Accept-Encoding", ""))
+    if om:
+        return (rendered.openmetrics_gzip if gz else rendered.openmetrics), CONTENT_TYPE_OM, gz
+    return (rendered.text_gzip if gz else rendered.text), CONTENT_TYPE_TEXT, gz

@@ -1,0 +1,165 @@
+"""Frozen sample types and the Snapshot: what one sampler tick saw.
+
+Each collector returns one frozen value (its "data"); the sampler wraps it in a
+CollectorResult and the Snapshot holds one result per enabled collector. The
+sample dataclasses below are the contract between collectors and the pure
+correlation code; each is owned by the collector named in its docstring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorResult:
+    """The outcome of one collector's update in one tick."""
+
+    name: str
+    success: bool
+    duration_seconds: float
+    data: object = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one tick saw, immutable once built.
+
+    `workloads` maps a pid to its workload labels (namespace/pod/container, or
+    unit), filled by correlation after the collectors ran; `derived` holds
+    results of correlation steps keyed by step name.
+    """
+
+    taken_at: float
+    results: Mapping[str, CollectorResult]
+    workloads: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
+    derived: Mapping[str, object] = field(default_factory=dict)
+
+    def data(self, name: str, kind: type[T]) -> T | None:
+        """The data of collector `name` if it ran, succeeded and is of `kind`."""
+        result = self.results.get(name)
+        if result is None or not result.success or not isinstance(result.data, kind):
+            return None
+        return result.data
+
+    def replace(self, **changes: object) -> Snapshot:
+        """A copy with some fields replaced (snapshots are never mutated)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def workload_labels(self, pid: int) -> Mapping[str, str]:
+        """Labels of the workload that owns `pid` (empty when unattributed)."""
+        return self.workloads.get(pid, {})
+
+
+# --- nvml collector -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GpuProcessSample:
+    """One compute process on one GPU (or MIG instance), from the nvml collector.
+
+    Ratios are 0-1 over the last sampling interval; a process with no NVML
+    utilisation sample in that interval reads 0, never a stale value.
+    """
+
+    pid: int
+    comm: str = ""
+    used_memory_bytes: int | None = None
+    sm_ratio: float | None = None
+    memory_ratio: float | None = None
+    encoder_ratio: float | None = None
+    decoder_ratio: float | None = None
+    sm_seconds_total: float = 0.0
+    gpu_instance: int | None = None
+    compute_instance: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSample:
+    """One GPU's readings in one tick, from the nvml collector; None means not supported."""
+
+    index: int
+    uuid: str
+    name: str = ""
+    utilization_ratio: float | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    power_watts: float | None = None
+    power_limit_watts: float | None = None
+    energy_joules_total: float | None = None
+    temperature_celsius: float | None = None
+    sm_clock_hertz: float | None = None
+    max_sm_clock_hertz: float | None = None
+    sm_active_ratio: float | None = None
+    sm_occupancy_ratio: float | None = None
+    tensor_active_ratio: float | None = None
+    dram_active_ratio: float | None = None
+    clock_events: frozenset[str] = frozenset()
+    processes: tuple[GpuProcessSample, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NvmlData:
+    """What the nvml collector returns: the visible GPUs (lost ones dropped)."""
+
+    driver_version: str = ""
+    devices: tuple[GpuSample, ...] = ()
+
+
+# --- process and cgroup collectors ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSample:
+    """One inference process, from the process collector (read through --path.procfs)."""
+
+    pid: int
+    comm: str
+    cmdline: tuple[str, ...] = ()
+    cpu_user_seconds_total: float = 0.0
+    cpu_system_seconds_total: float = 0.0
+    resident_memory_bytes: int | None = None
+    cgroup_path: str | None = None
+    container_id: str | None = None
+    pod_uid: str | None = None
+    unit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessData:
+    """What the process collector returns, keyed by pid."""
+
+    processes: Mapping[int, ProcessSample] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupSample:
+    """The statistics of one container's cgroup (read through --path.cgroupfs)."""
+
+    path: str
+    cpu_usage_seconds_total: float | None = None
+    cpu_throttled_seconds_total: float | None = None
+    cpu_periods_total: int | None = None
+    cpu_throttled_periods_total: int | None = None
+    cpu_limit_cores: float | None = None
+    memory_current_bytes: int | None = None
+    memory_working_set_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    oom_kills_total: int | None = None
+    pressure_cpu_waiting_seconds_total: float | None = None
+    pressure_memory_waiting_seconds_total: float | None = None
+    pressure_memory_stalled_seconds_total: float | None = None
+    pressure_io_waiting_seconds_total: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupData:
+    """What the cgroup collector returns, keyed by cgroup path."""
+
+    cgroups: Mapping[str, CgroupSample] = field(default_factory=dict)
