@@ -16,6 +16,9 @@ import yaml
 from node_exporter_ml import __version__
 
 DEFAULT_LISTEN = ":9847"
+DEFAULT_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+DEFAULT_CA_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+DEFAULT_POD_RESOURCES_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -202,7 +205,9 @@ def parse_config_file(text: str, source: str) -> FileConfig:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "document"
-        raise ConfigError(f"{source}: {where}: expected valid YAML ({err.__class__.__name__})")
+        raise ConfigError(
+            f"{source}: {where}: expected valid YAML ({err.__class__.__name__})"
+        ) from None
     top = r.mapping(raw, "", ("serving", "processes", "kube", "drift"))
     serving = r.mapping(
         top.get("serving"), "serving", ("targets", "timeout", "max_body_bytes", "concurrency")
@@ -308,11 +313,11 @@ class Config:
     serving_baseline: float = 900.0
     serving_discover: bool = False
     kube_api_url: str | None = None
-    kube_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    kube_ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    kube_token_file: str = DEFAULT_TOKEN_FILE
+    kube_ca_file: str = DEFAULT_CA_FILE
     kube_node_name: str | None = None
     kube_kubelet_url: str | None = None
-    kube_pod_resources_socket: str = "/var/lib/kubelet/pod-resources/kubelet.sock"
+    kube_pod_resources_socket: str = DEFAULT_POD_RESOURCES_SOCKET
     drift_interval: float = 60.0
     drift_token_file: str | None = None
     file: FileConfig = field(default_factory=FileConfig)
@@ -333,44 +338,96 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
     a = p.add_argument
     a("--version", action="version", version=f"node-exporter-ml {__version__}")
     a("--web.listen-address", dest="listen_address", type=_listen_arg, default=DEFAULT_LISTEN)
-    a("--web.config.file", dest="web_config_file", metavar="FILE",
-      help="exporter-toolkit web config (TLS, basic auth)")  # fmt: skip
+    a(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="exporter-toolkit web config (TLS, basic auth)",
+    )
     a("--web.telemetry-path", dest="telemetry_path", default="/metrics")
-    a("--web.max-requests", dest="max_requests", type=int, default=40,
-      help="concurrent requests served before answering 503 (0: no limit)")  # fmt: skip
+    a(
+        "--web.max-requests",
+        dest="max_requests",
+        type=int,
+        default=40,
+        help="concurrent requests served before answering 503 (0: no limit)",
+    )
     a("--config.file", dest="config_file", metavar="FILE", help="YAML config file")
     a("--sampler.interval", dest="interval", type=_duration_arg, default=5.0, metavar="DURATION")
-    a("--collector.timeout", dest="collector_timeout", type=_duration_arg, default=None,
-      metavar="DURATION", help="per-collector time limit per tick (default 0.8 x interval)")  # fmt: skip
+    a(
+        "--collector.timeout",
+        dest="collector_timeout",
+        type=_duration_arg,
+        default=None,
+        metavar="DURATION",
+        help="per-collector time limit per tick (default 0.8 x interval)",
+    )
     a("--path.procfs", dest="procfs", default="/proc")
     a("--path.sysfs", dest="sysfs", default="/sys")
     a("--path.cgroupfs", dest="cgroupfs", default="/sys/fs/cgroup")
-    a("--collector.disable-defaults", dest="disable_defaults", action="store_true",
-      help="start with every collector off; enable them one by one")  # fmt: skip
+    a(
+        "--collector.disable-defaults",
+        dest="disable_defaults",
+        action="store_true",
+        help="start with every collector off; enable them one by one",
+    )
     for name, default in collectors.items():
-        a(f"--collector.{name}", dest=f"collector_{name}", action=argparse.BooleanOptionalAction,
-          default=None, help=f"enable the {name} collector (default: {default})")  # fmt: skip
-    a("--nvml.replay", dest="nvml_replay", metavar="FILE",
-      help="drive the nvml collector from a replay file instead of the driver")  # fmt: skip
+        a(
+            f"--collector.{name}",
+            dest=f"collector_{name}",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"enable the {name} collector (default: {default})",
+        )
+    a(
+        "--nvml.replay",
+        dest="nvml_replay",
+        metavar="FILE",
+        help="drive the nvml collector from a replay file instead of the driver",
+    )
     a("--log.level", dest="log_level", choices=_LOG_LEVELS, default="info")
     a("--state.dir", dest="state_dir", default="/var/lib/node-exporter-ml")
     a("--serving.window", dest="serving_window", type=_duration_arg, default=60.0)
     a("--serving.baseline", dest="serving_baseline", type=_duration_arg, default=900.0)
-    a("--serving.discover", dest="serving_discover", action=argparse.BooleanOptionalAction,
-      default=False, help="probe inference processes' listening sockets for model servers")  # fmt: skip
-    a("--kube.api-url", dest="kube_api_url", metavar="URL",
-      help="API server URL (default: in-cluster from KUBERNETES_SERVICE_HOST)")  # fmt: skip
-    a("--kube.token-file", dest="kube_token_file", default=Config.kube_token_file)
-    a("--kube.ca-file", dest="kube_ca_file", default=Config.kube_ca_file)
-    a("--kube.node-name", dest="kube_node_name", default=None,
-      help="this node's name (default: $NODE_NAME)")  # fmt: skip
-    a("--kube.kubelet-url", dest="kube_kubelet_url", metavar="URL",
-      help="read pods from the kubelet's /pods endpoint instead of the API server")  # fmt: skip
-    a("--kube.pod-resources-socket", dest="kube_pod_resources_socket",
-      default=Config.kube_pod_resources_socket)  # fmt: skip
+    a(
+        "--serving.discover",
+        dest="serving_discover",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="probe inference processes' listening sockets for model servers",
+    )
+    a(
+        "--kube.api-url",
+        dest="kube_api_url",
+        metavar="URL",
+        help="API server URL (default: in-cluster from KUBERNETES_SERVICE_HOST)",
+    )
+    a("--kube.token-file", dest="kube_token_file", default=DEFAULT_TOKEN_FILE)
+    a("--kube.ca-file", dest="kube_ca_file", default=DEFAULT_CA_FILE)
+    a(
+        "--kube.node-name",
+        dest="kube_node_name",
+        default=None,
+        help="this node's name (default: $NODE_NAME)",
+    )
+    a(
+        "--kube.kubelet-url",
+        dest="kube_kubelet_url",
+        metavar="URL",
+        help="read pods from the kubelet's /pods endpoint instead of the API server",
+    )
+    a(
+        "--kube.pod-resources-socket",
+        dest="kube_pod_resources_socket",
+        default=DEFAULT_POD_RESOURCES_SOCKET,
+    )
     a("--drift.interval", dest="drift_interval", type=_duration_arg, default=60.0)
-    a("--drift.token-file", dest="drift_token_file", metavar="FILE",
-      help="bearer token required by the drift API's write endpoints")  # fmt: skip
+    a(
+        "--drift.token-file",
+        dest="drift_token_file",
+        metavar="FILE",
+        help="bearer token required by the drift API's write endpoints",
+    )
     return p
 
 
@@ -390,8 +447,11 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
             enabled.add(name)
     if ns.max_requests < 0:
         raise ConfigError("--web.max-requests: expected an integer >= 0")
-    for flag, path in (("--path.procfs", ns.procfs), ("--path.sysfs", ns.sysfs),
-                       ("--path.cgroupfs", ns.cgroupfs)):  # fmt: skip
+    for flag, path in (
+        ("--path.procfs", ns.procfs),
+        ("--path.sysfs", ns.sysfs),
+        ("--path.cgroupfs", ns.cgroupfs),
+    ):
         if not os.path.isdir(path):
             raise ConfigError(f"{flag}: {path}: expected a readable directory")
     if ns.nvml_replay and not os.path.isfile(ns.nvml_replay):

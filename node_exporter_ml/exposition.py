@@ -113,7 +113,7 @@ class SnapshotCollector:
         # A bug in one collector's rendering must not take /metrics down for the others.
         try:
             yield from list(families)
-        except Exception:  # noqa: BLE001
+        except Exception:
             if self._once.log(logging.ERROR, name, "rendering %s failed", name):
                 log.exception("rendering %s failed", name)
 
@@ -141,7 +141,7 @@ class Renderer:
         """Render one snapshot (compressed once here, never per scrape)."""
         self.source.snapshot = snapshot
         text = generate_latest(self.registry)
-        om = generate_openmetrics(self.registry)
+        om = generate_openmetrics(self.registry)  # type: ignore[no-untyped-call]
         return Rendered(
             text=text,
             text_gzip=gzip.compress(text, GZIP_LEVEL, mtime=0),

@@ -92,7 +92,7 @@ class Sampler:
         for step in self.enrichers:
             try:
                 snapshot = step(snapshot)
-            except Exception:  # noqa: BLE001 - a broken correlation step must not stop sampling
+            except Exception:
                 name = getattr(step, "__name__", type(step).__name__)
                 if self._once.log(logging.ERROR, f"enrich:{name}", "correlation step %s failed",
                                   name):  # fmt: skip
