@@ -1,6 +1,103 @@
-"""Command line entry point (placeholder until the server lands)."""
+"""Command line: parse flags into a Config, set up logging, serve the app on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import uvloop
+from aiohttp import web
+
+from node_exporter_ml import __version__
+from node_exporter_ml.agent import Agent
+from node_exporter_ml.config import Config, ConfigError, parse_args, parse_listen_address
+from node_exporter_ml.registry import load_collectors
+from node_exporter_ml.web import AUTH, WEB_CONFIG, build_app
+from node_exporter_ml.webconfig import BasicAuth, WebConfig, load_web_config
+
+log = logging.getLogger("node_exporter_ml")
+
+SHUTDOWN_TIMEOUT = 4.0  # SIGTERM -> stopped within 5 s, in-flight requests finished first
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+           "error": logging.ERROR}  # fmt: skip
 
 
-def main() -> int:
-    """Run the agent."""
+def setup_logging(level: str) -> None:
+    """Log logfmt lines to stderr, as Prometheus exporters do."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter(
+            'time=%(asctime)s level=%(levelname)s source=%(name)s msg="%(message)s"',
+            datefmt="%Y-%m-%dT%H:%M:%S%z",
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS[level])
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def serve(config: Config, web_config: WebConfig) -> int:
+    """Run the agent and its server until SIGTERM/SIGINT; SIGHUP reloads the config files."""
+    agent = Agent(config)
+    app = build_app(agent, web_config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=SHUTDOWN_TIMEOUT)  # fmt: skip
+    await runner.setup()
+    host, port = parse_listen_address(config.listen_address)
+    site = web.TCPSite(runner, host or None, port, ssl_context=web_config.ssl_context(),
+                       reuse_address=True)  # fmt: skip
+    try:
+        await site.start()
+    except OSError as err:
+        await runner.cleanup()
+        print(f"node-exporter-ml: error: --web.listen-address: {config.listen_address}: "
+              f"{err.strerror or err}", file=sys.stderr)  # fmt: skip
+        return 1
+    scheme = "https" if web_config.tls else "http"
+    log.info("listening on %s://%s:%d (version %s, collectors: %s)", scheme, host or "0.0.0.0",
+             port, __version__, ",".join(sorted(config.collectors)) or "none")  # fmt: skip
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    async def reload() -> None:
+        try:
+            new = await loop.run_in_executor(None, agent.reload)
+            web_cfg = await loop.run_in_executor(None, load_web_config, new.web_config_file)
+        except ConfigError as err:
+            log.error("reload failed, keeping the running configuration: %s", err)
+            return
+        app[AUTH] = BasicAuth(web_cfg.users)
+        app[WEB_CONFIG] = web_cfg
+        log.info("configuration reloaded")
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `node-exporter-ml` and `python -m node_exporter_ml`."""
+    registry = load_collectors()
+    try:
+        config = parse_args(argv, {n: r.default_enabled for n, r in registry.items()})
+        web_config = load_web_config(config.web_config_file)
+    except ConfigError as err:
+        print(f"node-exporter-ml: error: {err}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    try:
+        return uvloop.run(serve(config, web_config))
+    except ConfigError as err:  # e.g. a collector rejecting its settings at start
+        print(f"node-exporter-ml: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0

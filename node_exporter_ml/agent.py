@@ -1,0 +1,105 @@
+"""The agent: collectors from the registry, the sampler, correlation, and the rendered cache."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+from collections.abc import Sequence
+
+from node_exporter_ml.collectors.base import CollectContext, Collector
+from node_exporter_ml.config import Config, load_config_file
+from node_exporter_ml.exposition import Rendered, Renderer
+from node_exporter_ml.registry import Registration, load_collectors
+from node_exporter_ml.sampler import Enricher, Sampler
+from node_exporter_ml.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+def default_enrichers(config: Config) -> list[Enricher]:
+    """The correlation steps run after every tick, in order."""
+    return []
+
+
+class Agent:
+    """Owns the collectors, the sampler loop and the latest rendered exposition.
+
+    `rendered` is replaced by one reference swap per tick; the /metrics handler only
+    reads it, so the scrape path does no I/O and no collection.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        registry: dict[str, Registration] | None = None,
+        enrichers: Sequence[Enricher] | None = None,
+        process_metrics: bool = True,
+    ) -> None:
+        self.config = config
+        registry = load_collectors() if registry is None else registry
+        ctx = CollectContext(config)
+        self.collectors: list[Collector] = [
+            reg.factory(ctx) for name, reg in registry.items() if name in config.collectors
+        ]
+        self.renderer = Renderer(self.collectors, config.interval, process_metrics=process_metrics)
+        self._render_executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="nodeml-render"
+        )
+        self.sampler = Sampler(
+            self.collectors,
+            interval=config.interval,
+            timeout=config.timeout,
+            enrichers=default_enrichers(config) if enrichers is None else enrichers,
+            publish=self._publish,
+        )
+        self.rendered: Rendered | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The latest snapshot (None before the first tick)."""
+        return self.sampler.latest
+
+    async def _publish(self, snapshot: Snapshot) -> None:
+        loop = asyncio.get_running_loop()
+        self.rendered = await loop.run_in_executor(
+            self._render_executor, self.renderer.render, snapshot
+        )
+
+    async def start(self) -> None:
+        """Start the collectors' background work and the sampler loop."""
+        await self.sampler.start()
+        self._task = asyncio.create_task(self._run(), name="nodeml-sampler")
+
+    async def _run(self) -> None:
+        try:
+            await self.sampler.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sampler loop crashed")  # never expected: per-collector guards
+            raise
+
+    async def stop(self) -> None:
+        """Stop the sampler loop and the collectors."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.sampler.close()
+        self._render_executor.shutdown(wait=False, cancel_futures=True)
+
+    def reload(self) -> Config:
+        """Re-read --config.file and hand the new configuration to every collector.
+
+        Raises:
+            ConfigError: the file is now invalid; the running configuration is kept.
+        """
+        new = dataclasses.replace(self.config, file=load_config_file(self.config.config_file))
+        self.config = new
+        ctx = CollectContext(new)
+        for c in self.collectors:
+            c.reload(ctx)
+        return new

@@ -1,0 +1,280 @@
+"""The exporter-toolkit web config file: TLS server settings and bcrypt basic-auth users."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ssl
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import yaml
+
+from node_exporter_ml.config import ConfigError
+
+_TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+# exporter-toolkit's client_auth_type values -> (verify mode, needs a client CA)
+_CLIENT_AUTH = {
+    "NoClientCert": (ssl.CERT_NONE, False),
+    "RequestClientCert": (ssl.CERT_OPTIONAL, False),
+    "RequireAnyClientCert": (ssl.CERT_REQUIRED, False),
+    "VerifyClientCertIfGiven": (ssl.CERT_OPTIONAL, True),
+    "RequireAndVerifyClientCert": (ssl.CERT_REQUIRED, True),
+}
+_TLS_KEYS = (
+    "cert_file",
+    "key_file",
+    "client_auth_type",
+    "client_ca_file",
+    "min_version",
+    "max_version",
+    "cipher_suites",
+    "prefer_server_cipher_suites",
+    "curve_preferences",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """tls_server_config of the web config file."""
+
+    cert_file: str
+    key_file: str
+    client_auth_type: str = "NoClientCert"
+    client_ca_file: str | None = None
+    min_version: str = "TLS12"
+    max_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """The parsed web config: optional TLS, basic-auth users (bcrypt hashes), extra headers."""
+
+    tls: TlsConfig | None = None
+    users: Mapping[str, bytes] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Build the server SSL context (None without TLS); raises ConfigError on bad files."""
+        if self.tls is None:
+            return None
+        t = self.tls
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = _TLS_VERSIONS[t.min_version]
+        if t.max_version:
+            ctx.maximum_version = _TLS_VERSIONS[t.max_version]
+        try:
+            ctx.load_cert_chain(t.cert_file, t.key_file)
+        except (OSError, ssl.SSLError) as err:
+            raise ConfigError(
+                f"tls_server_config: cannot load cert_file/key_file ({t.cert_file}, "
+                f"{t.key_file}): {err}"
+            ) from None
+        mode, needs_ca = _CLIENT_AUTH[t.client_auth_type]
+        if t.client_ca_file:
+            try:
+                ctx.load_verify_locations(cafile=t.client_ca_file)
+            except (OSError, ssl.SSLError) as err:
+                raise ConfigError(
+                    f"tls_server_config.client_ca_file: cannot load {t.client_ca_file}: {err}"
+                ) from None
+        elif needs_ca:
+            raise ConfigError(
+                f"tls_server_config.client_ca_file: required by client_auth_type "
+                f"{t.client_auth_type}"
+            )
+        # Python cannot request a client certificate without verifying it against some CA;
+        # RequestClientCert/RequireAnyClientCert therefore need client_ca_file too.
+        if mode != ssl.CERT_NONE and not t.client_ca_file:
+            raise ConfigError(
+                f"tls_server_config.client_ca_file: needed for client_auth_type "
+                f"{t.client_auth_type} in this implementation"
+            )
+        ctx.verify_mode = mode
+        return ctx
+
+
+def _fail(source: str, key: str, expected: str, got: object) -> ConfigError:
+    shown = type(got).__name__ if isinstance(got, Mapping | list) else repr(got)
+    return ConfigError(f"{source}: {key}: expected {expected}, got {shown}")
+
+
+def _mapping(source: str, key: str, value: object, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(source, key, "a mapping", value)
+    for k in value:
+        if k not in allowed:
+            where = f"{key}.{k}" if key else str(k)
+            raise ConfigError(
+                f"{source}: {where}: unknown key (expected one of: {', '.join(allowed)})"
+            )
+    return value
+
+
+def _path(source: str, key: str, value: object, base: Path) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(source, key, "a file path", value)
+    path = base / value  # relative paths are relative to the web config file, as exporter-toolkit
+    if not path.is_file():
+        raise ConfigError(f"{source}: {key}: {path}: no such file")
+    return str(path)
+
+
+def parse_web_config(text: str, source: str, base: Path) -> WebConfig:
+    """Parse web config YAML; `base` is the directory relative paths are resolved against."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"{source}: expected valid YAML") from None
+    top = _mapping(source, "", raw, ("tls_server_config", "basic_auth_users", "http_server_config"))
+    tls = None
+    if top.get("tls_server_config"):
+        t = _mapping(source, "tls_server_config", top["tls_server_config"], _TLS_KEYS)
+        for required in ("cert_file", "key_file"):
+            if required not in t:
+                raise ConfigError(f"{source}: tls_server_config.{required}: missing")
+        auth = t.get("client_auth_type", "NoClientCert")
+        if auth not in _CLIENT_AUTH:
+            raise _fail(
+                source, "tls_server_config.client_auth_type", " or ".join(_CLIENT_AUTH), auth
+            )
+        versions = {}
+        for key in ("min_version", "max_version"):
+            if key in t and t[key] not in _TLS_VERSIONS:
+                raise _fail(source, f"tls_server_config.{key}", " or ".join(_TLS_VERSIONS), t[key])
+            versions[key] = t.get(key)
+        tls = TlsConfig(
+            cert_file=_path(source, "tls_server_config.cert_file", t["cert_file"], base),
+            key_file=_path(source, "tls_server_config.key_file", t["key_file"], base),
+            client_auth_type=auth,
+            client_ca_file=_path(
+                source, "tls_server_config.client_ca_file", t["client_ca_file"], base
+            )
+            if t.get("client_ca_file")
+            else None,
+            min_version=versions["min_version"] or "TLS12",
+            max_version=versions["max_version"],
+        )
+    users: dict[str, bytes] = {}
+    raw_users = top.get("basic_auth_users") or {}
+    if not isinstance(raw_users, Mapping):
+        raise _fail(source, "basic_auth_users", "a mapping of user: bcrypt hash", raw_users)
+    for user, hashed in raw_users.items():
+        key = f"basic_auth_users.{user}"
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            raise _fail(source, key, "a bcrypt hash ($2a$/$2b$/$2y$)", "<redacted>")
+        users[str(user)] = hashed.encode()
+    http = _mapping(
+        source, "http_server_config", top.get("http_server_config"), ("http2", "headers")
+    )
+    if http.get("http2") is True:
+        raise ConfigError(f"{source}: http_server_config.http2: HTTP/2 is not supported; use false")
+    headers = http.get("headers") or {}
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise _fail(source, "http_server_config.headers", "a mapping of strings", headers)
+    return WebConfig(tls=tls, users=users, headers=dict(headers))
+
+
+def load_web_config(path: str | None) -> WebConfig:
+    """Read --web.config.file (an empty WebConfig when none is given).
+
+    Raises:
+        ConfigError: the file cannot be read or is not a valid web config.
+    """
+    if not path:
+        return WebConfig()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read web config file: {err}") from None
+    config = parse_web_config(text, path, Path(path).resolve().parent)
+    config.ssl_context()  # fail at startup, not at the first connection
+    return config
+
+
+class BasicAuth:
+    """Checks Authorization headers against bcrypt hashes, caching verdicts.
+
+    bcrypt costs ~50-250 ms by design; a scrape every 15 s must not pay it each time.
+    Verdicts are cached under a keyed SHA-256 of (user, password, hash), so the cache
+    never holds a password and a changed hash invalidates the entry.
+    """
+
+    def __init__(self, users: Mapping[str, bytes], max_entries: int = 1024) -> None:
+        self.users = dict(users)
+        self._key = hashlib.sha256(repr(sorted(self.users.items())).encode()).digest()
+        self._cache: dict[bytes, bool] = {}
+        self._lock = threading.Lock()
+        self._max = max_entries
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one user is configured."""
+        return bool(self.users)
+
+    def cached(self, header: str | None) -> bool | None:
+        """The cached verdict for this header, or None when bcrypt must run (cheap)."""
+        parsed = _parse_basic(header)
+        if parsed is None:
+            return False
+        user, password = parsed
+        if user not in self.users:
+            return False
+        with self._lock:
+            return self._cache.get(self._digest(user, password))
+
+    def verify(self, header: str | None) -> bool:
+        """Check the header, running bcrypt when needed (slow: call off the event loop)."""
+        parsed = _parse_basic(header)
+        if parsed is None:
+            return False
+        user, password = parsed
+        hashed = self.users.get(user)
+        if hashed is None:
+            return False
+        digest = self._digest(user, password)
+        with self._lock:
+            hit = self._cache.get(digest)
+        if hit is not None:
+            return hit
+        try:
+            ok = bcrypt.checkpw(password.encode(), hashed)
+        except ValueError:
+            ok = False
+        with self._lock:
+            if len(self._cache) >= self._max:
+                self._cache.clear()
+            self._cache[digest] = ok
+        return ok
+
+    def _digest(self, user: str, password: str) -> bytes:
+        return hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
+
+
+def _parse_basic(header: str | None) -> tuple[str, str] | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
