@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import yaml
@@ -328,9 +328,15 @@ class Config:
         return self.collector_timeout or max(0.1, self.interval * 0.8)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other startup error; the usage is one --help away.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
     """The flag parser; `collectors` maps each registered collector to its default."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="node-exporter-ml",
         description="Node agent for GPU inference fleets: Prometheus metrics for GPUs, "
         "inference processes, their pods, model-server latency and data drift.",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OM
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
@@ -21,7 +21,7 @@ from node_exporter_ml.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE_TEXT = CONTENT_TYPE_LATEST
+CONTENT_TYPE_TEXT = CONTENT_TYPE_PLAIN_0_0_4
 CONTENT_TYPE_OPENMETRICS = CONTENT_TYPE_OM
 GZIP_LEVEL = 6
 
