@@ -21,8 +21,12 @@ from node_exporter_ml.webconfig import BasicAuth, WebConfig, load_web_config
 log = logging.getLogger("node_exporter_ml")
 
 SHUTDOWN_TIMEOUT = 4.0  # SIGTERM -> stopped within 5 s, in-flight requests finished first
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-           "error": logging.ERROR}  # fmt: skip
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def setup_logging(level: str) -> None:
@@ -44,22 +48,33 @@ async def serve(config: Config, web_config: WebConfig) -> int:
     """Run the agent and its server until SIGTERM/SIGINT; SIGHUP reloads the config files."""
     agent = Agent(config)
     app = build_app(agent, web_config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=SHUTDOWN_TIMEOUT)  # fmt: skip
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+    )
     await runner.setup()
     host, port = parse_listen_address(config.listen_address)
-    site = web.TCPSite(runner, host or None, port, ssl_context=web_config.ssl_context(),
-                       reuse_address=True)  # fmt: skip
+    site = web.TCPSite(
+        runner, host or None, port, ssl_context=web_config.ssl_context(), reuse_address=True
+    )
     try:
         await site.start()
     except OSError as err:
         await runner.cleanup()
-        print(f"node-exporter-ml: error: --web.listen-address: {config.listen_address}: "
-              f"{err.strerror or err}", file=sys.stderr)  # fmt: skip
+        print(
+            f"node-exporter-ml: error: --web.listen-address: {config.listen_address}: "
+            f"{err.strerror or err}",
+            file=sys.stderr,
+        )
         return 1
     scheme = "https" if web_config.tls else "http"
-    log.info("listening on %s://%s:%d (version %s, collectors: %s)", scheme, host or "0.0.0.0",
-             port, __version__, ",".join(sorted(config.collectors)) or "none")  # fmt: skip
+    log.info(
+        "listening on %s://%s:%d (version %s, collectors: %s)",
+        scheme,
+        host or "0.0.0.0",
+        port,
+        __version__,
+        ",".join(sorted(config.collectors)) or "none",
+    )
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

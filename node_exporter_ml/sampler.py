@@ -94,8 +94,9 @@ class Sampler:
                 snapshot = step(snapshot)
             except Exception:
                 name = getattr(step, "__name__", type(step).__name__)
-                if self._once.log(logging.ERROR, f"enrich:{name}", "correlation step %s failed",
-                                  name):  # fmt: skip
+                if self._once.log(
+                    logging.ERROR, f"enrich:{name}", "correlation step %s failed", name
+                ):
                     log.exception("correlation step %s failed", name)
         return snapshot
 

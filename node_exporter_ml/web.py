@@ -117,8 +117,11 @@ async def index(request: web.Request) -> web.Response:
             f"<td>{html.escape(detail)}</td></tr>"
         )
     path = html.escape(agent.config.telemetry_path)
-    links = [f'<a href="{path}">Metrics</a>', '<a href="/healthz">Health</a>',
-             '<a href="/readyz">Readiness</a>']  # fmt: skip
+    links = [
+        f'<a href="{path}">Metrics</a>',
+        '<a href="/healthz">Health</a>',
+        '<a href="/readyz">Readiness</a>',
+    ]
     if any(c.name == "drift" for c in agent.collectors):
         links.append('<a href="/api/v1/openapi.json">Drift API (OpenAPI)</a>')
     body = f"""<!doctype html>

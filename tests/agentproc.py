@@ -47,7 +47,7 @@ class AgentProcess:
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 f"--state.dir={self.tmp}/state",
                 *self.args,
-            ],  # fmt: skip
+            ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

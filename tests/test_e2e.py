@@ -149,8 +149,7 @@ def test_tls_client_certificates_required(agent_factory, tls_files, tmp_path):
     with_cert = ssl.create_default_context()
     ca.configure_trust(with_cert)
     with_cert.load_cert_chain(str(d / "client.pem"))
-    agent = agent_factory(*BASE, f"--web.config.file={web}", scheme="https",
-                          ssl_context=with_cert)  # fmt: skip
+    agent = agent_factory(*BASE, f"--web.config.file={web}", scheme="https", ssl_context=with_cert)
     agent.wait_ready()
     assert "nodeml_build_info" in agent.metrics()
     no_cert = ssl.create_default_context()
@@ -175,8 +174,12 @@ def test_live_exposition_passes_promtool(agent_factory):
     agent = agent_factory(*BASE)
     agent.wait_ready()
     proc = subprocess.run(
-        ["promtool", "check", "metrics"], input=agent.metrics().encode(), capture_output=True,
-        timeout=30, check=False,
-    )  # fmt: skip
+        ["promtool", "check", "metrics"],
+        input=agent.metrics().encode(),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.strip() == b"" and proc.stderr.strip() == b""
+    assert proc.stdout.strip() == b""
+    assert proc.stderr.strip() == b""

@@ -41,9 +41,16 @@ def test_wants_openmetrics(accept, om):
 
 @pytest.mark.parametrize(
     ("value", "gz"),
-    [("gzip", True), ("gzip, deflate, br", True), ("identity", False), ("", False),
-     ("gzip;q=0", False), ("*", True), ("br;q=1.0, gzip;q=0.8", True)],
-)  # fmt: skip
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("identity", False),
+        ("", False),
+        ("gzip;q=0", False),
+        ("*", True),
+        ("br;q=1.0, gzip;q=0.8", True),
+    ],
+)
 def test_accepts_gzip(value, gz):
     assert accepts_gzip(value) is gz
 
@@ -70,8 +77,13 @@ def test_rendered_formats_are_consistent_and_precompressed():
     assert gzip.decompress(rendered.openmetrics_gzip) == rendered.openmetrics
     assert rendered.openmetrics.endswith(b"# EOF\n")
     names = {f.name for f in text_string_to_metric_families(rendered.text.decode())}
-    assert {"nodeml_collector_success", "nodeml_snapshot_timestamp_seconds", "nodeml_build_info",
-            "process_resident_memory_bytes", "nodeml_test_thing_value"} <= names  # fmt: skip
+    assert {
+        "nodeml_collector_success",
+        "nodeml_snapshot_timestamp_seconds",
+        "nodeml_build_info",
+        "process_resident_memory_bytes",
+        "nodeml_test_thing_value",
+    } <= names
     body, ctype, gz = select(rendered, {"Accept": "application/openmetrics-text"})
     assert (body, ctype, gz) == (rendered.openmetrics, CONTENT_TYPE_OPENMETRICS, False)
     body, ctype, gz = select(rendered, {"Accept-Encoding": "gzip"})

@@ -91,9 +91,10 @@ async def test_agent_loop_ticks_at_interval_and_renders():
     from .helpers import registry
 
     agent = Agent(
-        config("counting", interval=0.1), registry=registry(CountingCollector),
+        config("counting", interval=0.1),
+        registry=registry(CountingCollector),
         process_metrics=False,
-    )  # fmt: skip
+    )
     await agent.start()
     for _ in range(100):
         if agent.rendered is not None and agent.collectors[0].calls >= 3:  # type: ignore[attr-defined]
