@@ -41,3 +41,9 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def agent_args(tmp_path) -> dict[str, object]:
+    """Config fields that point every collector at fixtures instead of this machine."""
+    return {"state_dir": str(tmp_path / "state")}

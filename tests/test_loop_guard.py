@@ -1,0 +1,49 @@
+"""Nothing may hold the event loop for more than 20 ms: the whole agent under scrapes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from node_exporter_ml.agent import Agent
+from node_exporter_ml.registry import load_collectors
+from node_exporter_ml.web import build_app
+
+from .helpers import config
+from .loopguard import loop_guard
+
+registry = load_collectors()  # imports every collector module: before any loop runs
+
+
+async def test_guard_catches_a_blocking_callback():
+    loop = asyncio.get_running_loop()
+
+    async def blocker():
+        time.sleep(0.05)  # noqa: ASYNC251 - the point of this test
+
+    with loop_guard(loop) as slow:
+        await asyncio.sleep(0)
+        await asyncio.create_task(blocker())
+        await asyncio.sleep(0)
+    assert slow, "the guard must notice a 50 ms blocking call"
+
+
+@pytest.mark.timeout(60)
+async def test_agent_never_blocks_the_loop(aiohttp_client, agent_args):
+    names = {name for name, reg in registry.items() if reg.default_enabled}
+    agent = Agent(config(*names, interval=0.2, **agent_args), registry=registry)
+    client = await aiohttp_client(build_app(agent))
+    loop = asyncio.get_running_loop()
+    with loop_guard(loop) as slow:
+        deadline = loop.time() + 3.0
+        scrapes = 0
+        while loop.time() < deadline:
+            resp = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+            await resp.read()
+            scrapes += 1
+            await asyncio.sleep(0.01)
+    assert agent.rendered is not None
+    assert scrapes > 20
+    assert not slow, "\n".join(slow)
