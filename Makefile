@@ -18,13 +18,19 @@ $(BIN)/.installed-test: $(BIN)/.installed pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/node-exporter-ml --web.listen-address=$(LISTEN) $(ARGS)
+	$(BIN)/node-exporter-ml --web.listen-address=$(LISTEN) --state.dir=$(CURDIR)/.state $(ARGS)
 
-# System packages the tests drive for real: promtool and a Prometheus server.
+# System packages the tests drive for real: promtool and a Prometheus server, headless
+# Chromium for the pages we serve, node_exporter for the scrape benchmark.
+DEBIAN_TEST_PACKAGES := prometheus chromium prometheus-node-exporter
 test-deps:
-	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
-	  echo "installing Debian package prometheus (promtool, prometheus)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	@missing=""; \
+	for pkg in $(DEBIAN_TEST_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 lint: $(BIN)/.installed-test
