@@ -1,0 +1,49 @@
+"""Shared fixtures: a blocking-call guard on the event loop, the --update-golden flag."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+if not SHARED.is_dir():  # CI lays shared/ beside the clone; a worktree may sit elsewhere
+    SHARED = Path(os.environ.get("NODEML_SHARED", "/work/shared"))
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite golden files from the current output instead of comparing",
+    )
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Any blocking call (file, socket, sleep) made on a running event loop fails the test."""
+    with blockbuster_ctx("node_exporter_ml") as bb:
+        yield bb
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def agent_args(tmp_path) -> dict[str, object]:
+    """Config fields that point every collector at fixtures instead of this machine."""
+    return {"state_dir": str(tmp_path / "state")}
