@@ -520,3 +520,35 @@ async def test_start_without_a_driver_keeps_the_agent_running():
 def test_every_fixture_is_a_valid_replay():
     for path in sorted(Path(NVML_FIXTURES).glob("*.nvml.json")):
         Replay.from_file(str(path))
+
+
+class _Recording:
+    """A replay that records the NVML functions called on it."""
+
+    def __init__(self, replay: Replay) -> None:
+        self.replay = replay
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.replay, name)
+        if name.startswith("nvml") and callable(attr):
+            self.calls.append(name)
+        return attr
+
+
+def test_never_the_sleeping_pcie_call_and_static_facts_once():
+    clock = Clock()
+    lib = _Recording(Replay.from_file(str(NEIGHBOUR), clock=clock))
+    collector = make_collector(NEIGHBOUR, clock, library=lib)
+    run_to(collector, clock, 1)
+    first = list(lib.calls)
+    lib.calls.clear()
+    clock.at_frame(2)
+    collector.update(None)
+    assert "nvmlDeviceGetPcieThroughput" not in first + lib.calls  # sleeps 20 ms per call
+    for static in ("nvmlDeviceGetName", "nvmlDeviceGetSerial", "nvmlDeviceGetHandleByIndex",
+                   "nvmlDeviceGetMaxClockInfo", "nvmlGpmQueryDeviceSupport"):  # fmt: skip
+        assert static in first
+        assert static not in lib.calls
+    assert lib.calls.count("nvmlDeviceGetProcessUtilization") == 1
+    assert lib.calls.count("nvmlGpmSampleGet") == 1
