@@ -24,11 +24,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node_exporter_ml.collectors.base import CollectContext  # noqa: E402
-from node_exporter_ml.collectors.nvml import NvmlCollector  # noqa: E402
-from node_exporter_ml.config import Config  # noqa: E402
-from node_exporter_ml.nvml.replay import Replay  # noqa: E402
-from node_exporter_ml.snapshot import CollectorResult, Snapshot  # noqa: E402
+from node_exporter_ml.collectors.base import CollectContext
+from node_exporter_ml.collectors.nvml import NvmlCollector
+from node_exporter_ml.config import Config
+from node_exporter_ml.nvml.replay import Replay
+from node_exporter_ml.snapshot import CollectorResult, Snapshot
 
 SHARED = Path(os.environ.get("NODEML_SHARED", "/work/shared")) / "fixtures" / "nvml"
 GOAL_MS_PER_GPU = 5.0
