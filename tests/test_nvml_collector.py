@@ -552,3 +552,14 @@ def test_never_the_sleeping_pcie_call_and_static_facts_once():
         assert static not in lib.calls
     assert lib.calls.count("nvmlDeviceGetProcessUtilization") == 1
     assert lib.calls.count("nvmlGpmSampleGet") == 1
+
+
+def test_energy_rides_in_the_field_batch_where_the_driver_has_it():
+    clock = Clock()
+    lib = _Recording(Replay.from_file(str(scenario("multi-gpu")), clock=clock))
+    collector = make_collector(scenario("multi-gpu"), clock, library=lib)
+    data = run_to(collector, clock, 1)
+    h100, a10 = data.devices
+    assert h100.energy_joules_total == (1_000_000 + 650_000 + 7) / 1000  # field 83
+    assert a10.energy_joules_total == (5_000_000 + 120_000) / 1000  # its own call
+    assert lib.calls.count("nvmlDeviceGetTotalEnergyConsumption") == 2  # A10 only, 2 ticks
