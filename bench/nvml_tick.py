@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -56,7 +57,7 @@ PER_TICK_CALLS = (
 )
 
 
-def widen(doc: dict, gpus: int, processes: int) -> dict:
+def widen(doc: dict[str, Any], gpus: int, processes: int) -> dict[str, Any]:
     """The recording with `gpus` copies of its GPU, each running `processes` processes."""
     out = copy.deepcopy(doc)
     base = doc["devices"][0]
