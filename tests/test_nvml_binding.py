@@ -376,3 +376,23 @@ def test_xid_event_set_is_none_when_nothing_supports_xid(monkeypatch):
 
 def test_now_is_on_the_given_clock():
     assert NvmlBinding(clock=lambda: 12.5).now_us() == 12_500_000
+
+
+def test_wait_xid_on_an_old_driver_times_out_quietly(c_functions):
+    calls = []
+
+    def wait(event_set, data, timeout):
+        calls.append(timeout.value)
+        return pynvml.NVML_ERROR_TIMEOUT
+
+    c_functions["nvmlEventSetWait"] = wait  # no nvmlEventSetWait_v2 symbol
+    monkeypatch_free = NvmlBinding()
+    assert monkeypatch_free.wait_xid("set", 25) is None
+    assert monkeypatch_free.wait_xid("set", 25) is None
+    assert calls == [25, 25]
+
+
+def test_wait_xid_when_nvml_went_away(monkeypatch):
+    monkeypatch.setattr(pynvml, "nvmlEventSetWait_v2", raising("Uninitialized"))
+    with pytest.raises(NvmlUnavailable):
+        NvmlBinding().wait_xid("set", 10)

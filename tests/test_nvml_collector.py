@@ -563,3 +563,37 @@ def test_energy_rides_in_the_field_batch_where_the_driver_has_it():
     assert h100.energy_joules_total == (1_000_000 + 650_000 + 7) / 1000  # field 83
     assert a10.energy_joules_total == (5_000_000 + 120_000) / 1000  # its own call
     assert lib.calls.count("nvmlDeviceGetTotalEnergyConsumption") == 2  # A10 only, 2 ticks
+
+
+class _EventsGoAway(_Unloading):
+    def nvmlEventSetWait_v2(self, event_set, timeout_ms):  # noqa: N802
+        if self.gone:
+            raise nvml_error("Uninitialized")
+        return self.replay.nvmlEventSetWait_v2(event_set, timeout_ms)
+
+
+async def test_xid_watch_ends_with_nvml_and_restarts_with_it():
+    clock, frames = Clock(), Clock()  # the collector's retry clock, the replay's frame clock
+    frames.at_frame(0)
+    replay = await asyncio.to_thread(Replay.from_file, str(scenario("multi-gpu")), frames)
+    lib = _EventsGoAway(replay)
+    collector = make_collector(scenario("multi-gpu"), clock, library=lib)
+    await collector.start()
+    try:
+        first = collector._event_thread
+        assert first is not None
+        lib.gone = True
+        await asyncio.to_thread(first.join, 5)
+        assert not first.is_alive()
+        with pytest.raises(NoDataError):
+            await asyncio.to_thread(collector.update, None)
+        lib.gone = False
+        clock.now += INIT_RETRY_SECONDS + 1
+        await asyncio.to_thread(collector.update, None)
+        assert collector._event_thread is not None
+        assert collector._event_thread is not first
+        frames.at_frame(2)
+        data = await _xids(collector, 3)
+    finally:
+        await collector.stop()
+    assert sum(x.count for x in data.xid_errors) == 3

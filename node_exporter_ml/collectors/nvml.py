@@ -238,7 +238,12 @@ class NvmlCollector(BlockingCollector):
         while not self._stop.is_set():
             try:
                 event = nvml.wait_xid(event_set, XID_WAIT_MS)
-            except (DeviceLost, NvmlUnavailable, NVMLError) as err:
+            except NvmlUnavailable as err:
+                # NVML went away: end; the tick that re-initialises NVML starts a new watcher.
+                self._once.log(logging.WARNING, "xid:wait", "XID watch stopped: %s", err)
+                self._event_thread = None
+                return
+            except (DeviceLost, NVMLError) as err:
                 self._once.log(logging.WARNING, "xid:wait", "waiting for XID events: %s", err)
                 self._stop.wait(1.0)
                 continue

@@ -9,6 +9,7 @@ lack the newer symbols whatever the nvidia-ml-py version says.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import time
@@ -142,6 +143,14 @@ def _decode_field(value: Any) -> float:
     return float(v.ullVal)
 
 
+def _pynvml_event_wait_v1(event_set: Any, timeout_ms: int) -> Any:
+    """The C nvmlEventSetWait (v1) symbol: pynvml's own wrapper of that name calls _v2."""
+    fn = pynvml._nvmlGetFunctionPointer("nvmlEventSetWait")
+    data = pynvml.c_nvmlEventData_t()
+    pynvml._nvmlCheckReturn(fn(event_set, ctypes.byref(data), ctypes.c_uint(timeout_ms)))
+    return data
+
+
 def _text(value: object) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
@@ -169,6 +178,8 @@ class NvmlBinding:
         if name in self._missing:
             raise _FunctionMissing(name)
         fn = getattr(self._lib, name, None)
+        if name == "nvmlEventSetWait" and self._lib is pynvml:
+            fn = _pynvml_event_wait_v1
         if fn is None:
             self._missing.add(name)
             raise _FunctionMissing(name)
@@ -623,13 +634,22 @@ class NvmlBinding:
 
     def wait_xid(self, event_set: Any, timeout_ms: int) -> XidEvent | None:
         """Wait up to `timeout_ms` for one event; None on timeout or a non-XID event."""
+        name = (
+            "nvmlEventSetWait" if "nvmlEventSetWait_v2" in self._missing else "nvmlEventSetWait_v2"
+        )
         try:
-            data = self._raw("nvmlEventSetWait_v2", event_set, timeout_ms)
-        except _FunctionMissing:
-            data = self._raw("nvmlEventSetWait", event_set, timeout_ms)
+            try:
+                data = self._raw(name, event_set, timeout_ms)
+            except _FunctionMissing:
+                data = self._raw("nvmlEventSetWait", event_set, timeout_ms)
+        except _FunctionMissing as err:
+            raise NvmlUnavailable("no nvmlEventSetWait entry point") from err
         except NVMLError as err:
-            if getattr(err, "value", None) == ERR_TIMEOUT:
+            code = getattr(err, "value", None)
+            if code == ERR_TIMEOUT:
                 return None
+            if code in _UNAVAILABLE:
+                raise NvmlUnavailable(f"{name}: {err}") from err
             raise
         if not int(data.eventType) & XID_EVENT:
             return None
