@@ -349,7 +349,7 @@ class PodSource:
 
     @property
     def source(self) -> str:
-        """ "kubelet" or "apiserver"."""
+        """Where pods come from: kubelet or apiserver."""
         return "kubelet" if self.kubelet_url else "apiserver"
 
     def _set_healthy(self) -> None:

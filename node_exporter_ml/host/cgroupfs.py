@@ -344,8 +344,8 @@ class CgroupFS:
 
     def _v1_path(self, controller: str, paths: CgroupPaths) -> str | None:
         mount, path = self.v1_dir(controller), paths.controllers.get(controller)
-        if mount is None or path is None:
-            return None
+        if mount is None or path is None or not path.strip("/"):
+            return None  # a controller left at the root: its statistics are the host's
         return self.resolve(mount, path)
 
     def _read_v1(

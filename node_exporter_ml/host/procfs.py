@@ -168,8 +168,11 @@ def parse_boot_time(text: str, path: str = "stat") -> float:
 
 def _hex_address(text: str) -> str:
     # /proc/net/tcp prints addresses as host-order 32-bit words in hex.
+    # An IPv4-mapped IPv6 address (a dual-stack socket) is given as the IPv4 address.
     words = [bytes.fromhex(text[i : i + 8])[::-1] for i in range(0, len(text), 8)]
-    return str(ipaddress.ip_address(b"".join(words)))
+    ip = ipaddress.ip_address(b"".join(words))
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip)
 
 
 def parse_net_tcp(text: str, path: str = "net/tcp") -> list[TcpSocket]:
@@ -313,7 +316,7 @@ class ProcFS:
 
 
 def _listening_inodes(sockets: Iterable[TcpSocket], port: int, address: str | None) -> set[int]:
-    wanted = {"0.0.0.0", "::", "::ffff:0.0.0.0", address, f"::ffff:{address}"}
+    wanted = {"0.0.0.0", "::", address}
     return {
         s.inode
         for s in sockets
