@@ -14,8 +14,8 @@ def workload_of(ident: CgroupIdentity, kube: KubeData | None) -> dict[str, str]:
 
     - a pod the API knows (by UID, a static pod's hash, or the container id): namespace,
       pod and container (container "" for a pod-level process such as CRI-O's conmon);
+    - else a systemd unit: unit (a cgroup path only names one deeper than any container);
     - else a container: container_id (a pod the API does not know, or plain Docker);
-    - else a systemd unit: unit;
     - else nothing.
     """
     pod = kube.pod(ident.pod_uid) if kube is not None and ident.pod_uid else None
@@ -26,10 +26,10 @@ def workload_of(ident: CgroupIdentity, kube: KubeData | None) -> dict[str, str]:
             pod, container = found
     if pod is not None:
         return {"namespace": pod.namespace, "pod": pod.name, "container": container}
+    if ident.unit:  # set only when deeper than any container (a unit inside a kind node)
+        return {"unit": ident.unit}
     if ident.container_id:
         return {"container_id": ident.container_id}
-    if ident.unit:
-        return {"unit": ident.unit}
     return {}
 
 

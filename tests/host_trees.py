@@ -17,6 +17,7 @@ UID_ = UID.replace("-", "_")
 STATIC_UID = "6d3b5f1e8a9c4b2d7e0f1a2b3c4d5e6f"
 CID = "3c1f0a9e" * 8
 KIND_CID = "ab12cd34" * 8
+DOCKER_CID = "0123456789abcdef" * 4  # a container outside Kubernetes
 
 
 @dataclass
@@ -312,3 +313,44 @@ def v1_cgroup_file(path: str, systemd_path: str | None = None, unified: str | No
     if unified is not None:
         lines.append(f"0::{unified}")
     return "\n".join(lines) + "\n"
+
+
+def sample_values(
+    families: Iterable[object],
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Families -> {(sample name, labels): value}, failing on a duplicate series."""
+    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in families:
+        for s in family.samples:  # type: ignore[attr-defined]
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in out, f"duplicate series {key}"
+            out[key] = s.value
+    return out
+
+
+def value(
+    values: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float | None:
+    """The value of the one series of `name` whose labels include `labels` (None if none)."""
+    found = [v for (n, ls), v in values.items() if n == name and set(labels.items()) <= ls]
+    assert len(found) <= 1, f"{name}{labels} matches {len(found)} series"
+    return found[0] if found else None
+
+
+def build_cgroup_tree(
+    root: Path, layout: str, cgroup_text: str, host_path: str | None, stats: CgroupStats
+) -> None:
+    """The host cgroupfs holding the cgroups a /proc/<pid>/cgroup text names."""
+    from node_exporter_ml.host.cgroupfs import CgroupPaths
+    from node_exporter_ml.host.procfs import parse_cgroup_file
+
+    paths = CgroupPaths.from_lines(parse_cgroup_file(cgroup_text))
+    if layout == "v2":
+        make_v2_root(root)
+        write_cgroup_v2(root / (host_path or paths.unified or "/").lstrip("/"), stats)
+        return
+    make_v1_root(root, hybrid=layout == "hybrid")
+    c = paths.controllers
+    write_cgroup_v1(root, {"cpu": c["cpu"], "memory": c["memory"], "blkio": c["blkio"]}, stats)
+    if layout == "hybrid" and paths.unified and paths.unified != "/":
+        write_psi(root / "unified" / paths.unified.lstrip("/"), stats)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.host_trees import CID, KIND_CID, STATIC_UID, UID, UID_, v1_cgroup_file
+from tests.host_trees import CID, DOCKER_CID, KIND_CID, STATIC_UID, UID, UID_, v1_cgroup_file
 
 
 @dataclass(frozen=True)
@@ -188,20 +188,26 @@ VARIANTS = [
     Variant("v2 systemd unit", "0::/system.slice/vllm.service\n", unit="vllm.service"),
     Variant(
         "v2 docker outside kubernetes",
-        f"0::/system.slice/docker-{CID}.scope\n",
+        f"0::/system.slice/docker-{DOCKER_CID}.scope\n",
         None,
-        CID,
+        DOCKER_CID,
         "docker",
     ),
     Variant(
         "v1 docker outside kubernetes",
-        v1_cgroup_file(f"/docker/{CID}"),
+        v1_cgroup_file(f"/docker/{DOCKER_CID}"),
         None,
-        CID,
+        DOCKER_CID,
         "docker",
         layout="v1",
     ),
-    Variant("v2 podman", f"0::/machine.slice/libpod-{CID}.scope/container\n", None, CID, "podman"),
+    Variant(
+        "v2 podman",
+        f"0::/machine.slice/libpod-{DOCKER_CID}.scope/container\n",
+        None,
+        DOCKER_CID,
+        "podman",
+    ),
     Variant(
         "v2 kind node's own containerd",
         f"0::/system.slice/docker-{KIND_CID}.scope/system.slice/containerd.service\n",
