@@ -18,6 +18,7 @@ from node_exporter_ml.host.procfs import (
     parse_net_tcp,
     parse_socket_inode,
     parse_stat,
+    parse_stat_start,
     parse_status,
 )
 from tests.host_trees import BTIME, FakeProc, stat_line, status_text, write_proc
@@ -37,6 +38,22 @@ def test_parse_stat_comm_forms(comm: str) -> None:
     assert (st.pid, st.comm, st.state, st.ppid) == (415, comm, "S", 1)
     assert (st.utime_ticks, st.stime_ticks, st.num_threads, st.starttime_ticks) == (900, 30, 9, 77)
     assert st.rss_pages == 1024
+
+
+@pytest.mark.parametrize(
+    "comm", ["python3", "vllm serve", "a) (b"], ids=["plain", "space", "parens"]
+)
+def test_parse_stat_start_agrees_with_parse_stat(comm: str) -> None:
+    line = stat_line(FakeProc(pid=9, comm=comm, starttime=123_456))
+    assert parse_stat_start(line) == (comm, 123_456)
+    full = parse_stat(line)
+    assert parse_stat_start(line) == (full.comm, full.starttime_ticks)
+
+
+@pytest.mark.parametrize("text", ["", "9 (x) S 1 2", "9 x S"], ids=["empty", "short", "no comm"])
+def test_parse_stat_start_rejects(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_stat_start(text)
 
 
 @pytest.mark.parametrize(

@@ -142,10 +142,10 @@ class ProcessCollector(BlockingCollector):
         known: dict[int, _Known] = {}
         for pid in self.fs.pids():
             try:
-                stat = self.fs.read_stat(pid)
+                comm, starttime = self.fs.read_start(pid)
                 entry = self._known.get(pid)
-                if entry is None or entry.starttime != stat.starttime_ticks:
-                    entry = _Known(stat.starttime_ticks, stat.comm)
+                if entry is None or entry.starttime != starttime:
+                    entry = _Known(starttime, comm)
                 if want_cmdline and entry.cmdline is None:
                     entry.cmdline = self.fs.read_cmdline(pid)
                 if owners and entry.identity is None:

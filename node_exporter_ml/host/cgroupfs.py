@@ -206,21 +206,27 @@ class CgroupFS:
         self.clock_ticks = os.sysconf("SC_CLK_TCK")
         self._v1_dirs: dict[str, str] | None = None
         self._resolved: dict[tuple[str, str], str | None] = {}
+        self._layout: tuple[bool, str | None] | None = None
+
+    def _detect(self) -> tuple[bool, str | None]:
+        if self._layout is None:
+            if os.path.exists(os.path.join(self.root, "cgroup.controllers")):
+                self._layout = (True, self.root)
+            else:
+                hybrid = os.path.join(self.root, "unified")
+                found = os.path.exists(os.path.join(hybrid, "cgroup.controllers"))
+                self._layout = (False, hybrid if found else None)
+        return self._layout
 
     @property
     def unified_root(self) -> str | None:
         """The v2 hierarchy: the root itself (v2), `unified/` (hybrid), or None (pure v1)."""
-        if os.path.exists(os.path.join(self.root, "cgroup.controllers")):
-            return self.root
-        hybrid = os.path.join(self.root, "unified")
-        if os.path.exists(os.path.join(hybrid, "cgroup.controllers")):
-            return hybrid
-        return None
+        return self._detect()[1]
 
     @property
     def is_v2(self) -> bool:
-        """True on a pure cgroup v2 host."""
-        return os.path.exists(os.path.join(self.root, "cgroup.controllers"))
+        """True on a pure cgroup v2 host (detected once)."""
+        return self._detect()[0]
 
     def v1_dir(self, controller: str) -> str | None:
         """The mount of a v1 controller ("cpu" may live in `cpu,cpuacct`)."""
@@ -278,10 +284,18 @@ class CgroupFS:
         if directory is None:
             return None
         try:
-            with open(os.path.join(directory, name), encoding="ascii", errors="replace") as f:
-                return f.read()
-        except OSError:  # absent, or disabled (PSI off reads EOPNOTSUPP)
+            fd = os.open(f"{directory}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # absent
             return None
+        try:
+            chunks = [os.read(fd, 65536)]
+            while chunks[-1]:
+                chunks.append(os.read(fd, 65536))
+        except OSError:  # disabled (PSI off reads EOPNOTSUPP)
+            return None
+        finally:
+            os.close(fd)
+        return b"".join(chunks).decode("ascii", "replace")
 
     def read(self, key: str, paths: CgroupPaths, pids: tuple[int, ...] = ()) -> CgroupSample | None:
         """Statistics of one process's cgroups; None when its cgroup directory is gone.

@@ -89,6 +89,21 @@ def parse_stat(text: str, path: str = "stat") -> ProcStat:
         raise ParseError(path, f"expected at least 24 numeric fields ({err})") from err
 
 
+def parse_stat_start(text: str, path: str = "stat") -> tuple[str, int]:
+    """(comm, starttime ticks) of a /proc/<pid>/stat line, parsing only what that needs.
+
+    Raises:
+        ParseError: the text is not a stat line.
+    """
+    open_paren, close_paren = text.find("("), text.rfind(")")
+    try:
+        if open_paren < 0 or close_paren < open_paren:
+            raise ValueError("no (comm)")
+        return text[open_paren + 1 : close_paren], int(text[close_paren + 2 :].split(" ", 20)[19])
+    except (IndexError, ValueError) as err:
+        raise ParseError(path, f"expected 'pid (comm) state ... starttime' ({err})") from err
+
+
 _STATUS_KEYS = {
     "VmRSS": "rss_bytes",
     "Threads": "threads",
@@ -230,7 +245,7 @@ class ProcFS:
 
     def path(self, *parts: object) -> str:
         """A path below the root."""
-        return os.path.join(self.root, *map(str, parts))
+        return "/".join((self.root, *map(str, parts)))
 
     def _read_bytes(self, *parts: object) -> bytes:
         # os.open/os.read: a third of open()'s cost, which matters when listing every pid.
@@ -250,6 +265,16 @@ class ProcFS:
         """Every pid directory below the root (a cheap listing, no file reads)."""
         with os.scandir(self.root) as entries:
             return [int(e.name) for e in entries if e.name.isdigit()]
+
+    def read_start(self, pid: int) -> tuple[str, int]:
+        """(comm, starttime) from /proc/<pid>/stat: the cheap identity of a pid."""
+        path = f"{self.root}/{pid}/stat"
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)  # a stat line is well under a page
+        finally:
+            os.close(fd)
+        return parse_stat_start(data.decode("utf-8", "replace"), path)
 
     def read_stat(self, pid: int) -> ProcStat:
         """Parse /proc/<pid>/stat."""
