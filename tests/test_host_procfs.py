@@ -15,6 +15,7 @@ from node_exporter_ml.host.procfs import (
     parse_cgroup_file,
     parse_cmdline,
     parse_fib_trie_local,
+    parse_if_inet6,
     parse_net_tcp,
     parse_socket_inode,
     parse_stat,
@@ -220,6 +221,20 @@ def test_find_listening_pid_in_host_netns(tmp_path: Path) -> None:
     assert find_listening_pid(str(root), 8000, "127.0.0.1") == 100
     assert find_listening_pid(str(root), 9999) is None
     assert find_listening_pid(str(tmp_path / "missing"), 8000) is None
+    # a remote address never matches a local process listening on the same port
+    assert find_listening_pid(str(root), 8000, "10.0.0.99") is None
+    # one of the host's own addresses does
+    (root / "net" / "fib_trie").write_text(FIB.replace("10.244.1.7", "10.0.0.99"))
+    assert find_listening_pid(str(root), 8000, "10.0.0.99") == 100
+
+
+def test_parse_if_inet6() -> None:
+    text = (
+        "00000000000000000000000000000001 01 80 10 80       lo\n"
+        "fd000000000000000000000000000007 02 40 00 80     eth0\n"
+        "fe80000000000000aabbccfffe001122 02 40 20 80     eth0\n"
+    )
+    assert parse_if_inet6(text) == {"::1", "fd00::7", "fe80::aabb:ccff:fe00:1122"}
 
 
 def test_find_listening_pid_in_a_pod_netns(tmp_path: Path) -> None:

@@ -234,6 +234,19 @@ def parse_fib_trie_local(text: str) -> set[str]:
     return local
 
 
+def parse_if_inet6(text: str) -> set[str]:
+    """Local IPv6 addresses of a network namespace from /proc/net/if_inet6 (32-hex first column)."""
+    local = set()
+    for line in text.splitlines():
+        cols = line.split()
+        if cols and len(cols[0]) == 32:
+            try:
+                local.add(str(ipaddress.IPv6Address(bytes.fromhex(cols[0]))))
+            except ValueError:
+                continue
+    return local
+
+
 class ProcFS:
     """Reads per-process files below `root` (--path.procfs)."""
 
@@ -335,9 +348,16 @@ class ProcFS:
         """The network namespace link of `pid` ("net:[4026531840]")."""
         return os.readlink(self.path(pid, "ns", "net"))
 
-    def local_addresses(self, pid: int) -> set[str]:
-        """Local IPv4 addresses of `pid`'s network namespace."""
-        return parse_fib_trie_local(self._read(pid, "net", "fib_trie"))
+    def local_addresses(self, pid: int | None = None) -> set[str]:
+        """Local addresses of the root's network namespace, or of `pid`'s (missing: none)."""
+        base: tuple[object, ...] = ("net",) if pid is None else (pid, "net")
+        local: set[str] = set()
+        for name, parse in (("fib_trie", parse_fib_trie_local), ("if_inet6", parse_if_inet6)):
+            try:
+                local |= parse(self._read(*base, name))
+            except FileNotFoundError:
+                continue
+        return local
 
 
 def _listening_inodes(sockets: Iterable[TcpSocket], port: int, address: str | None) -> set[int]:
@@ -364,21 +384,24 @@ def _owner(fs: ProcFS, pids: Iterable[int], inodes: set[int]) -> int | None:
 def find_listening_pid(procfs_root: str, port: int, address: str | None = None) -> int | None:
     """The pid that owns a TCP socket listening on `port` (optionally reachable at `address`).
 
-    Looks in the network namespace of --path.procfs first (the host's, for an agent with
-    hostNetwork); when nothing listens there and `address` is given, in the network
-    namespace that holds `address` as a local address (a pod's). The owner is matched by
+    With no `address`, a loopback one, or one local to the network namespace of
+    --path.procfs (the host's, for an agent with hostNetwork), looks there; otherwise in
+    the network namespace that holds `address` as a local address (a pod's), so a remote
+    address never matches a local process that listens on the same port. The owner is matched by
     socket inode in /proc/<pid>/fd, which needs the privilege to read other processes'
     fd directories. This walks every pid: call it rarely and cache the answer.
     """
     fs = ProcFS(procfs_root)
     try:
         pids = fs.pids()
-        inodes = _listening_inodes(fs.net_tcp(), port, address)
-    except (OSError, ParseError):
+        here = address is None or ipaddress.ip_address(address).is_loopback
+        here = here or address in fs.local_addresses()
+        inodes = _listening_inodes(fs.net_tcp(), port, address) if here else set()
+    except (OSError, ValueError, ParseError):
         return None
     if inodes:
         return _owner(fs, pids, inodes)
-    if address is None or ipaddress.ip_address(address).is_loopback:
+    if here:  # an address of this namespace: nobody else can be listening on it
         return None
     seen: dict[str, list[int]] = {}
     for pid in pids:
