@@ -499,7 +499,8 @@ class PodSource:
                 except _GoneError:
                     log.debug("kube: resourceVersion %s expired, listing again", rv)
                     rv = None
-                except (aiohttp.ClientError, OSError, TimeoutError, KubeFormatError) as err:
+                except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as err:
+                    # ValueError: not JSON, or not the shape of a PodList / watch event.
                     self._set_failed(err)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.backoff[1])

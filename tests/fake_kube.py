@@ -106,6 +106,7 @@ class FakeApi:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.end_watches_now = False
+        self.garbage_lists = 0  # answer this many lists with an HTML error page
 
     # -- state changes -----------------------------------------------------------------
 
@@ -150,6 +151,11 @@ class FakeApi:
         return self._list(request)
 
     def _list(self, request: web.Request) -> web.Response:
+        if self.garbage_lists > 0:
+            self.garbage_lists -= 1
+            return web.Response(
+                text="<html>upstream connect error</html>", content_type="text/html"
+            )
         items = sorted(self.pods.values(), key=lambda p: p["metadata"]["name"])
         limit = int(request.query.get("limit", "0") or 0) or len(items) or 1
         start = int(request.query.get("continue", "0") or 0)

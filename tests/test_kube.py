@@ -347,6 +347,20 @@ async def test_api_down_keeps_pods_then_recovers(api: FakeApi, running: PodSourc
     await until(lambda: running.healthy and len(running.pods) == 3)
 
 
+async def test_garbage_answer_is_retried(api: FakeApi, token_file: str) -> None:
+    api.garbage_lists = 2
+    source = source_for(api, token_file)
+    task = asyncio.create_task(source.run())
+    try:
+        await until(lambda: source.healthy)
+        assert len(source.pods) == 2
+        assert len([q for q in api.requests if "watch" not in q]) == 3
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 @pytest.fixture
 def bad_token_file(tmp_path: Path) -> str:
     path = tmp_path / "bad-token"
