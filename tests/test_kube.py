@@ -489,5 +489,34 @@ async def test_collector_stale_while_down(api: FakeApi, token_file: str) -> None
         await collector.stop()
 
 
+async def test_bad_annotation_logged_once(
+    api: FakeApi, token_file: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.add(
+        pod_json(UID2, "triton-0", annotations={**SCRAPE, "nodeml.io/port": "grpc"}), "MODIFIED"
+    )
+    collector = KubeCollector(kube_ctx(api.url, token_file))
+    await collector.start()
+    try:
+        await until(lambda: collector.source is not None and collector.source.healthy)
+        with caplog.at_level("WARNING"):
+            for _ in range(3):
+                data = await collector.update(None)
+        warnings = [r.getMessage() for r in caplog.records if r.name.endswith("kube")]
+        assert warnings == [
+            "kube: pod ml/triton-0: nodeml.io/port: expected a port number 1-65535, got 'grpc'"
+        ]
+        assert [t.name for t in data.targets] == ["ml/vllm-0:8000"]
+    finally:
+        await collector.stop()
+
+
+async def test_no_node_name() -> None:
+    collector = KubeCollector(CollectContext(Config(kube_api_url="http://127.0.0.1:1")))
+    await collector.start()
+    with pytest.raises(NoDataError, match="no node name"):
+        await collector.update(None)
+
+
 def test_label_name() -> None:
     assert label_name("app.kubernetes.io/name") == "label_app_kubernetes_io_name"

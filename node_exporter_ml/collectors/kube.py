@@ -29,7 +29,6 @@ from node_exporter_ml.kube import (
     cancel_task,
     in_cluster_api_url,
 )
-from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.snapshot import Snapshot
 
@@ -83,7 +82,8 @@ class KubeCollector(AsyncCollector):
         super().__init__(ctx)
         self.source = make_source(ctx)
         self._task: asyncio.Task[None] | None = None
-        self._once = OnceLogger(log)
+        self._problems: set[tuple[str, str]] = set()
+        self._idle = "kube: not started"
 
     async def start(self) -> None:
         """Start listing and watching pods in the background (nothing outside a cluster)."""
@@ -91,7 +91,8 @@ class KubeCollector(AsyncCollector):
             log.info("kube: %s; pod metadata is off", NOT_IN_CLUSTER)
             return
         if self.source.api_url and not self.source.node_name:
-            log.error("kube: set --kube.node-name or $NODE_NAME to watch this node's pods")
+            self._idle = "kube: no node name: set --kube.node-name or $NODE_NAME"
+            log.error("%s to watch this node's pods", self._idle)
             return
         if self._task is None:
             self._task = asyncio.create_task(self.source.run(), name="nodeml-kube")
@@ -107,23 +108,20 @@ class KubeCollector(AsyncCollector):
         if source is None:
             raise NoDataError(NOT_IN_CLUSTER)
         if self._task is None:
-            raise NoDataError("kube: no node name (--kube.node-name or $NODE_NAME)")
+            raise NoDataError(self._idle)
         if self._task.done():
             raise NoDataError("kube: the pod watch stopped")
         if source.synced_at is None:
             raise NoDataError(f"kube: no pods listed yet ({source.last_error})")
         data = source.data()
+        problems = {}
         for pod in data.pods.values():
             problem = annotation_problem(pod)
             if problem:
-                self._once.log(
-                    logging.WARNING,
-                    f"annotation:{pod.uid}:{problem}",
-                    "kube: pod %s/%s: %s",
-                    pod.namespace,
-                    pod.name,
-                    problem,
-                )
+                problems[(pod.uid, problem)] = f"{pod.namespace}/{pod.name}"
+        for key in problems.keys() - self._problems:  # each new problem logged once
+            log.warning("kube: pod %s: %s", problems[key], key[1])
+        self._problems = set(problems)
         if not source.healthy:
             raise StaleDataError(f"{source.source} unavailable: {source.last_error}", data)
         return data

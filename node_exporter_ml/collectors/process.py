@@ -253,7 +253,7 @@ class ProcessCollector(BlockingCollector):
             except VANISHED:
                 continue
             except PermissionError as err:
-                self._once.log(logging.WARNING, f"perm:{pid}", "process: %s", err)
+                self._once.log(logging.WARNING, "permission", "process: %s (skipped)", err)
         missing = sorted(p for p, why in selected.items() if "gpu" in why and p not in processes)
         if missing:
             self._once.log(
