@@ -18,6 +18,10 @@ from pathlib import Path
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 from prometheus_client.core import Metric
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
 
 from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
 from node_exporter_ml.collectors.cgroup import CgroupCollector
@@ -25,7 +29,7 @@ from node_exporter_ml.collectors.kube import KubeCollector
 from node_exporter_ml.collectors.process import ProcessCollector
 from node_exporter_ml.config import Config, FileConfig
 from node_exporter_ml.correlation import attribute_workloads
-from node_exporter_ml.exposition import SnapshotCollector
+from node_exporter_ml.exposition import Renderer, SnapshotCollector
 from node_exporter_ml.sampler import Sampler
 from node_exporter_ml.snapshot import GpuProcessSample, GpuSample, NvmlData, Snapshot
 from tests.fake_kube import TOKEN, FakeApi, pod_json
@@ -243,6 +247,22 @@ async def test_gpu_processes_get_pods_and_container_series(node: Node) -> None:
     snapshot = await _ticks(node, 2)  # tick 1 learns the GPU pids, tick 2 reads them
     assert all(r.success for r in snapshot.results.values()), snapshot.results
     _check_attribution(node, snapshot)
+
+
+async def test_exposition_parses_in_both_formats(node: Node) -> None:
+    await _until(lambda: node.kube.source is not None and node.kube.source.healthy)
+    snapshot = await _ticks(node, 2)
+    renderer = Renderer(list(node.render.collectors.values()), 1.0, process_metrics=False)
+    rendered = await asyncio.get_running_loop().run_in_executor(None, renderer.render, snapshot)
+    text = rendered.text.decode()
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert {"nodeml_container_cpu_throttled_seconds", "nodeml_workload_info"} <= names
+    om = {f.name for f in openmetrics_families(rendered.openmetrics.decode())}
+    assert "nodeml_process_cpu_seconds" in om
+    assert (
+        "nodeml_container_cpu_throttled_seconds_total"
+        '{container="server",namespace="ml",pod="mlp-server-0"} 3.1' in text
+    )
 
 
 async def test_api_server_down_keeps_labels_and_recovers(node: Node) -> None:
