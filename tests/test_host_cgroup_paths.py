@@ -65,5 +65,10 @@ def test_identify_prefers_the_line_naming_a_pod() -> None:
     assert ident.pod_uid == UID
 
 
+def test_identify_prefers_a_controller_cgroup_over_the_root() -> None:
+    text = "9:name=systemd:/\n4:memory:/process_api/1ff83af68ed6e51c\n2:cpuacct:/\n0::/\n"
+    assert identify(parse_cgroup_file(text)) == ("/process_api/1ff83af68ed6e51c", CgroupIdentity())
+
+
 def test_identify_with_no_lines() -> None:
     assert identify(()) == (None, CgroupIdentity())

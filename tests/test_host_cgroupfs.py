@@ -192,6 +192,17 @@ def test_v1_cgroup(tmp_path: Path, hybrid: bool) -> None:
     assert waiting == (pytest.approx(5.0) if hybrid else None)
 
 
+def test_hybrid_process_at_the_unified_root_has_no_psi(tmp_path: Path) -> None:
+    make_v1_root(tmp_path, hybrid=True)
+    write_cgroup_v1(tmp_path, {"cpu": POD, "memory": POD, "blkio": POD}, CgroupStats())
+    write_psi(tmp_path / "unified", CgroupStats())  # the host's own pressure
+    text = v1_cgroup_file(POD, unified="/")
+    sample = CgroupFS(str(tmp_path)).read(POD, CgroupPaths.from_lines(parse_cgroup_file(text)))
+    assert sample is not None
+    assert sample.memory_current_bytes == CgroupStats().memory_current
+    assert sample.pressure_cpu_waiting_seconds_total is None
+
+
 def test_v1_controller_at_root_is_not_read(tmp_path: Path) -> None:
     make_v1_root(tmp_path, hybrid=False)
     write_cgroup_v1(tmp_path, {"cpu": "/", "memory": POD, "blkio": POD}, CgroupStats())

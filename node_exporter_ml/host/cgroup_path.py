@@ -93,20 +93,21 @@ def identify(lines: Sequence[CgroupLine]) -> tuple[str | None, CgroupIdentity]:
 
     On v1 and hybrid hosts the hierarchies may disagree (a controller left at `/`); the
     first path naming a pod wins, else one naming a container, else the v2 (`0::`) or
-    `name=systemd` path.
+    `name=systemd` path, else any controller's path that is not the root.
     """
     best: tuple[int, str | None, CgroupIdentity] = (-1, None, CgroupIdentity())
     for line in lines:
         ident = parse_cgroup_path(line.path)
-        rank = (
-            4
-            if ident.pod_uid
-            else 3
-            if ident.container_id
-            else 2
-            if not line.controllers or "name=systemd" in line.controllers
-            else 1
-        )
+        if ident.pod_uid:
+            rank = 4
+        elif ident.container_id:
+            rank = 3
+        elif not line.path.strip("/"):
+            rank = 0  # the root says nothing; any controller's own cgroup says more
+        elif not line.controllers or "name=systemd" in line.controllers:
+            rank = 2
+        else:
+            rank = 1
         if rank > best[0]:
             best = (rank, line.path, ident)
     return best[1], best[2]

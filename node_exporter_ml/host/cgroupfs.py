@@ -309,9 +309,11 @@ class CgroupFS:
                 return None
             d = self.resolve(unified, paths.unified)
             return None if d is None else self._read_v2(key, d, pids)
-        v2_dir = (
-            self.resolve(unified, paths.unified) if unified and paths.unified is not None else None
-        )
+        # Hybrid: PSI from the unified hierarchy, unless the process sits at its root there
+        # (the root's pressure is the whole host's).
+        v2_dir = None
+        if unified is not None and paths.unified is not None and paths.unified.strip("/"):
+            v2_dir = self.resolve(unified, paths.unified)
         return self._read_v1(key, paths, v2_dir, pids)
 
     def _pressure(self, d: str | None, values: dict[str, object]) -> None:
