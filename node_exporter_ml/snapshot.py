@@ -48,6 +48,13 @@ class Snapshot:
             return None
         return result.data
 
+    def stale_data(self, name: str, kind: type[T]) -> T | None:
+        """The data of collector `name` even when it failed but kept its last good data."""
+        result = self.results.get(name)
+        if result is None or not isinstance(result.data, kind):
+            return None
+        return result.data
+
     def replace(self, **changes: object) -> Snapshot:
         """A copy with some fields replaced (snapshots are never mutated)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -199,7 +206,12 @@ class NvmlData:
 
 @dataclass(frozen=True, slots=True)
 class ProcessSample:
-    """One inference process, from the process collector (read through --path.procfs)."""
+    """One inference process, from the process collector (read through --path.procfs).
+
+    `cgroup_path` is the path that identifies its workload; `container_id`, `pod_uid`,
+    `runtime`, `qos` and `unit` are what that path says (see host/cgroup_path.py);
+    `reasons` says why it counts as an inference process ("gpu", "serving", "match").
+    """
 
     pid: int
     comm: str
@@ -211,6 +223,15 @@ class ProcessSample:
     container_id: str | None = None
     pod_uid: str | None = None
     unit: str | None = None
+    ppid: int | None = None
+    start_time_seconds: float | None = None
+    threads: int | None = None
+    open_fds: int | None = None
+    voluntary_context_switches_total: int | None = None
+    involuntary_context_switches_total: int | None = None
+    runtime: str | None = None
+    qos: str | None = None
+    reasons: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +243,11 @@ class ProcessData:
 
 @dataclass(frozen=True, slots=True)
 class CgroupSample:
-    """The statistics of one container's cgroup (read through --path.cgroupfs)."""
+    """The statistics of one container's cgroup (read through --path.cgroupfs).
+
+    `pids` are the inference processes found in it; None fields were not readable
+    (absent file, v1 host without the equivalent), and their series are omitted.
+    """
 
     path: str
     cpu_usage_seconds_total: float | None = None
@@ -238,6 +263,14 @@ class CgroupSample:
     pressure_memory_waiting_seconds_total: float | None = None
     pressure_memory_stalled_seconds_total: float | None = None
     pressure_io_waiting_seconds_total: float | None = None
+    pressure_cpu_stalled_seconds_total: float | None = None
+    pressure_io_stalled_seconds_total: float | None = None
+    cpu_user_seconds_total: float | None = None
+    cpu_system_seconds_total: float | None = None
+    io_read_bytes_total: int | None = None
+    io_write_bytes_total: int | None = None
+    cgroup_version: int | None = None
+    pids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
