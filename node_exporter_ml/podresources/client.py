@@ -173,10 +173,17 @@ class PodResourcesClient:
         self._once = OnceLogger(log)
         self._changed = asyncio.Event()
 
-    async def start(self) -> None:
-        """Start polling (idempotent)."""
+    async def start(self, first_wait: float = 1.0) -> None:
+        """Start polling (idempotent); wait up to `first_wait` seconds for the first answer.
+
+        A healthy kubelet answers in milliseconds, so the first snapshot already has the
+        allocations; a hung one delays the agent's start by `first_wait` at most.
+        """
         if self._task is None or self._task.done():
+            polls = self.polls
             self._task = asyncio.create_task(self._run(), name="nodeml-podresources")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wait_polled(polls), first_wait)
 
     async def stop(self) -> None:
         """Stop polling and close the channel."""
