@@ -171,6 +171,7 @@ class PodResourcesClient:
         self._task: asyncio.Task[None] | None = None
         self._outage_logged = False
         self._once = OnceLogger(log)
+        self._step_failed_logged = False
         self._changed = asyncio.Event()
 
     async def start(self, first_wait: float = 1.0) -> None:
@@ -246,16 +247,31 @@ class PodResourcesClient:
         if channel is not None:
             await channel.close()
 
+    async def _step(self) -> PollState:
+        try:
+            return await self.poll_once()
+        except Exception as err:
+            # The background task's guard, as the sampler's for collectors: a bug here must
+            # not end the task silently and freeze the last answer. Traceback once.
+            if not self._step_failed_logged:
+                self._step_failed_logged = True
+                log.exception("pod-resources poll failed")
+            self.state = PollState(None, error=f"{type(err).__name__}: {err}", at=self.clock())
+            self.polls += 1
+            self._changed.set()
+            return self.state
+
     async def _run(self) -> None:
-        delay = self.interval
+        failures = 0
         while True:
-            state = await self.poll_once()
+            state = await self._step()
             if state.data is not None:
                 if self._outage_logged:
                     log.info("kubelet pod-resources API at %s answers again", self.socket_path)
                     self._outage_logged = False
-                delay = self.interval
+                failures = 0
             else:
+                failures += 1
                 if not self._outage_logged:
                     self._outage_logged = True
                     if state.missing and self.polls == 1:
@@ -271,5 +287,6 @@ class PodResourcesClient:
                             state.error,
                             self.backoff_max,
                         )
-                delay = min(self.backoff_max, delay * 2)
-            await asyncio.sleep(delay)
+            # interval while it answers; interval, 2x, 4x ... up to backoff_max while not.
+            delay = self.interval * 2 ** min(max(failures - 1, 0), 16)
+            await asyncio.sleep(min(self.backoff_max, delay))

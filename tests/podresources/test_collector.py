@@ -212,7 +212,7 @@ async def test_backoff_doubles_while_the_kubelet_is_away(tmp_path, monkeypatch):
     await client.start()
     await client.wait_polled(6)
     await client.stop()
-    assert sleeps[:6] == [10.0, 20.0, 30.0, 30.0, 30.0, 30.0]
+    assert sleeps[:6] == [5.0, 10.0, 20.0, 30.0, 30.0, 30.0]
 
 
 async def test_agent_runs_the_collector_off_the_scrape_path(kubelet, sock, fast_polls):
@@ -235,3 +235,29 @@ def test_update_returns_the_polled_data_as_is(sock):
     data = PodResourcesData(listed_at=5.0)
     collector.client.state = type(collector.client.state)(data)
     assert asyncio.run(collector.update(None)) is data
+
+
+async def test_a_bug_in_a_poll_does_not_end_the_task(
+    kubelet, sock, fast_polls, monkeypatch, caplog
+):
+    def broken(pods):
+        raise ValueError("parser bug")
+
+    collector = make_collector(sock)
+    monkeypatch.setattr("node_exporter_ml.podresources.client.parse_allocations", broken)
+    await collector.start()
+    try:
+        state = await collector.client.wait_polled(collector.client.polls + 1)
+        assert state.error == "ValueError: parser bug"
+        with pytest.raises(NoDataError, match="parser bug"):
+            await collector.update(None)
+        monkeypatch.undo()
+        async with asyncio.timeout(10):
+            while collector.client.state.data is None:
+                await collector.client.wait_polled(collector.client.polls)
+    finally:
+        await collector.stop()
+    assert len((await collector.update(None)).allocations) == 2
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "pod-resources poll failed"
+    ]
