@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LISTEN ?= :9847
 ARGS ?=
 
-.PHONY: run test lint typecheck pytest test-deps bench clean
+.PHONY: run test lint typecheck pytest test-deps bench clean proto
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,14 @@ test: lint typecheck pytest
 
 bench: $(BIN)/.installed-test test-deps
 	$(BIN)/python bench/scrape.py
+
+# The kubelet pod-resources API: proto/podresources/v1/api.proto -> committed Python modules.
+# The -I mapping makes the generated _pb2_grpc import its _pb2 by its package path.
+proto: $(BIN)/.installed-test
+	$(BIN)/python -m grpc_tools.protoc \
+	  -Inode_exporter_ml/podresources=proto/podresources/v1 \
+	  --python_out=. --pyi_out=. --grpc_python_out=. \
+	  node_exporter_ml/podresources/api.proto
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
