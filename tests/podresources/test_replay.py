@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-
-import pytest
 
 from node_exporter_ml.agent import Agent
 from node_exporter_ml.registry import load_collectors
@@ -18,11 +15,6 @@ from .fakekubelet import U0, U1, allocation, ordered, series
 REGISTRY = load_collectors()  # imports every collector module: before any loop runs
 REPLAY = FIXTURES / "nvml" / "allocations-idle-gpu.nvml.json"
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("node_exporter_ml.nvml") is None
-    or importlib.util.find_spec("node_exporter_ml.nvml.replay") is None,
-    reason="node_exporter_ml.nvml.replay (the NVML replay backend) is not merged yet",
-)
 
 # The pods of the replay's processes, as the kube attribution step would label them.
 WORKLOADS = {
