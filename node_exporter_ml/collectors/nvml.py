@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -89,6 +90,9 @@ class _GpuState:
     since_us: int | None = None
     sm_seconds: dict[tuple[int, int | None, int | None], float] = field(default_factory=dict)
     energy_j: float = 0.0
+    energy_prev: float | None = None
+    process_energy: dict[tuple[int, int | None, int | None], float] = field(default_factory=dict)
+    idle_energy: float = 0.0
     gpm_prev: dict[int | None, tuple[Any, float]] = field(default_factory=dict)
 
 
@@ -309,6 +313,7 @@ class NvmlCollector(BlockingCollector):
             st.gpm_prev.clear()  # GPM samples of a lost GPU are not worth freeing through it
             st.last_tick = None
             st.since_us = None
+            st.energy_prev = None  # what it used while lost is nobody's to attribute
             st.handle = None
         return LostGpu(index, uuid, str(err))
 
@@ -340,9 +345,11 @@ class NvmlCollector(BlockingCollector):
         processes = self._processes(nvml, st, h, procs, dt, migrated=bool(migs))
         gpm = self._gpm(nvml, st, h, info, migs, now)
         energy = self._energy(st, reading, dt)
+        processes, idle = self._split_energy(st, processes, energy)
         st.last_tick = now
         instances = self._instances(nvml, migs, gpm)
-        return self._sample(info, reading, processes, gpm.get(None, {}), energy, instances, migs)
+        sample = self._sample(info, reading, processes, gpm.get(None, {}), energy, instances, migs)
+        return dataclasses.replace(sample, idle_energy_joules_total=idle)
 
     def _processes(
         self,
@@ -394,6 +401,7 @@ class NvmlCollector(BlockingCollector):
                     sm_seconds_total=st.sm_seconds.get(key, 0.0),
                     gpu_instance=p.gpu_instance,
                     compute_instance=p.compute_instance,
+                    mps_client=p.mps_client,
                 )
             )
         for key in [k for k in st.sm_seconds if k not in seen]:
@@ -448,6 +456,34 @@ class NvmlCollector(BlockingCollector):
         # No energy counter (before Volta): integrate the power readings instead.
         st.energy_j += reading.power_mw / 1000.0 * dt
         return st.energy_j
+
+    def _split_energy(
+        self, st: _GpuState, processes: tuple[GpuProcessSample, ...], energy: float | None
+    ) -> tuple[tuple[GpuProcessSample, ...], float | None]:
+        """Share the GPU's energy of the interval by SM share; what nobody used is idle.
+
+        Each process gets energy x its SM share (shares scaled down when they add up to more
+        than 1); the rest, energy x (1 - busy), goes to the GPU's idle counter, so processes
+        plus idle add up to the GPU's counter. Without per-process shares (MIG) no split.
+        """
+        prev, st.energy_prev = st.energy_prev, energy
+        if energy is None or any(p.sm_ratio is None for p in processes):
+            return processes, None
+        delta = 0.0 if prev is None or energy < prev else energy - prev
+        busy = sum(p.sm_ratio or 0.0 for p in processes)
+        scale = 1.0 / busy if busy > 1.0 else 1.0
+        out = []
+        seen = set()
+        for p in processes:
+            key = (p.pid, p.gpu_instance, p.compute_instance)
+            seen.add(key)
+            total = st.process_energy.get(key, 0.0) + delta * (p.sm_ratio or 0.0) * scale
+            st.process_energy[key] = total
+            out.append(dataclasses.replace(p, energy_joules_total=total))
+        for key in [k for k in st.process_energy if k not in seen]:
+            del st.process_energy[key]
+        st.idle_energy += delta * (1.0 - min(1.0, busy))
+        return tuple(out), st.idle_energy
 
     def _instances(
         self,
@@ -589,6 +625,9 @@ _DEVICE_SERIES: tuple[tuple[str, str, str, bool], ...] = (
     ("energy_joules_total", "nodeml_gpu_energy_joules_total",
      "Energy used since the driver loaded, from nvmlDeviceGetTotalEnergyConsumption "
      "(integrated from power on GPUs without the counter).", True),
+    ("idle_energy_joules_total", "nodeml_gpu_idle_energy_joules_total",
+     "The part of the GPU's energy since the agent started that no process's SM share "
+     "accounts for (see nodeml_process_gpu_energy_joules_total).", True),
     ("temperature_celsius", "nodeml_gpu_temperature_celsius",
      "GPU core temperature, from nvmlDeviceGetTemperature.", False),
     ("memory_temperature_celsius", "nodeml_gpu_memory_temperature_celsius",
@@ -653,6 +692,9 @@ _PROCESS_SERIES: tuple[tuple[str, str, str, bool], ...] = (
     ("sm_seconds_total", "nodeml_process_gpu_sm_seconds_total",
      "SM-busy seconds of a process on a GPU since the agent first saw it (SM share "
      "integrated over ticks).", True),
+    ("energy_joules_total", "nodeml_process_gpu_energy_joules_total",
+     "A process's part of the GPU's energy since the agent first saw it: each interval's "
+     "energy split by SM share (no per-process power exists in NVML).", True),
 )  # fmt: skip
 
 
@@ -848,6 +890,15 @@ def _process_families(data: NvmlData, snapshot: Snapshot) -> list[Metric]:
             for key, value in snapshot.workload_labels(p.pid).items():
                 labels.setdefault(key, value)
             rows.append((labels, p))
+    mps = GaugeMetricFamily(
+        "nodeml_process_gpu_mps_client_info",
+        "1 for a process that is an MPS client on this GPU, "
+        "from nvmlDeviceGetMPSComputeRunningProcesses.",
+    )
+    for labels, p in rows:
+        if p.mps_client:
+            add_sample(mps, labels, 1.0)
+    out.append(mps)
     for attr, name, help_text, counter in _PROCESS_SERIES:
         fam = _family(name, help_text, [], counter)
         for labels, p in rows:
