@@ -342,10 +342,9 @@ class NvmlCollector(BlockingCollector):
         reading = read_device(nvml, h)
         migs = read_mig_devices(nvml, h) if reading.mig_mode == 1 else []
         procs = read_processes(nvml, h, migs)
-        processes = self._processes(nvml, st, h, procs, dt, migrated=bool(migs))
-        gpm = self._gpm(nvml, st, h, info, migs, now)
         energy = self._energy(st, reading, dt)
-        processes, idle = self._split_energy(st, processes, energy)
+        processes, idle = self._processes(nvml, st, h, procs, dt, energy, migrated=bool(migs))
+        gpm = self._gpm(nvml, st, h, info, migs, now)
         st.last_tick = now
         instances = self._instances(nvml, migs, gpm)
         sample = self._sample(info, reading, processes, gpm.get(None, {}), energy, instances, migs)
@@ -358,12 +357,21 @@ class NvmlCollector(BlockingCollector):
         h: Handle,
         procs: list[ProcessInfo],
         dt: float,
+        energy: float | None,
         *,
         migrated: bool,
-    ) -> tuple[GpuProcessSample, ...]:
-        # NVML keeps per-process samples in a buffer and returns, per process, the newest one
-        # after `since`; asking from the newest timestamp already seen means a process idle
-        # for the whole interval is not returned and reads 0, never its old value.
+    ) -> tuple[tuple[GpuProcessSample, ...], float | None]:
+        """The GPU's processes with their shares, SM-seconds and energy; and the idle energy.
+
+        NVML keeps per-process samples in a buffer and returns, per process, the newest one
+        after `since`; asking from the newest timestamp already seen means a process idle
+        for the whole interval is not returned and reads 0, never its old value.
+
+        Energy: each interval's energy is split by SM share (shares scaled down when they add
+        up to more than 1); the rest, energy x (1 - busy), goes to the GPU's idle counter, so
+        processes plus idle add up to the GPU's counter. Without per-process shares (MIG)
+        there is no split.
+        """
         util = None
         if not migrated:
             now_us = nvml.now_us()
@@ -374,39 +382,51 @@ class NvmlCollector(BlockingCollector):
             if util is not None:
                 st.since_us = max([since, *(u.timestamp_us for u in util)])
         by_pid = {u.pid: u for u in util or ()}
-        out = []
-        seen = set()
+        rows: dict[tuple[int, int | None, int | None], tuple[ProcessInfo, tuple[float, ...]]] = {}
         for p in sorted(procs, key=lambda p: (p.pid, p.gpu_instance or 0, p.compute_instance or 0)):
             key = (p.pid, p.gpu_instance, p.compute_instance)
-            if key in seen:
-                continue
-            seen.add(key)
-            u = by_pid.get(p.pid)
-            sm = mem = enc = dec = None
-            if util is not None:
-                sm, mem, enc, dec = (
+            if key not in rows:
+                u = by_pid.get(p.pid)
+                shares: tuple[float, ...] = (
                     (u.sm / 100, u.mem / 100, u.enc / 100, u.dec / 100) if u else (0.0,) * 4
                 )
+                rows[key] = (p, shares if util is not None else ())
+        prev, st.energy_prev = st.energy_prev, energy
+        split = energy is not None and util is not None
+        delta = 0.0 if energy is None or prev is None or energy < prev else energy - prev
+        busy = sum(shares[0] for _, shares in rows.values() if shares)
+        scale = delta / busy if busy > 1.0 else delta
+        out = []
+        for key, (p, shares) in rows.items():
+            sm = shares[0] if shares else None
             if sm is not None:
                 st.sm_seconds[key] = st.sm_seconds.get(key, 0.0) + min(sm, 1.0) * dt
+            joules = None
+            if split and sm is not None:
+                joules = st.process_energy[key] = st.process_energy.get(key, 0.0) + sm * scale
             out.append(
                 GpuProcessSample(
                     pid=p.pid,
                     comm=self._comm(nvml, p.pid),
                     used_memory_bytes=p.used_memory_bytes,
                     sm_ratio=sm,
-                    memory_ratio=mem,
-                    encoder_ratio=enc,
-                    decoder_ratio=dec,
+                    memory_ratio=shares[1] if shares else None,
+                    encoder_ratio=shares[2] if shares else None,
+                    decoder_ratio=shares[3] if shares else None,
                     sm_seconds_total=st.sm_seconds.get(key, 0.0),
                     gpu_instance=p.gpu_instance,
                     compute_instance=p.compute_instance,
+                    energy_joules_total=joules,
                     mps_client=p.mps_client,
                 )
             )
-        for key in [k for k in st.sm_seconds if k not in seen]:
-            del st.sm_seconds[key]
-        return tuple(out)
+        for state in (st.sm_seconds, st.process_energy):
+            for key in [k for k in state if k not in rows]:
+                del state[key]
+        if not split:
+            return tuple(out), None
+        st.idle_energy += delta * (1.0 - min(1.0, busy))
+        return tuple(out), st.idle_energy
 
     def _comm(self, nvml: NvmlBinding, pid: int) -> str:
         name = self._names.get(pid)
@@ -456,34 +476,6 @@ class NvmlCollector(BlockingCollector):
         # No energy counter (before Volta): integrate the power readings instead.
         st.energy_j += reading.power_mw / 1000.0 * dt
         return st.energy_j
-
-    def _split_energy(
-        self, st: _GpuState, processes: tuple[GpuProcessSample, ...], energy: float | None
-    ) -> tuple[tuple[GpuProcessSample, ...], float | None]:
-        """Share the GPU's energy of the interval by SM share; what nobody used is idle.
-
-        Each process gets energy x its SM share (shares scaled down when they add up to more
-        than 1); the rest, energy x (1 - busy), goes to the GPU's idle counter, so processes
-        plus idle add up to the GPU's counter. Without per-process shares (MIG) no split.
-        """
-        prev, st.energy_prev = st.energy_prev, energy
-        if energy is None or any(p.sm_ratio is None for p in processes):
-            return processes, None
-        delta = 0.0 if prev is None or energy < prev else energy - prev
-        busy = sum(p.sm_ratio or 0.0 for p in processes)
-        scale = 1.0 / busy if busy > 1.0 else 1.0
-        out = []
-        seen = set()
-        for p in processes:
-            key = (p.pid, p.gpu_instance, p.compute_instance)
-            seen.add(key)
-            total = st.process_energy.get(key, 0.0) + delta * (p.sm_ratio or 0.0) * scale
-            st.process_energy[key] = total
-            out.append(dataclasses.replace(p, energy_joules_total=total))
-        for key in [k for k in st.process_energy if k not in seen]:
-            del st.process_energy[key]
-        st.idle_energy += delta * (1.0 - min(1.0, busy))
-        return tuple(out), st.idle_energy
 
     def _instances(
         self,
