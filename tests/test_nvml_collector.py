@@ -458,9 +458,13 @@ def test_driver_going_away_mid_run_turns_into_no_data_and_recovers():
 def test_bad_replay_file_is_a_clear_no_data(tmp_path, caplog, content, message):
     path = tmp_path / "bad.nvml.json"
     path.write_text(content)
+    caplog.set_level(logging.ERROR, logger="node_exporter_ml")
     collector = make_collector(path, Clock())
     with pytest.raises(NoDataError) as err:
         collector.update(None)
+    assert [
+        r.getMessage().endswith("check the file given to --nvml.replay") for r in caplog.records
+    ] == [True]
     assert str(path) in str(err.value)
     assert message in str(err.value)
 

@@ -58,7 +58,7 @@ from node_exporter_ml.nvml.devices import (
     read_mig_devices,
     read_processes,
 )
-from node_exporter_ml.nvml.replay import Replay
+from node_exporter_ml.nvml.replay import Replay, ReplayError
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.snapshot import (
     GpuInstanceSample,
@@ -149,10 +149,15 @@ class NvmlCollector(BlockingCollector):
         self._event_thread: threading.Thread | None = None
         self._event_set: Any = None
         self._stop = threading.Event()
+        self._lock = threading.RLock()
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def _ensure_init(self) -> NvmlBinding:
+        with self._lock:  # start() (XID) and the first tick may race to initialise
+            return self._init_locked()
+
+    def _init_locked(self) -> NvmlBinding:
         if self._nvml is not None:
             return self._nvml
         now = self._clock()
@@ -163,13 +168,18 @@ class NvmlCollector(BlockingCollector):
             nvml = self._open()
             nvml.init()
         except NvmlUnavailable as err:
+            hint = (
+                "check the file given to --nvml.replay"
+                if isinstance(err, ReplayError)
+                else "is the NVIDIA driver loaded and libnvidia-ml.so.1 visible to the agent?"
+            )
             self._once.log(
                 logging.ERROR,
                 "init",
-                "NVML unavailable, GPU metrics are off (retrying every %ds): %s; "
-                "is the NVIDIA driver loaded and libnvidia-ml.so.1 visible to the agent?",
+                "NVML unavailable, GPU metrics are off (retrying every %ds): %s; %s",
                 INIT_RETRY_SECONDS,
                 err,
+                hint,
             )
             raise NoDataError(f"NVML unavailable: {err}") from err
         if self._once.forget("init"):
@@ -214,6 +224,10 @@ class NvmlCollector(BlockingCollector):
         self._start_events()
 
     def _start_events(self) -> None:
+        with self._lock:
+            self._start_events_locked()
+
+    def _start_events_locked(self) -> None:
         nvml = self._nvml
         if nvml is None or not self._events_wanted or self._event_thread is not None:
             return
