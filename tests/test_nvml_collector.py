@@ -696,3 +696,12 @@ def test_energy_used_while_a_gpu_was_lost_is_not_attributed():
     spent_before = sum(p.energy_joules_total for p in before.processes)
     spent_before += before.idle_energy_joules_total
     assert spent == pytest.approx(spent_before)  # frame 4 restarts the split from its reading
+
+
+def test_no_gpu_at_all_is_no_data(tmp_path):
+    path = tmp_path / "empty.nvml.json"
+    path.write_text(
+        json.dumps({"format": "nodeml-nvml-replay/1", "devices": [], "frames": [{"devices": []}]})
+    )
+    with pytest.raises(NoDataError, match="no NVIDIA GPU"):
+        make_collector(path, Clock()).update(None)

@@ -296,6 +296,8 @@ class NvmlCollector(BlockingCollector):
         nvml = self._ensure_init()
         try:
             count = nvml.device_count()
+            if count == 0:
+                raise NoDataError("NVML sees no NVIDIA GPU")
             devices: list[GpuSample] = []
             lost: list[LostGpu] = []
             for index in range(count):
@@ -349,7 +351,8 @@ class NvmlCollector(BlockingCollector):
             st.handle = handle
         if st.info is None:
             st.info = read_device_info(nvml, index, st.handle)
-        self._once.forget(f"lost:{index}")
+        if self._once.forget(f"lost:{index}"):
+            log.info("GPU %d (%s) answers again", index, st.info.uuid)
         info, h = st.info, st.handle
         now = self._clock()
         dt = 0.0 if st.last_tick is None else max(0.0, now - st.last_tick)
