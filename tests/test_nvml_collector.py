@@ -378,10 +378,13 @@ def test_a_lost_gpu_is_dropped_and_flagged_while_the_others_stay(caplog):
     collector.update(None)
     lost_logs = [r for r in caplog.records if "is lost" in r.getMessage()]
     assert len(lost_logs) == 1  # once while it stays lost
+    caplog.set_level(logging.INFO, logger="node_exporter_ml")
     clock.at_frame(4)  # back
     data = collector.update(None)
     assert [d.uuid for d in data.devices] == [u0, u1]
     assert not data.lost
+    back = [r.getMessage() for r in caplog.records if "answers again" in r.getMessage()]
+    assert back == ["GPU 1 (GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee) answers again"]
     clock.at_frame(5)  # GPU 0 answers Unknown on the power reading
     data = collector.update(None)
     assert [d.uuid for d in data.devices] == [u1]
