@@ -57,6 +57,10 @@ GOLDENS = [
     *((NEIGHBOUR, f"h100-neighbour-frame{f:02d}", f) for f in GOLDEN_FRAMES),
     (scenario("mps"), "mps-frame03", 3),
     (scenario("two-tenants"), "two-tenants-frame09", 9),
+    (scenario("multi-gpu"), "multi-gpu-frame03", 3),
+    (scenario("mig"), "mig-frame02", 2),
+    (scenario("old-driver"), "old-driver-frame03", 3),
+    (scenario("lost-gpu"), "lost-gpu-frame02", 2),
 ]
 
 
