@@ -98,7 +98,7 @@ class Observation:
     prediction: Any = None
     confidence: float | None = None
     obs_id: str | None = None
-    ts: float = 0.0
+    ts: float | None = None  # None: the time it is stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +294,7 @@ class Store:
         params = [
             (
                 model,
-                o.ts or now,
+                now if o.ts is None else o.ts,
                 o.obs_id,
                 _encode(dict(o.features)),
                 None if o.prediction is None else _encode(o.prediction),
