@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -319,14 +320,34 @@ def routes(service: DriftService) -> list[web.RouteDef]:
         html = await service.in_worker(render_page, result)
         return web.Response(text=html, content_type="text/html")
 
+    known = [
+        ("POST", "/api/v1/drift/evaluate", guarded(evaluate)),
+        ("GET", "/api/v1/models", guarded(list_models)),
+        ("PUT", "/api/v1/models/{model}/reference", guarded(put_reference)),
+        ("POST", "/api/v1/models/{model}/observations", guarded(post_observations)),
+        ("POST", "/api/v1/models/{model}/labels", guarded(post_labels)),
+        ("GET", "/api/v1/models/{model}/drift", guarded(get_drift)),
+        ("DELETE", "/api/v1/models/{model}", guarded(delete_model)),
+        ("GET", "/api/v1/openapi.json", guarded(openapi)),
+    ]
+    shapes = [
+        (method, re.compile(re.escape(path).replace(re.escape("{model}"), "[^/]*") + "$"))
+        for method, path, _ in known
+    ]
+
+    async def fallback(request: web.Request) -> web.StreamResponse:
+        # Under /api/v1 even a wrong path or method answers JSON (an empty model name too).
+        allowed = sorted({m for m, shape in shapes if shape.match(request.path)})
+        if allowed:
+            return error_response(
+                405,
+                f"method {request.method} not allowed here (allowed: {', '.join(allowed)})",
+                Allow=", ".join(allowed),
+            )
+        return error_response(404, f"no drift API endpoint at {request.path}")
+
     return [
-        web.post("/api/v1/drift/evaluate", guarded(evaluate)),
-        web.get("/api/v1/models", guarded(list_models), allow_head=False),
-        web.put("/api/v1/models/{model}/reference", guarded(put_reference)),
-        web.post("/api/v1/models/{model}/observations", guarded(post_observations)),
-        web.post("/api/v1/models/{model}/labels", guarded(post_labels)),
-        web.get("/api/v1/models/{model}/drift", guarded(get_drift), allow_head=False),
-        web.delete("/api/v1/models/{model}", guarded(delete_model)),
-        web.get("/api/v1/openapi.json", guarded(openapi), allow_head=False),
+        *(web.route(method, path, handler) for method, path, handler in known),
         web.get("/drift/{model}", guarded(page), allow_head=False),
+        web.route("*", "/api/v1/{tail:.*}", fallback),
     ]
