@@ -384,6 +384,8 @@ def _column_from_values(name: str, values: Any) -> Column:
     if isinstance(values, str | bytes) or not isinstance(values, Sequence):
         raise DataError(f"column {name!r}: values must be a list")
     items = list(values)
+    if not items:
+        return Column(name, "float", np.empty(0, dtype=np.float64))  # as pandas types []
     types = set(map(type, items))
     if not types <= _JSON_SCALARS:
         items = [_json_scalar(name, i, v) for i, v in enumerate(items)]
