@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from node_exporter_ml.drift.errors import DataError, OptionsError
-from node_exporter_ml.drift.table import Column, Table, as_table
+from node_exporter_ml.drift.table import Column, Table, as_table, none_mask
 
 if TYPE_CHECKING:
     from node_exporter_ml.drift.stattests import ColumnKind, Sample, StatTest
@@ -217,7 +217,7 @@ def column_kind(column: Column) -> tuple[str, str | None]:
         return "datetime", "datetime columns are not evaluated"
     if dtype == "uint":
         return "unknown", "uint64 columns (integers above 2**63) are not evaluated, as in Evidently"
-    present = [v for v in column.values.tolist() if v is not None]
+    present = column.values[~none_mask(column.values)].tolist()
     if dtype == "str" or (
         dtype == "object"
         and present

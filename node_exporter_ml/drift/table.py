@@ -91,7 +91,7 @@ class Column:
         if self.dtype == "float":
             mask = np.isnan(self.values)
         elif self.values.dtype == object:
-            mask = np.fromiter((v is None for v in self.values), dtype=bool, count=len(self))
+            mask = none_mask(self.values)  # missing values are None in object columns
         else:
             mask = np.zeros(len(self), dtype=bool)
         return mask
@@ -107,7 +107,11 @@ class Column:
 
         kept: NDArray[Any]
         if self.dtype == "float":
-            kept = self.values[np.isfinite(self.values)]
+            finite = np.isfinite(self.values)
+            kept = self.values if finite.all() else self.values[finite]
+            return kept
+        if self.dtype == "str":  # strings and None only
+            kept = self.values[~none_mask(self.values)]
             return kept
         if self.values.dtype == object:
             keep = np.fromiter(
@@ -343,6 +347,17 @@ def as_table(data: Any, *, max_rows: int | None = None, max_columns: int | None 
         'data must be {"columns": {...}}, {"rows": [...]}, a mapping of lists, CSV bytes, '
         "a Table or a pandas DataFrame"
     )
+
+
+def none_mask(values: NDArray[Any]) -> NDArray[Any]:
+    """True where an object array holds None (one C loop, no Python call per value)."""
+    import numpy as np
+
+    mask: NDArray[Any] = np.equal(values, _NONE)
+    return mask
+
+
+_NONE: Any = None
 
 
 def _check_limit(what: str, count: int, limit: int | None) -> None:
