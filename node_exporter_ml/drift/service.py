@@ -286,6 +286,61 @@ def split_reference(table: Table) -> tuple[Table, list[Any] | None, list[float |
     return Table(features, table.n_rows), predictions, confidences
 
 
+TABLE_FORMAT = "table-v1"
+"""References are stored parsed and typed, so a restart does not parse the CSV again."""
+
+
+def pack_table(table: Table) -> bytes:
+    """A table as bytes: a JSON header, then each column as .npy (numbers) or JSON (objects).
+
+    No pickle: object columns (strings, mixed values, None) are JSON lists.
+    """
+    import io
+
+    import numpy as np
+
+    header: dict[str, Any] = {"n_rows": table.n_rows, "columns": []}
+    payloads = []
+    for name, col in table.columns.items():
+        if col.values.dtype.kind in "biufM":
+            buf = io.BytesIO()
+            np.save(buf, col.values, allow_pickle=False)
+            payload, enc = buf.getvalue(), "npy"
+        else:
+            payload, enc = json.dumps(col.values.tolist()).encode(), "json"
+        header["columns"].append(
+            {"name": name, "dtype": col.dtype, "enc": enc, "size": len(payload)}
+        )
+        payloads.append(payload)
+    head = json.dumps(header).encode()
+    return len(head).to_bytes(4, "big") + head + b"".join(payloads)
+
+
+def unpack_table(data: bytes) -> Table:
+    """The inverse of `pack_table`."""
+    import io
+
+    import numpy as np
+
+    from node_exporter_ml.drift.table import Column
+
+    size = int.from_bytes(data[:4], "big")
+    header = json.loads(data[4 : 4 + size])
+    pos = 4 + size
+    columns = {}
+    for meta in header["columns"]:
+        chunk = data[pos : pos + meta["size"]]
+        pos += meta["size"]
+        if meta["enc"] == "npy":
+            values = np.load(io.BytesIO(chunk), allow_pickle=False)
+        else:
+            items = json.loads(chunk)
+            values = np.empty(len(items), dtype=object)
+            values[:] = items
+        columns[meta["name"]] = Column(meta["name"], meta["dtype"], values)
+    return Table(columns, header["n_rows"])
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -462,15 +517,18 @@ class DriftService:
         table = self._table(data, "reference")
         options = _options(obj.get("options"))
         self._check_reference(table, options)
-        raw = json.dumps(data, separators=(",", ":")).encode()
-        return PreparedReference("json", raw, options, table.n_rows, len(table.columns))
+        return PreparedReference(
+            TABLE_FORMAT, pack_table(table), options, table.n_rows, len(table.columns)
+        )
 
     def prepare_reference_csv(self, data: bytes, extra: bytes | None) -> PreparedReference:
         """Validate a CSV reference, with optional JSON evaluation options."""
         options = _options(parse_json(extra)) if extra else {}
         table = self._table(CsvData(data), "reference")
         self._check_reference(table, options)
-        return PreparedReference("csv", data, options, table.n_rows, len(table.columns))
+        return PreparedReference(
+            TABLE_FORMAT, pack_table(table), options, table.n_rows, len(table.columns)
+        )
 
     def _check_reference(self, table: Table, options: Mapping[str, Any]) -> None:
         features, _, _ = split_reference(table)
@@ -631,10 +689,9 @@ def _restored(model: str, report: Mapping[str, Any]) -> ModelResult:
 
 
 def _load_reference(ref: Reference) -> LoadedReference:
-    if ref.format == "csv":
-        table = Table.from_csv(ref.data)
-    else:
-        table = Table.from_json(json.loads(ref.data))
+    if ref.format != TABLE_FORMAT:
+        raise StoreError(f"model {ref.model}: reference stored as {ref.format!r}, unreadable")
+    table = unpack_table(ref.data)
     features, predictions, confidences = split_reference(table)
     return LoadedReference(
         version=ref.version,
