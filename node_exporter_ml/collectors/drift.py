@@ -20,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
 from node_exporter_ml.drift.service import DriftService, Limits, ModelResult
-from node_exporter_ml.drift.store import Window
+from node_exporter_ml.drift.store import RETAIN_FACTOR, Window
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.registry import register_collector
 
@@ -44,8 +44,11 @@ def service_from_config(config: Config) -> DriftService:
     return DriftService(
         config.state_dir,
         interval=config.drift_interval,
+        # A time window holds at most what is retained: RETAIN_FACTOR x window_rows rows.
         window=Window(
-            rows=f.drift_window_rows, seconds=f.drift_window_seconds, max_rows=f.drift_max_rows
+            rows=f.drift_window_rows,
+            seconds=f.drift_window_seconds,
+            max_rows=f.drift_window_rows * RETAIN_FACTOR,
         ),
         limits=Limits(
             max_body_bytes=f.drift_max_body_bytes,

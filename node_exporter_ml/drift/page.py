@@ -248,6 +248,7 @@ def render_page(result: ModelResult) -> str:
             f"<span style='background:{CUR_COLOUR}'></span>current</p>"
             f"<div class='cols'>{''.join(charts)}</div>"
         )
+    body.extend(_quality(report))
     body.extend(_predictions(report))
     body.extend(_labels(report))
     body.append("</body></html>")
@@ -262,6 +263,37 @@ def _time(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _quality(report: Mapping[str, Any]) -> list[str]:
+    quality = report.get("data_quality")
+    if not isinstance(quality, Mapping) or not quality.get("columns"):
+        return []
+    out = [
+        "<h2>Data quality</h2><table><tr><th>column</th><th>missing</th>"
+        "<th>reference missing</th><th>out of range</th><th>unseen categories</th></tr>"
+    ]
+    for name, q in sorted(quality["columns"].items()):
+        out.append(
+            f"<tr><td>{html.escape(name)}</td><td>{_fmt(q.get('missing_share'))}</td>"
+            f"<td>{_fmt(q.get('reference_missing_share'))}</td>"
+            f"<td>{_fmt(q.get('out_of_range_share'))}</td>"
+            f"<td>{_fmt(q.get('unseen_categories_share'))}</td></tr>"
+        )
+    out.append("</table>")
+    schema = quality.get("schema") or {}
+    changes = [
+        f"{label}: {html.escape(', '.join(sorted(map(str, schema.get(key) or ()))))}"
+        for label, key in (
+            ("missing", "missing_columns"),
+            ("extra", "extra_columns"),
+            ("retyped", "retyped_columns"),
+        )
+        if schema.get(key)
+    ]
+    if changes:
+        out.append(f"<p class='error'>Schema changes: {'; '.join(changes)}.</p>")
+    return out
+
+
 def _predictions(report: Mapping[str, Any]) -> list[str]:
     pred = report.get("prediction") or {}
     out = []
@@ -269,7 +301,8 @@ def _predictions(report: Mapping[str, Any]) -> list[str]:
     if drift:
         out.append(
             "<h2>Prediction drift</h2><p>"
-            f"{html.escape(str(drift.get('stattest')))} score {_fmt(drift.get('score'))}, "
+            f"{html.escape(str(drift.get('stattest_name') or drift.get('stattest')))} "
+            f"{_fmt(drift.get('score'))}, "
             f"threshold {_fmt(drift.get('threshold'))}: "
             f"{'drift' if drift.get('drift_detected') else 'no drift'}.</p>"
         )

@@ -617,12 +617,19 @@ class DriftService:
             for gone in set(self._latest) - set(models):
                 del self._latest[gone]
         for model in models:
-            version = self.store.version(model)
-            with self._latest_lock:
-                cached = self._latest.get(model)
-            if cached is None or cached.version != version or self.window.seconds is not None:
-                self.evaluate_model(model)
-            self.store.prune(model, self.window)
+            try:
+                version = self.store.version(model)
+                with self._latest_lock:
+                    cached = self._latest.get(model)
+                if cached is None or cached.version != version or self.window.seconds is not None:
+                    self.evaluate_model(model)
+                self.store.prune(model, self.window)
+                self._once.forget(f"crash:{model}")
+            except UnknownModelError:
+                continue  # deleted meanwhile
+            except Exception:  # one model's bug must not stop the others
+                if self._once.log(logging.ERROR, f"crash:{model}", "drift of %s failed", model):
+                    log.exception("drift evaluation of %s failed", model)
 
     def _reference(self, model: str) -> LoadedReference:
         ref = self.store.get_reference(model)
