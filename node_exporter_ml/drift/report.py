@@ -225,7 +225,7 @@ def column_kind(column: Column) -> tuple[str, str | None]:
         and isinstance(present[-1], str)
     ):
         if not present:
-            return "unknown", "no values"
+            return "unknown", "no values in the current data"
         try:
             distinct = len(set(present))
         except TypeError:
@@ -236,7 +236,7 @@ def column_kind(column: Column) -> tuple[str, str | None]:
     if dtype == "object" and present and all(isinstance(v, bool) for v in present):
         return "unknown", "booleans with missing values are not evaluated, as in Evidently"
     if not present:
-        return "unknown", "no values"
+        return "unknown", "no values in the current data"
     return "unknown", "values of mixed types are not evaluated, as in Evidently"
 
 

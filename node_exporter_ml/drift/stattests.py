@@ -54,7 +54,7 @@ class Sample:
     @property
     def numeric(self) -> bool:
         """True when both sides are numeric arrays (int, uint, float or bool)."""
-        return self.reference.dtype != object and self.current.dtype != object
+        return self.reference.dtype.kind in "iufb" and self.current.dtype.kind in "iufb"
 
     def sorted(self) -> tuple[Array, Array]:
         """Both sides sorted (numeric samples only)."""
@@ -99,7 +99,7 @@ def _distinct_sorted(values: Array) -> Array:
 
 
 def _label_counts(reference: Array, current: Array) -> tuple[list[Any] | Array, Array, Array]:
-    if reference.dtype != object and current.dtype != object:
+    if reference.dtype.kind in "iufb" and current.dtype.kind in "iufb":
         kinds = {reference.dtype.kind, current.dtype.kind}
         if kinds <= {"i", "b"}:
             common: Any = np.int64
