@@ -6,7 +6,10 @@ Every test takes the cleaned reference and current values of one column (missing
 so scores agree to floating-point noise. `STATTESTS` holds each test's Evidently id, display
 name, the column types it accepts, its default threshold and the direction of its verdict.
 
-This module imports numpy and scipy at import time; the package imports it on first use only.
+This module imports numpy at import time (the package imports the module on first use only),
+and each test imports the part of scipy it needs when it first runs: the default tests for a
+large reference (Wasserstein, Jensen-Shannon) need numpy alone, chi-square and Z need
+`scipy.special` (about 25 MiB), KS and the other p-value tests `scipy.stats` (about 80 MiB).
 """
 
 from __future__ import annotations
@@ -20,8 +23,6 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import special, stats
-from scipy.spatial import distance
 
 ColumnKind = Literal["num", "cat"]
 Direction = Literal["p<=", "p<", "d>=", "d>"]
@@ -145,6 +146,8 @@ def ks(sample: Sample) -> float:
     either side, and warns when the exact computation fails and it falls back: that warning
     is expected here and silenced.
     """
+    from scipy import stats
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(stats.ks_2samp(sample.reference, sample.current).pvalue)
@@ -157,6 +160,8 @@ def chisquare(sample: Sample) -> float:
     current has an expected count of 0 and makes the statistic infinite, so p = 0 (scipy
     computes the same, with a divide-by-zero warning we do not emit).
     """
+    from scipy import special
+
     _, ref_counts, cur_counts = sample.labels()
     k_norm = sample.n_cur / sample.n_ref
     expected = ref_counts * k_norm
@@ -174,6 +179,8 @@ def z(sample: Sample) -> float:
 
     The p-value is ``2 * (1 - Phi(|z|))``, which is exactly 0 past |z| ~ 8.3, as Evidently has it.
     """
+    from scipy import special
+
     labels, ref_counts, cur_counts = sample.labels()
     if len(labels) == 1:
         return 1.0  # both sides hold one and the same value
@@ -255,9 +262,24 @@ def _distinct_count(values: Array, cap: int) -> int:
 
 
 def jensenshannon(sample: Sample, kind: ColumnKind) -> float:
-    """Jensen-Shannon distance (natural log) between the two sides' shares, no smoothing."""
+    """Jensen-Shannon distance (natural log) between the two sides' shares, no smoothing.
+
+    scipy's `distance.jensenshannon` step by step, in numpy (scipy.spatial is not loaded for
+    it): renormalise, mix, and sum the relative entropies of each side to the mixture.
+    """
     ref_pct, cur_pct = _shares(sample, kind, fill_zeroes=False)
-    return float(distance.jensenshannon(ref_pct, cur_pct))
+    p = ref_pct / np.sum(ref_pct)
+    q = cur_pct / np.sum(cur_pct)
+    mix = (p + q) / 2.0
+    return float(np.sqrt((_rel_entr(p, mix).sum() + _rel_entr(q, mix).sum()) / 2.0))
+
+
+def _rel_entr(x: Array, y: Array) -> Array:
+    """scipy.special.rel_entr for shares: x log(x / y) where x > 0, else 0 (y > 0 there)."""
+    out = np.zeros_like(x)
+    present = x > 0
+    out[present] = x[present] * np.log(x[present] / y[present])
+    return out
 
 
 # --- the other tests --------------------------------------------------------------------------
@@ -271,6 +293,8 @@ def psi(sample: Sample, kind: ColumnKind) -> float:
 
 def kl_div(sample: Sample, kind: ColumnKind) -> float:
     """Kullback-Leibler divergence KL(reference || current) over the (zero-filled) shares."""
+    from scipy import stats
+
     ref_pct, cur_pct = _shares(sample, kind, fill_zeroes=True)
     return float(stats.entropy(ref_pct, cur_pct))
 
@@ -297,6 +321,8 @@ def hellinger(sample: Sample, kind: ColumnKind) -> float:
 
 def anderson(sample: Sample) -> float:
     """k-sample Anderson-Darling significance level, scipy's, capped to [0.001, 0.25]."""
+    from scipy import stats
+
     with warnings.catch_warnings():
         # scipy warns when it caps the p-value, and (>= 1.17) about its `variant` argument.
         warnings.simplefilter("ignore")
@@ -308,6 +334,8 @@ def cramer_von_mises(sample: Sample) -> float:
 
     A port of Evidently's `_cvm_2samp` (itself a port of scipy's `cramervonmises_2samp`).
     """
+    from scipy import stats
+
     x = np.sort(sample.reference)
     y = np.sort(sample.current)
     if x.size <= 1 or y.size <= 1:
@@ -357,6 +385,8 @@ def _cvm_exact_pvalue(s: Any, m: int, n: int) -> Any:
 
 
 def _cdf_cvm_inf(x: Any) -> Any:
+    from scipy import special
+
     x = np.asarray(x)
 
     def term(x: Any, k: int) -> Any:
@@ -378,11 +408,15 @@ def _cdf_cvm_inf(x: Any) -> Any:
 
 def energy(sample: Sample) -> float:
     """Energy distance, scipy's `energy_distance`."""
+    from scipy import stats
+
     return float(stats.energy_distance(sample.reference, sample.current))
 
 
 def epps_singleton(sample: Sample) -> float:
     """Epps-Singleton p-value; NaN when the pooled interquartile range is 0 (Evidently fails)."""
+    from scipy import stats
+
     if stats.iqr(np.hstack((sample.reference, sample.current))) == 0:
         return math.nan
     with warnings.catch_warnings():
@@ -392,11 +426,15 @@ def epps_singleton(sample: Sample) -> float:
 
 def mann_whitney(sample: Sample) -> float:
     """One-sided Mann-Whitney U p-value, ``mannwhitneyu(reference, current, "less")``."""
+    from scipy import stats
+
     return float(stats.mannwhitneyu(sample.reference, sample.current, alternative="less").pvalue)
 
 
 def t_test(sample: Sample) -> float:
     """Student's two-sample t-test p-value with pooled variance."""
+    from scipy import stats
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant samples: NaN, as scipy has it
         return float(stats.ttest_ind(sample.reference, sample.current).pvalue)
