@@ -125,9 +125,12 @@ class Window:
         return "time" if self.seconds is not None else "rows"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
 def _encode(value: Any) -> str:
     # NaN and infinities are kept (Python's json reads them back); the engine drops them.
-    return json.dumps(value, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 class Store:
