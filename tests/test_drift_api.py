@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
@@ -440,3 +441,20 @@ async def test_page_unknown_and_bad_names(client):
     assert "Unknown model" in await resp.text()
     resp = await client.get("/drift/..%2F")
     assert resp.status in (400, 404)
+
+
+async def test_truncated_body_is_a_client_error(client, caplog):
+    await client.put("/api/v1/models/m/reference", json={"rows": make_rows(50)})
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        b"POST /api/v1/models/m/observations HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        b'{"rows": [{"a": 1}'
+    )
+    await writer.drain()
+    writer.write_eof()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert not any(r.levelname == "ERROR" for r in caplog.records), caplog.text
+    if answer:  # aiohttp may also just drop a connection whose body never came
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from node_exporter_ml.drift.errors import DataError, OptionsError
 from node_exporter_ml.drift.openapi import openapi_document
@@ -77,6 +78,9 @@ def guarded(handler: Handler) -> Handler:
             if err.status < 400:
                 raise
             return error_response(err.status, err.reason)
+        except (HttpProcessingError, ConnectionError) as err:
+            # A body cut short or badly framed by the client: its fault, not a bug of ours.
+            return error_response(400, f"incomplete or malformed request body: {err}")
         except Exception:
             log.exception("drift API %s %s failed", request.method, request.path)
             return error_response(500, "internal error (logged by the agent)")
