@@ -342,3 +342,62 @@ def test_value_families_ignore_int_to_float_and_empty_columns() -> None:
     ref = Table.from_columns({"i": [1, 2], "e": [1.0, 2.0]})
     cur = Table.from_columns({"i": [1.5, None], "e": [None, None]})
     assert data_quality(ref, cur)["schema"]["retyped_columns"] == {}
+
+
+# --- any input: a report or a clear error, never a crash --------------------------------------
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["a", "b", "c", "", "NA"]),
+    st.text(max_size=3),
+)
+_COLUMN = st.one_of(
+    st.lists(_SCALARS, min_size=0, max_size=40),
+    st.lists(st.floats(-1e300, 1e300), min_size=1, max_size=40),
+    st.lists(st.sampled_from(["x", "y", "z"]), min_size=1, max_size=40),
+    st.lists(st.integers(0, 3), min_size=1, max_size=40),
+)
+_OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "stattest": st.sampled_from(sorted(STATTESTS)),
+        "num_stattest": st.sampled_from(["ks", "wasserstein", "anderson", "es", "t_test", "ed"]),
+        "cat_stattest": st.sampled_from(["chisquare", "z", "TVD", "psi", "hellinger"]),
+        "stattest_threshold": st.floats(0, 1),
+        "drift_share": st.floats(0, 1),
+    },
+)
+
+
+@st.composite
+def _tables(draw: Any) -> dict[str, list[Any]]:
+    names = draw(st.lists(st.sampled_from(["p", "q", "r"]), min_size=1, max_size=3, unique=True))
+    n = draw(st.integers(0, 40))
+    return {name: (draw(_COLUMN) * 41)[:n] for name in names}
+
+
+@settings(max_examples=150, deadline=None)
+@given(_tables(), _tables(), _OPTIONS)
+def test_any_input_gives_a_report_or_a_clear_error(
+    reference: dict[str, list[Any]], current: dict[str, list[Any]], options: dict[str, Any]
+) -> None:
+    try:
+        report = evaluate(reference, current, **options)
+    except (DataError, OptionsError) as err:
+        message = str(err)
+    else:
+        message = ""
+    if message:
+        return
+    for column in report["columns"].values():
+        assert column["score"] is None or math.isfinite(column["score"])
+        assert isinstance(column["drift_detected"], bool)
+    dataset = report["dataset"]
+    assert dataset["number_of_columns"] == len(report["columns"]) > 0
+    import json
+
+    json.dumps(report, allow_nan=False)  # serialisable as strict JSON

@@ -334,6 +334,8 @@ def evaluate(reference: Any, current: Any, **options: Any) -> dict[str, Any]:
 
 def _evaluate_column(job: tuple[str, Column, Column | None], opts: Options) -> dict[str, Any] | str:
     """One column's result, or the reason it is not evaluated."""
+    import numpy as np
+
     from node_exporter_ml.drift.stattests import STATTESTS, Sample
 
     name, current, reference = job
@@ -367,9 +369,12 @@ def _evaluate_column(job: tuple[str, Column, Column | None], opts: Options) -> d
     if threshold is None:
         threshold = test.default_threshold
     try:
-        score = test.compute(sample, kind)
-    except TypeError as err:  # values that cannot be compared (mixed objects)
-        return f"values cannot be compared: {err}"
+        with np.errstate(all="ignore"):  # overflow to inf, 0/0: the score says so (null)
+            score = test.compute(sample, kind)
+    except (TypeError, ValueError, ArithmeticError, Warning) as err:
+        # e.g. scipy's Anderson-Darling with a single distinct value, Epps-Singleton on fewer
+        # than 5 values, or labels of mixed types that cannot be ordered
+        return f"{test.name} cannot be computed on these values: {err}"
     return {
         "column_type": kind,
         "stattest": test.name,

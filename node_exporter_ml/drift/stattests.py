@@ -14,10 +14,12 @@ large reference (Wasserstein, Jensen-Shannon) need numpy alone, chi-square and Z
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,6 +29,21 @@ from numpy.typing import NDArray
 ColumnKind = Literal["num", "cat"]
 Direction = Literal["p<=", "p<", "d>=", "d>"]
 Array = NDArray[Any]
+
+
+_WARNINGS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence scipy's expected warnings (capped p-values, exact-to-asymptotic fallbacks).
+
+    `warnings.catch_warnings` saves and restores the process-wide filters, so two threads
+    using it at once could leave them changed; the lock keeps our own uses from overlapping.
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 class Sample:
@@ -148,8 +165,7 @@ def ks(sample: Sample) -> float:
     """
     from scipy import stats
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with _quiet():
         return float(stats.ks_2samp(sample.reference, sample.current).pvalue)
 
 
@@ -320,12 +336,13 @@ def hellinger(sample: Sample, kind: ColumnKind) -> float:
 
 
 def anderson(sample: Sample) -> float:
-    """k-sample Anderson-Darling significance level, scipy's, capped to [0.001, 0.25]."""
+    """k-sample Anderson-Darling significance level, scipy's, capped to [0.001, 0.25].
+
+    scipy warns when it caps the p-value, and (from 1.17) about its `variant` argument.
+    """
     from scipy import stats
 
-    with warnings.catch_warnings():
-        # scipy warns when it caps the p-value, and (>= 1.17) about its `variant` argument.
-        warnings.simplefilter("ignore")
+    with _quiet():
         return float(stats.anderson_ksamp([sample.reference, sample.current])[2])
 
 
@@ -410,7 +427,8 @@ def energy(sample: Sample) -> float:
     """Energy distance, scipy's `energy_distance`."""
     from scipy import stats
 
-    return float(stats.energy_distance(sample.reference, sample.current))
+    with _quiet():
+        return float(stats.energy_distance(sample.reference, sample.current))
 
 
 def epps_singleton(sample: Sample) -> float:
@@ -419,8 +437,7 @@ def epps_singleton(sample: Sample) -> float:
 
     if stats.iqr(np.hstack((sample.reference, sample.current))) == 0:
         return math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with _quiet():
         return float(stats.epps_singleton_2samp(sample.reference, sample.current).pvalue)
 
 
@@ -428,15 +445,17 @@ def mann_whitney(sample: Sample) -> float:
     """One-sided Mann-Whitney U p-value, ``mannwhitneyu(reference, current, "less")``."""
     from scipy import stats
 
-    return float(stats.mannwhitneyu(sample.reference, sample.current, alternative="less").pvalue)
+    with _quiet():
+        return float(
+            stats.mannwhitneyu(sample.reference, sample.current, alternative="less").pvalue
+        )
 
 
 def t_test(sample: Sample) -> float:
     """Student's two-sample t-test p-value with pooled variance."""
     from scipy import stats
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # constant samples: NaN, as scipy has it
+    with _quiet():
         return float(stats.ttest_ind(sample.reference, sample.current).pvalue)
 
 
