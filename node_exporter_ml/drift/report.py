@@ -294,7 +294,8 @@ def evaluate(reference: Any, current: Any, **options: Any) -> dict[str, Any]:
         (name, cur_table.columns[name], ref_table.columns.get(name)) for name in names
     ]
     size = (ref_table.n_rows + cur_table.n_rows) * len(jobs)
-    workers = min(len(jobs), os.cpu_count() or 1, 4)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(len(jobs), cpus or 1, 4)
     if size >= PARALLEL_MIN_VALUES and workers > 1:
         # numpy's sorts, histograms and searches release the GIL: columns overlap on cores.
         with ThreadPoolExecutor(workers, thread_name_prefix="drift") as pool:
