@@ -170,10 +170,15 @@ def run_http_benchmark(
 ) -> dict[str, float]:
     """Time the drift API's HTTP paths on column-oriented data; seconds, bytes and row counts.
 
+    `reference` and `current` map column names to lists or numpy arrays.
+
     Keys: ``evaluate_json``, ``evaluate_csv``, ``put_reference_csv``, ``post_observations``,
     ``window_report`` (seconds); ``json_body_bytes``, ``csv_body_bytes``, ``window_rows``,
     ``server_peak_rss_bytes``.
     """
+    # numpy arrays (bench/drift.py's build_side) become lists: JSON and csv need Python values.
+    reference = {k: v.tolist() if hasattr(v, "tolist") else list(v) for k, v in reference.items()}
+    current = {k: v.tolist() if hasattr(v, "tolist") else list(v) for k, v in current.items()}
     with tempfile.TemporaryDirectory(prefix="nodeml-drift-bench-") as state:
         proc = subprocess.Popen(
             [sys.executable, __file__, "--serve", "--state-dir", state,
