@@ -458,3 +458,22 @@ async def test_truncated_body_is_a_client_error(client, caplog):
     assert not any(r.levelname == "ERROR" for r in caplog.records), caplog.text
     if answer:  # aiohttp may also just drop a connection whose body never came
         assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+
+
+async def test_time_window(aiohttp_client, tmp_path):
+    svc = DriftService(str(tmp_path / "s"), window=Window(rows=50, seconds=3600.0, max_rows=500))
+    await svc.start(run_loop=False)
+    try:
+        client = await aiohttp_client(app_for(svc))
+        await client.put("/api/v1/models/t/reference", json={"rows": make_rows(200)})
+        await client.post("/api/v1/models/t/observations", json={"rows": make_rows(120, seed=3)})
+        report = await (await client.get("/api/v1/models/t/drift")).json()
+        # A time window is not cut at `rows`: all 120 fit in the hour.
+        assert report["window"]["kind"] == "time"
+        assert report["window"]["size"] == 3600.0
+        assert report["window"]["rows"] == 120
+        # Time windows are evaluated on every request (time moves on even without data).
+        again = await (await client.get("/api/v1/models/t/drift")).json()
+        assert again["evaluated_at"] > report["evaluated_at"]
+    finally:
+        await svc.stop()

@@ -166,3 +166,44 @@ def test_schema_change_and_failed_evaluation_series(config):
         "nodeml_drift_out_of_range_ratio" not in fams or not fams["nodeml_drift_out_of_range_ratio"]
     )
     assert not fams.get("nodeml_drift_score")
+
+
+async def test_reload_rereads_the_token(aiohttp_client, tmp_path, config):
+    token = tmp_path / "token"
+    token.write_text("one")
+    cfg = replace(config, drift_token_file=str(token))
+    collector = DriftCollector(CollectContext(cfg))
+    await collector.start()
+    try:
+        client = await aiohttp_client(_app(collector))
+        body = {"rows": make_rows(20)}
+        auth = {"Authorization": "Bearer one"}
+        assert (
+            await client.put("/api/v1/models/m/reference", json=body, headers=auth)
+        ).status == 201
+        await asyncio.to_thread(token.write_text, "two")
+        collector.reload(CollectContext(cfg))
+        assert collector._reload_task is not None
+        await collector._reload_task
+        assert (
+            await client.put("/api/v1/models/m/reference", json=body, headers=auth)
+        ).status == 401
+        auth = {"Authorization": "Bearer two"}
+        assert (
+            await client.put("/api/v1/models/m/reference", json=body, headers=auth)
+        ).status == 200
+        # An unreadable token file keeps the previous token.
+        await asyncio.to_thread(token.unlink)
+        collector.reload(CollectContext(cfg))
+        await collector._reload_task
+        assert (
+            await client.put("/api/v1/models/m/reference", json=body, headers=auth)
+        ).status == 200
+    finally:
+        await collector.stop()
+
+
+def _app(collector: DriftCollector) -> web.Application:
+    app = web.Application()
+    app.add_routes(collector.routes())
+    return app

@@ -70,6 +70,7 @@ class DriftCollector(AsyncCollector):
     def __init__(self, ctx: CollectContext) -> None:
         super().__init__(ctx)
         self.service = service_from_config(ctx.config)
+        self._reload_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open the store under --state.dir and start the evaluation loop."""
@@ -80,12 +81,18 @@ class DriftCollector(AsyncCollector):
         await self.service.stop()
 
     def reload(self, ctx: CollectContext) -> None:
-        """Take new window settings and limits (the store and token stay as started)."""
+        """Take new window settings, limits and token file; the store stays as started."""
         super().reload(ctx)
         fresh = service_from_config(ctx.config)
         self.service.window = fresh.window
         self.service.limits = fresh.limits
         self.service.interval = fresh.interval
+        self.service.token_file = fresh.token_file
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on the loop: the token is read again at the next start()
+        self._reload_task = loop.create_task(self.service.reload_token())
 
     async def update(self, previous: Snapshot | None) -> DriftData:
         """The latest results; evaluation itself runs in the service's own thread."""

@@ -420,6 +420,16 @@ class DriftService:
         if run_loop:
             self._task = asyncio.create_task(self._run(), name="nodeml-drift-evaluation")
 
+    async def reload_token(self) -> None:
+        """Read the token file again (SIGHUP); a failure keeps the old token and logs it."""
+        if not self.token_file or self._db is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            self.token = await loop.run_in_executor(self._db, _read_token, self.token_file)
+        except StoreError as err:
+            log.error("drift token not reloaded, the previous one stays: %s", err)
+
     async def stop(self) -> None:
         """Stop the loop, let running work finish, close the store and the threads."""
         if self._task is not None:
