@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 RUNNER = Path(__file__).with_name("drift_runner.py")
 TOKEN = "fuzz-token"
-EXAMPLES = int(os.environ.get("DRIFT_FUZZ_EXAMPLES", "100"))
+EXAMPLES = int(os.environ.get("DRIFT_FUZZ_EXAMPLES", "250"))
 
 
 def resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
