@@ -477,3 +477,31 @@ async def test_time_window(aiohttp_client, tmp_path):
         assert again["evaluated_at"] > report["evaluated_at"]
     finally:
         await svc.stop()
+
+
+async def test_numerical_work_runs_off_the_loop(client, service, monkeypatch):
+    import threading
+
+    import node_exporter_ml.drift.service as service_module
+
+    seen: list[str] = []
+    real_build, real_evaluate = service_module.build_report, service.__class__._evaluate
+
+    def build(*args, **kwargs):
+        seen.append(threading.current_thread().name)
+        return real_build(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        seen.append(threading.current_thread().name)
+        return real_evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(service_module, "build_report", build)
+    monkeypatch.setattr(service.__class__, "_evaluate", evaluate)
+    body = {"reference": {"rows": make_rows(30)}, "current": {"rows": make_rows(30, seed=9)}}
+    assert (await client.post("/api/v1/drift/evaluate", json=body)).status == 200
+    await client.put("/api/v1/models/m/reference", json={"rows": make_rows(30)})
+    await client.post("/api/v1/models/m/observations", json={"rows": make_rows(30, seed=2)})
+    assert (await client.get("/api/v1/models/m/drift")).status == 200
+    assert seen
+    assert threading.main_thread().name not in seen
+    assert {name.rsplit("_", 1)[0] for name in seen} == {"nodeml-drift-api", "nodeml-drift-eval"}
