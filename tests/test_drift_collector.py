@@ -207,3 +207,9 @@ def _app(collector: DriftCollector) -> web.Application:
     app = web.Application()
     app.add_routes(collector.routes())
     return app
+
+
+def test_no_models_no_families():
+    from node_exporter_ml.collectors.drift import drift_families
+
+    assert drift_families([]) == []

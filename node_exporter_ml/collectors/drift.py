@@ -299,11 +299,12 @@ def drift_families(results: Iterable[ModelResult]) -> list[Metric]:
                     {**m, "actual": str(cell["actual"]), "predicted": str(cell["predicted"])},
                     cell["count"],
                 )
-    return [
+    families = [
         score, threshold, detected, share, dataset, rows, evaluated, took, ok, missing,
         out_of_range, unseen, schema, pred_score, pred_detected, conf_mean, conf_le, labeled,
         accuracy, precision, recall, confusion,
     ]  # fmt: skip
+    return [f for f in families if f.samples]  # no HELP/TYPE lines for series nobody has
 
 
 def _quality(
