@@ -19,7 +19,7 @@ LIMITS = Limits(max_body_bytes=2 * 1024 * 1024, max_rows=3000, max_columns=20)
 
 
 @pytest.fixture
-def blockbuster():
+def strict_blockbuster():
     # Anything blocking (file, socket, sqlite, sleep) on the event loop fails the test.
     with blockbuster_ctx() as bb:
         yield bb
@@ -36,7 +36,7 @@ async def service(tmp_path: Path):
 
 
 @pytest.fixture
-async def client(aiohttp_client, service, blockbuster):
+async def client(aiohttp_client, service, strict_blockbuster):
     return await aiohttp_client(app_for(service))
 
 
@@ -505,3 +505,11 @@ async def test_numerical_work_runs_off_the_loop(client, service, monkeypatch):
     assert seen
     assert threading.main_thread().name not in seen
     assert {name.rsplit("_", 1)[0] for name in seen} == {"nodeml-drift-api", "nodeml-drift-eval"}
+
+
+async def test_unroutable_model_names_get_json_errors(client):
+    # Found by the fuzz run: a newline in the path escaped the /api/v1 catch-all.
+    for path in ("/api/v1/models/%0A%7B/observations", "/api/v1/models/%0A/drift", "/api/v1/%0A"):
+        resp = await client.post(path, json={"rows": []})
+        assert 400 <= resp.status < 500
+        assert isinstance((await resp.json())["error"], str)

@@ -353,5 +353,5 @@ def routes(service: DriftService) -> list[web.RouteDef]:
     return [
         *(web.route(method, path, handler) for method, path, handler in known),
         web.get("/drift/{model}", guarded(page), allow_head=False),
-        web.route("*", "/api/v1/{tail:.*}", fallback),
+        web.route("*", r"/api/v1/{tail:[\s\S]*}", fallback),
     ]

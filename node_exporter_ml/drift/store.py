@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from node_exporter_ml.collectors.base import StartupError
+
 DB_NAME = "drift.sqlite3"
 SCHEMA_VERSION = 1
 RETAIN_FACTOR = 10
@@ -72,7 +74,7 @@ CREATE TABLE IF NOT EXISTS result (
 """
 
 
-class StoreError(Exception):
+class StoreError(StartupError):
     """The state directory or database cannot be used (named in the message)."""
 
 
