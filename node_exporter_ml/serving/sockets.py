@@ -1,0 +1,196 @@
+"""Which process listens on a TCP port, from /proc/<pid>/net/tcp{,6} and /proc/<pid>/fd.
+
+`parse_*` functions are pure; `read_*`/`find_*` read files and block, so callers run them
+in a worker thread. Each process's own `net/tcp` is read, so sockets in a pod's network
+namespace are found as well as the host's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+_LISTEN = "0A"
+_WILDCARDS = frozenset({"0.0.0.0", "::"})
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSocket:
+    """A listening TCP socket: its local address, port and inode."""
+
+    address: str
+    port: int
+    inode: int
+
+
+def _decode_address(hex_addr: str) -> str:
+    raw = bytes.fromhex(hex_addr)
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    # IPv6: four 32-bit words, each in host (little-endian) order.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    addr = ipaddress.IPv6Address(words)
+    return str(addr.ipv4_mapped) if addr.ipv4_mapped is not None else str(addr)
+
+
+def parse_proc_net_tcp(text: str) -> list[ListenSocket]:
+    """The listening sockets in the text of /proc/net/tcp or /proc/net/tcp6 (bad rows skipped)."""
+    out = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] != _LISTEN:
+            continue
+        addr, _, port = fields[1].partition(":")
+        try:
+            out.append(ListenSocket(_decode_address(addr), int(port, 16), int(fields[9])))
+        except ValueError:
+            continue
+    return out
+
+
+def parse_fib_trie_local(text: str) -> list[str]:
+    """The local IPv4 addresses in /proc/<pid>/net/fib_trie (`/32 host LOCAL` entries)."""
+    out: list[str] = []
+    previous = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("/32 host LOCAL") and previous.startswith("|--"):
+            addr = previous[3:].strip()
+            if addr not in out:
+                out.append(addr)
+        previous = stripped
+    return out
+
+
+def socket_inode(link: str) -> int | None:
+    """The inode of an fd link target like `socket:[12345]` (None for other files)."""
+    if link.startswith("socket:[") and link.endswith("]"):
+        try:
+            return int(link[8:-1])
+        except ValueError:
+            return None
+    return None
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def read_listening(procfs: str, pid: int) -> list[ListenSocket]:
+    """The listening sockets of the network namespace `pid` is in."""
+    base = os.path.join(procfs, str(pid), "net")
+    return parse_proc_net_tcp(_read(os.path.join(base, "tcp"))) + parse_proc_net_tcp(
+        _read(os.path.join(base, "tcp6"))
+    )
+
+
+def read_socket_inodes(procfs: str, pid: int) -> set[int]:
+    """The inodes of the sockets `pid` holds open (empty if it vanished or is not readable)."""
+    fd_dir = os.path.join(procfs, str(pid), "fd")
+    inodes: set[int] = set()
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return inodes
+    for name in names:
+        try:
+            inode = socket_inode(os.readlink(os.path.join(fd_dir, name)))
+        except OSError:
+            continue
+        if inode is not None:
+            inodes.add(inode)
+    return inodes
+
+
+def read_local_addresses(procfs: str, pid: int) -> list[str]:
+    """The local IPv4 addresses of the network namespace `pid` is in."""
+    return parse_fib_trie_local(_read(os.path.join(procfs, str(pid), "net", "fib_trie")))
+
+
+def same_netns(procfs: str, pid: int) -> bool:
+    """True when `pid` shares the agent's network namespace (unknown counts as shared)."""
+    try:
+        return os.readlink(os.path.join(procfs, str(pid), "ns", "net")) == os.readlink(
+            os.path.join(procfs, "self", "ns", "net")
+        )
+    except OSError:
+        return True
+
+
+def _address_matches(sock: ListenSocket, host: str, local: Iterable[str]) -> bool:
+    if sock.address == host:
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if sock.address in _WILDCARDS:
+        return ip.is_loopback or host in local
+    return ip.is_loopback and ipaddress.ip_address(sock.address).is_loopback
+
+
+def find_listening_pid(procfs: str, host: str, port: int, pids: Iterable[int]) -> int | None:
+    """The first of `pids` holding a listening socket that serves `host:port`, else None.
+
+    `host` must be an IP literal or `localhost`; a loopback host only matches processes
+    in the agent's own network namespace.
+    """
+    host = "127.0.0.1" if host == "localhost" else host.strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return None
+    for pid in pids:
+        if loopback and not same_netns(procfs, pid):
+            continue
+        socks = [s for s in read_listening(procfs, pid) if s.port == port]
+        if not socks:
+            continue
+        local = () if loopback else read_local_addresses(procfs, pid)
+        matching = {s.inode for s in socks if _address_matches(s, host, local)}
+        if matching and matching & read_socket_inodes(procfs, pid):
+            return pid
+    return None
+
+
+def all_pids(procfs: str) -> list[int]:
+    """Every pid under the procfs root."""
+    try:
+        return [int(n) for n in os.listdir(procfs) if n.isdigit()]
+    except OSError:
+        return []
+
+
+def read_listen_urls(procfs: str, pid: int, ports: Iterable[int]) -> list[tuple[int, str]]:
+    """The (port, host) pairs where `pid` listens on one of `ports`, as the agent can reach them.
+
+    A wildcard or loopback socket in the agent's namespace is reached at 127.0.0.1; in
+    another namespace (a pod) at that namespace's first non-loopback IPv4 address.
+    """
+    wanted = set(ports)
+    socks = [s for s in read_listening(procfs, pid) if s.port in wanted]
+    if not socks:
+        return []
+    owned = read_socket_inodes(procfs, pid)
+    socks = [s for s in socks if s.inode in owned]
+    if not socks:
+        return []
+    shared = same_netns(procfs, pid)
+    local = [] if shared else [a for a in read_local_addresses(procfs, pid) if a != "127.0.0.1"]
+    out: list[tuple[int, str]] = []
+    for s in socks:
+        if s.address in _WILDCARDS:
+            host = "127.0.0.1" if shared else (local[0] if local else "")
+        elif ipaddress.ip_address(s.address).is_loopback:
+            host = s.address if shared else ""
+        else:
+            host = s.address
+        if host and (s.port, host) not in out:
+            out.append((s.port, host))
+    return out
