@@ -185,13 +185,15 @@ def parse_exposition(
             else:
                 name, _, rest = line.partition(" ")
                 labels = EMPTY_LABELS
-            if "_" in rest:  # float() takes "1_000"; the exposition format does not
-                raise ValueError(f"bad value {rest.strip()[:40]!r}")
             try:
                 value = float(rest)  # float() strips the surrounding blanks itself
+                token = rest
             except ValueError:
                 # "<value> <timestamp>", or an OpenMetrics exemplar after " # "
-                value = float(rest.split(None, 1)[0])
+                token = rest.split(None, 1)[0]
+                value = float(token)
+            if "_" in token:  # float() takes "1_000"; the exposition format does not
+                raise ValueError(f"bad value {token.strip()[:40]!r}")
         except (ValueError, IndexError) as err:
             raise ParseError(f"line {lineno}: {err or 'missing value'}") from None
         if name != last_name:

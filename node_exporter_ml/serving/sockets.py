@@ -162,7 +162,7 @@ def find_listening_pid(procfs: str, host: str, port: int, pids: Iterable[int]) -
 def all_pids(procfs: str) -> list[int]:
     """Every pid under the procfs root."""
     try:
-        return [int(n) for n in os.listdir(procfs) if n.isdigit()]
+        return sorted(int(n) for n in os.listdir(procfs) if n.isdigit())
     except OSError:
         return []
 
