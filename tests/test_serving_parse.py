@@ -41,7 +41,7 @@ def test_same_samples_as_prometheus_client(fixture):
     [
         ('vllm:x_total{model_name="m"} 3', "vllm:x_total", {"model_name": "m"}, 3.0),
         (":tensorflow:serving:request_count{} 7", ":tensorflow:serving:request_count", {}, 7.0),
-        ('Requests2XX{Level="Host",Hostname="h",} 1.5E3', "Requests2XX", {"Level": "Host", "Hostname": "h"}, 1500.0),
+        ('R2XX{Level="Host",Host="h",} 1.5E3', "R2XX", {"Level": "Host", "Host": "h"}, 1500.0),
         ('q{quantile="0.5"} Nan', "q", {"quantile": "0.5"}, math.nan),
         ('b{le="+Inf"} +Inf', "b", {"le": "+Inf"}, math.inf),
         ('esc{p="a\\"}b\\\\c\\nd"} 1', "esc", {"p": 'a"}b\\c\nd'}, 1.0),
@@ -89,7 +89,7 @@ def test_families_group_by_type_even_out_of_order():
         ]
     )
     exp = parse_exposition(text)
-    assert [n for n in exp.families] == ["h", "c", "h_created", "untyped_one"]
+    assert list(exp.families) == ["h", "c", "h_created", "untyped_one"]
     assert [s[0] for s in exp.families["h"].samples] == ["h_count", "h_sum", "h_bucket"]
     assert exp.families["untyped_one"].type == "untyped"
     # counters are found under either spelling
