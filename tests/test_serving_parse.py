@@ -137,3 +137,23 @@ def test_parse_labels_rejects_junk():
     assert parse_labels('a="1",b="2",') == {"a": "1", "b": "2"}
     with pytest.raises(ValueError, match="bad label set"):
         parse_labels('a="1" junk')
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('p="/v2/models/a,b=c/infer",code="200"', {"p": "/v2/models/a,b=c/infer", "code": "200"}),
+        (' a = "1" , b = "2" , ', {"a": "1", "b": "2"}),
+        ('a="",b="x"', {"a": "", "b": "x"}),
+        ('a="x\\"y",b="z"', {"a": 'x"y', "b": "z"}),
+    ],
+    ids=["comma and equals in a value", "blanks everywhere", "empty value", "escaped quote"],
+)  # fmt: skip
+def test_parse_labels_fast_and_slow_paths(text, expected):
+    assert parse_labels(text) == expected
+
+
+@pytest.mark.parametrize("text", ['a="1"b="2"', '="1"', 'a="1",9b="2"', 'a "1"'])
+def test_parse_labels_malformed(text):
+    with pytest.raises(ValueError, match="bad label set"):
+        parse_labels(text)

@@ -19,6 +19,7 @@ Labels = Mapping[str, str]
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*(?:,|\Z)')
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _ESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 _ESCAPE = re.compile(r"\\[\\\"n]")
 _SUFFIXES = {
@@ -78,6 +79,25 @@ def _unescape(value: str) -> str:
 
 def parse_labels(text: str) -> dict[str, str]:
     """Parse the inside of `{...}` (`a="x",b="y"`, trailing comma allowed)."""
+    if "\\" not in text:
+        # No escapes: no value holds a quote, so the quotes split names from values.
+        parts = text.split('"')
+        if len(parts) % 2 == 1 and parts[-1].strip() in ("", ","):
+            fast: dict[str, str] = {}
+            for i in range(0, len(parts) - 1, 2):
+                head = parts[i].strip()
+                if i:
+                    if not head.startswith(","):
+                        break
+                    head = head[1:].lstrip()
+                if not head.endswith("="):
+                    break
+                name = head[:-1].rstrip()
+                if not _LABEL_NAME.match(name):
+                    break
+                fast[name] = parts[i + 1]
+            else:
+                return fast
     labels: dict[str, str] = {}
     pos, end = 0, len(text)
     while pos < end:
@@ -140,6 +160,8 @@ def parse_exposition(
     last_name = ""
     openmetrics = False
     lineno = 0
+    cached = cache.get
+    number = float
     for lineno, line in enumerate(text.split("\n"), 1):
         if not line:
             continue
@@ -172,21 +194,19 @@ def parse_exposition(
             if brace >= 0:
                 close = line.find("}", brace)
                 label_text = line[brace + 1 : close]
-                if close < 0 or (
-                    '"' in label_text and (label_text.count('"') & 1 or "\\" in label_text)
-                ):
+                if close < 0 or "\\" in label_text or label_text.count('"') & 1:
                     label_text, rest = _split_labels(line, brace)
                 else:
                     rest = line[close + 1 :]
                 name = line[:brace].rstrip()
-                labels = cache.get(label_text)
+                labels = cached(label_text)
                 if labels is None:
                     labels = cache[label_text] = parse_labels(label_text) if label_text else {}
             else:
                 name, _, rest = line.partition(" ")
                 labels = EMPTY_LABELS
             try:
-                value = float(rest)  # float() strips the surrounding blanks itself
+                value = number(rest)  # float() strips the surrounding blanks itself
                 token = rest
             except ValueError:
                 # "<value> <timestamp>", or an OpenMetrics exemplar after " # "
