@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import math
 import socket
 from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
 from blockbuster import blockbuster_ctx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.serving import ServingCollector
 from node_exporter_ml.config import Config, FileConfig, ServingTarget
 from node_exporter_ml.serving.data import ServingData
-from node_exporter_ml.serving.scrape import parse_info_model
+from node_exporter_ml.serving.scrape import ScrapeError, parse_body, parse_info_model
 from node_exporter_ml.snapshot import Snapshot
 from tests.serving_fakes import SERVING_FIXTURES
 
@@ -205,3 +208,52 @@ def test_info_model_parsing():
     assert parse_info_model(b"not json") is None
     assert parse_info_model(b"[1, 2]") is None
     assert parse_info_model(b'{"model_id": 3}') is None
+
+
+async def test_many_hung_targets_stay_inside_the_collector_time_limit(bad_servers):
+    server, _ = bad_servers
+    good = ServingTarget(url=str(server.make_url("/good")), name="good", pid=1)
+    hung = tuple(
+        ServingTarget(url=str(server.make_url(f"/hung?n={i}")), name=f"hung{i}") for i in range(12)
+    )
+    # interval 1 s: the sampler gives the collector 0.8 s; 12 hung targets two at a time,
+    # 0.5 s each, would need 3 s.
+    config = Config(
+        interval=1.0,
+        file=FileConfig(serving_targets=(good, *hung), serving_timeout=0.5, serving_concurrency=2),
+    )
+    collector = ServingCollector(CollectContext(config))
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        data = await collector.update(None)
+        elapsed = loop.time() - started
+    finally:
+        await collector.stop()
+    assert elapsed < config.timeout
+    status = {t.name: t for t in data.targets}
+    assert status["good"].up
+    assert all(not status[t.label].up for t in hung)
+    assert all(data.errors_total[(t.label, "timeout")] == 1 for t in hung)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    fixture=st.sampled_from(sorted(p.name for p in SERVING_FIXTURES.glob("*.prom"))),
+    cut=st.integers(min_value=0, max_value=60_000),
+    junk=st.text(max_size=40),
+    at=st.integers(min_value=0, max_value=60_000),
+)
+def test_mangled_bodies_read_or_fail_as_parse(fixture, cut, junk, at):
+    text = (SERVING_FIXTURES / fixture).read_text(encoding="utf-8")
+    mangled = (text[:at] + junk + text[at:])[: max(cut, 1)]
+    reason = None
+    try:
+        reading = parse_body(mangled.encode("utf-8", "surrogatepass"), {})
+    except ScrapeError as err:
+        reason = err.reason
+    else:
+        assert reading.framework
+        for m in reading.models.values():
+            assert m.count is None or not math.isinf(m.count)
+    assert reason in (None, "parse")

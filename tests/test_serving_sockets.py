@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,6 +170,12 @@ async def test_target_without_owner_belongs_to_the_socket_owner(aiohttp_server):
     )
     try:
         data = await collector.update(previous)
+        # The owner is looked up in the background and taken at a later tick.
+        for _ in range(200):
+            if data.targets[0].socket_pid is not None:
+                break
+            await asyncio.sleep(0.01)
+            data = await collector.update(previous)
     finally:
         await collector.stop()
     assert data.targets[0].socket_pid == me

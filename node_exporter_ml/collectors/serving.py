@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -149,6 +150,11 @@ class ServingCollector(AsyncCollector):
         self._executor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="nodeml-serving"
         )
+        # /proc scans (socket owners, discovery) get their own thread: parsing never waits.
+        self._proc_executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="nodeml-serving-proc"
+        )
+        self._owner_job: asyncio.Future[dict[str, int | None]] | None = None
         self.scraper = Scraper(
             timeout=file.serving_timeout,
             max_bytes=file.serving_max_body_bytes,
@@ -174,7 +180,10 @@ class ServingCollector(AsyncCollector):
     async def stop(self) -> None:
         """Close the HTTP session and the worker thread."""
         await self.scraper.close()
+        if self._owner_job is not None:
+            self._owner_job.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._proc_executor.shutdown(wait=False, cancel_futures=True)
 
     # --- targets ----------------------------------------------------------------------------
 
@@ -212,7 +221,7 @@ class ServingCollector(AsyncCollector):
                 for port, host in sockets.read_listen_urls(procfs, pid, ports)
             ]
 
-        found = await loop.run_in_executor(self._executor, listening)
+        found = await loop.run_in_executor(self._proc_executor, listening)
         candidates: list[tuple[int, str]] = []
         for pid, port, host in found:
             shown = f"[{host}]" if ":" in host else host
@@ -237,47 +246,58 @@ class ServingCollector(AsyncCollector):
             state = self._states[name] = _TargetState()
         return state
 
-    async def _resolve_owners(
+    def _apply_owners(self) -> None:
+        job = self._owner_job
+        if job is None or not job.done():
+            return
+        self._owner_job = None
+        if job.cancelled():
+            return
+        err = job.exception()
+        if err is not None:
+            self._once.log(logging.WARNING, "owners", "finding socket owners failed: %s", err)
+            return
+        for name, pid in job.result().items():
+            state = self._states.get(name)
+            if state is not None:
+                state.socket_pid = pid
+
+    def _resolve_owners(
         self, targets: Iterable[ServingTarget], previous: Snapshot | None, now: float
     ) -> None:
-        todo = []
+        """Find the socket owners of targets without an explicit owner, in the background.
+
+        Scanning /proc may take a while on a busy node: it runs in its own thread and its
+        result is taken at a later tick, never delaying the scrapes.
+        """
+        self._apply_owners()
+        if self._owner_job is not None:
+            return
+        todo: list[tuple[str, str, int, int | None]] = []
         for t in targets:
             if t.pid is not None or t.container_id or t.pod:
                 continue
             state = self._state(t.label)
             if state.owner_checked is None or now - state.owner_checked >= OWNER_RETRY_SECONDS:
-                todo.append((t, state))
+                state.owner_checked = now  # a found owner is re-checked every minute too
+                parts = urlsplit(t.url)
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                todo.append((t.label, parts.hostname or "", port, state.socket_pid))
         if not todo:
             return
         procfs = self.ctx.config.procfs
-        preferred = _inference_pids(previous)
+        preferred = [pid for *_, pid in todo if pid is not None] + _inference_pids(previous)
 
-        def resolve() -> list[int | None]:
-            everyone: list[int] | None = None
-            out: list[int | None] = []
-            for t, state in todo:
-                parts = urlsplit(t.url)
-                port = parts.port or (443 if parts.scheme == "https" else 80)
-                host = parts.hostname or ""
-                if state.socket_pid is not None and sockets.find_listening_pid(
-                    procfs, host, port, [state.socket_pid]
-                ):
-                    out.append(state.socket_pid)
-                    continue
-                pid = sockets.find_listening_pid(procfs, host, port, preferred)
-                if pid is None:
-                    if everyone is None:
-                        everyone = sockets.all_pids(procfs)
-                    pid = sockets.find_listening_pid(procfs, host, port, everyone)
-                out.append(pid)
-            return out
+        def resolve() -> dict[str, int | None]:
+            seen = set(preferred)
+            order = itertools.chain(
+                preferred, (p for p in sockets.all_pids(procfs) if p not in seen)
+            )
+            pids = sockets.find_listening_pids(procfs, [(h, p) for _, h, p, _ in todo], order)
+            return {name: pid for (name, *_), pid in zip(todo, pids, strict=True)}
 
         loop = asyncio.get_running_loop()
-        pids = await loop.run_in_executor(self._executor, resolve)
-        for (_, state), pid in zip(todo, pids, strict=True):
-            state.socket_pid = pid
-            # A found owner is re-checked every minute too (the server may restart).
-            state.owner_checked = now
+        self._owner_job = loop.run_in_executor(self._proc_executor, resolve)
 
     # --- one tick -------------------------------------------------------------------------
 
@@ -286,11 +306,12 @@ class ServingCollector(AsyncCollector):
         now = self.clock()
         if self.ctx.config.serving_discover:
             await self._discover(previous, now)
+        started = time.monotonic()
         targets = self.targets(previous)
-        await self._resolve_owners((t for t, _ in targets), previous, now)
-        outcomes = await asyncio.gather(
-            *(self.scraper.scrape(t.url, self._state(t.label).info_model) for t, _ in targets)
-        )
+        self._resolve_owners((t for t, _ in targets), previous, now)
+        # Finish inside the sampler's limit for this collector, however many targets hang.
+        budget = max(0.05, self.ctx.config.timeout * 0.9 - (time.monotonic() - started))
+        outcomes = await self._scrape_all(targets, budget)
         now = self.clock()
         statuses = []
         for (target, source), outcome in zip(targets, outcomes, strict=True):
@@ -306,6 +327,27 @@ class ServingCollector(AsyncCollector):
             errors_total=dict(self._errors),
             window_seconds=self.ctx.config.serving_window,
         )
+
+    async def _scrape_all(
+        self, targets: list[tuple[ServingTarget, str]], budget: float
+    ) -> list[ScrapeOutcome]:
+        tasks = [
+            asyncio.ensure_future(self.scraper.scrape(t.url, self._state(t.label).info_model))
+            for t, _ in targets
+        ]
+        if not tasks:
+            return []
+        _, pending = await asyncio.wait(tasks, timeout=budget)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        return [
+            ScrapeOutcome(None, "timeout", budget, "collector time limit")
+            if task in pending or task.cancelled()
+            else task.result()
+            for task in tasks
+        ]
 
     async def _status(
         self, target: ServingTarget, source: str, outcome: ScrapeOutcome, now: float

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 _LISTEN = "0A"
@@ -115,12 +115,8 @@ def read_local_addresses(procfs: str, pid: int) -> list[str]:
 
 def same_netns(procfs: str, pid: int) -> bool:
     """True when `pid` shares the agent's network namespace (unknown counts as shared)."""
-    try:
-        return os.readlink(os.path.join(procfs, str(pid), "ns", "net")) == os.readlink(
-            os.path.join(procfs, "self", "ns", "net")
-        )
-    except OSError:
-        return True
+    mine, theirs = _netns(procfs, "self"), _netns(procfs, pid)
+    return mine is None or theirs is None or mine == theirs
 
 
 def _address_matches(sock: ListenSocket, host: str, local: Iterable[str]) -> bool:
@@ -135,28 +131,71 @@ def _address_matches(sock: ListenSocket, host: str, local: Iterable[str]) -> boo
     return ip.is_loopback and ipaddress.ip_address(sock.address).is_loopback
 
 
-def find_listening_pid(procfs: str, host: str, port: int, pids: Iterable[int]) -> int | None:
-    """The first of `pids` holding a listening socket that serves `host:port`, else None.
+def _netns(procfs: str, pid: int | str) -> str | None:
+    try:
+        return os.readlink(os.path.join(procfs, str(pid), "ns", "net"))
+    except OSError:
+        return None
 
-    `host` must be an IP literal or `localhost`; a loopback host only matches processes
-    in the agent's own network namespace.
-    """
+
+def _host_ip(host: str) -> tuple[str, bool] | None:
     host = "127.0.0.1" if host == "localhost" else host.strip("[]")
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
+        return host, ipaddress.ip_address(host).is_loopback
     except ValueError:
         return None
+
+
+def find_listening_pids(
+    procfs: str, endpoints: Sequence[tuple[str, int]], pids: Iterable[int]
+) -> list[int | None]:
+    """For each (host, port), the first of `pids` holding a listening socket serving it.
+
+    Each network namespace's socket table is read once, and a process's fds only when
+    its namespace has a matching socket, so scanning every pid of a node stays cheap.
+    `host` must be an IP literal or `localhost` (else None); a loopback host only
+    matches sockets in the agent's own network namespace.
+    """
+    wanted = [_host_ip(h) for h, _ in endpoints]
+    found: list[int | None] = [None] * len(endpoints)
+    todo = {i for i, w in enumerate(wanted) if w is not None}
+    own_ns = _netns(procfs, "self")
+    tables: dict[str, dict[int, set[int]]] = {}  # netns -> target index -> inodes
     for pid in pids:
-        if loopback and not same_netns(procfs, pid):
+        if not todo:
+            break
+        ns = _netns(procfs, pid) or f"unknown:{pid}"
+        matches = tables.get(ns)
+        if matches is None:
+            socks = read_listening(procfs, pid)
+            local: list[str] | None = None
+            matches = {}
+            for i in todo:
+                host, loopback = wanted[i]  # type: ignore[misc]
+                port = endpoints[i][1]
+                if loopback and own_ns is not None and ns != own_ns:
+                    continue
+                candidates = [s for s in socks if s.port == port]
+                if candidates and not loopback and local is None:
+                    local = read_local_addresses(procfs, pid)
+                inodes = {s.inode for s in candidates if _address_matches(s, host, local or ())}
+                if inodes:
+                    matches[i] = inodes
+            tables[ns] = matches
+        pending = [i for i in matches if i in todo]
+        if not pending:
             continue
-        socks = [s for s in read_listening(procfs, pid) if s.port == port]
-        if not socks:
-            continue
-        local = () if loopback else read_local_addresses(procfs, pid)
-        matching = {s.inode for s in socks if _address_matches(s, host, local)}
-        if matching and matching & read_socket_inodes(procfs, pid):
-            return pid
-    return None
+        held = read_socket_inodes(procfs, pid)
+        for i in pending:
+            if matches[i] & held:
+                found[i] = pid
+                todo.discard(i)
+    return found
+
+
+def find_listening_pid(procfs: str, host: str, port: int, pids: Iterable[int]) -> int | None:
+    """The first of `pids` holding a listening socket that serves `host:port`, else None."""
+    return find_listening_pids(procfs, [(host, port)], pids)[0]
 
 
 def all_pids(procfs: str) -> list[int]:
