@@ -274,3 +274,13 @@ async def test_collector_scrapes_every_framework(aiohttp_server):
         if s.labels["target"] == "triton"
     }
     assert triton == CASES["triton"][0]
+
+
+@pytest.mark.parametrize("framework", sorted(CASES))
+def test_reading_only_the_profiles_families_changes_nothing(framework):
+    from node_exporter_ml.serving.scrape import parse_body
+
+    for text in _texts(framework):
+        full = read_exposition(parse_exposition(text))
+        partial = parse_body(text.encode(), {})
+        assert partial == full

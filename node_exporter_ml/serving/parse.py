@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 Labels = Mapping[str, str]
@@ -134,7 +134,9 @@ def _split_labels(line: str, brace: int) -> tuple[str, str]:
 
 
 def parse_exposition(
-    text: str, label_cache: MutableMapping[str, Labels] | None = None
+    text: str,
+    label_cache: MutableMapping[str, Labels] | None = None,
+    keep: Callable[[str], bool] | None = None,
 ) -> Exposition:
     """Parse a Prometheus text or OpenMetrics exposition.
 
@@ -143,6 +145,9 @@ def parse_exposition(
         label_cache: optional memo of label text -> parsed labels, owned by the caller
             (one per target): the label sets of a server repeat scrape after scrape.
             Parsed label mappings are shared and must not be mutated.
+        keep: optional filter on the names of TYPE-declared families: the samples of a
+            family it rejects are skipped unparsed (a profile needs a few families of a
+            scrape that may hold hundreds).
 
     Returns:
         The families by name; a sample with no TYPE line becomes an untyped family.
@@ -162,6 +167,7 @@ def parse_exposition(
     lineno = 0
     cached = cache.get
     number = float
+    skipping = "\n"  # the name of a family whose samples are skipped (never a line prefix)
     for lineno, line in enumerate(text.split("\n"), 1):
         if not line:
             continue
@@ -172,6 +178,10 @@ def parse_exposition(
                 if len(parts) < 4 or not _NAME.match(parts[2]):
                     raise ParseError(f"line {lineno}: bad TYPE line")
                 name, kind = parts[2], parts[3].strip().lower()
+                if keep is not None and not keep(name):
+                    skipping, fam, last_name = name, None, ""
+                    continue
+                skipping = "\n"
                 fam = families.get(name)
                 if fam is None:
                     fam = families[name] = Family(name, kind)
@@ -189,6 +199,8 @@ def parse_exposition(
             line = line.strip()
             if not line:
                 continue
+        if line.startswith(skipping):
+            continue
         brace = line.find("{")
         try:
             if brace >= 0:

@@ -451,48 +451,83 @@ def read_generic(exp: Exposition, model: str | None = None) -> dict[ModelKey, Mo
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """A framework: the family prefixes that identify it and its reader."""
+    """A framework: the family prefixes that identify it, its reader, the families it reads."""
 
     name: str
     markers: tuple[str, ...]
     read: Callable[[Exposition, str | None], dict[ModelKey, ModelReading]]
+    families: frozenset[str] | None = None  # None: any family may matter
     info_path: str | None = None
 
+    def wants(self, family: str) -> bool:
+        """Whether the reader needs `family` (either counter spelling)."""
+        if self.families is None or family == START_TIME:
+            return True
+        return family in self.families or family.removesuffix("_total") in self.families
 
+
+START_TIME = "process_start_time_seconds"
 PROFILES: tuple[Profile, ...] = (
-    Profile("vllm", ("vllm:",), read_vllm),
-    Profile("sglang", ("sglang:",), read_sglang),
-    Profile("triton", ("nv_inference_",), read_triton),
-    Profile("torchserve", ("ts_inference_",), read_torchserve),
-    Profile("bentoml", ("bentoml_service_", "bentoml_api_server_"), read_bentoml),
-    Profile("ray_serve", ("ray_serve_",), read_ray_serve),
-    Profile("tgi", ("tgi_request_",), read_tgi, info_path="/info"),
-    Profile("mlserver", ("model_infer_request_",), read_mlserver),
-    Profile("kserve", ("request_predict_seconds",), read_kserve),
-    Profile("tfserving", (":tensorflow:serving:",), read_tfserving),
-)
+    Profile("vllm", ("vllm:",), read_vllm, frozenset({
+        "vllm:e2e_request_latency_seconds", "vllm:request_success",
+        "vllm:num_requests_running", "vllm:num_requests_waiting"})),
+    Profile("sglang", ("sglang:",), read_sglang, frozenset({
+        "sglang:e2e_request_latency_seconds", "sglang:num_requests",
+        "sglang:num_aborted_requests", "sglang:num_running_reqs", "sglang:num_queue_reqs"})),
+    Profile("triton", ("nv_inference_",), read_triton, frozenset({
+        "nv_inference_request_success", "nv_inference_request_failure",
+        "nv_inference_request_duration_us", "nv_inference_pending_request_count"})),
+    Profile("torchserve", ("ts_inference_",), read_torchserve, frozenset({
+        "ts_inference_requests", "ts_inference_latency_microseconds"})),
+    Profile("bentoml", ("bentoml_service_", "bentoml_api_server_"), read_bentoml, frozenset({
+        f"{prefix}_{family}"
+        for prefix in ("bentoml_service", "bentoml_api_server")
+        for family in ("request_duration_seconds", "request", "request_in_progress")})),
+    Profile("ray_serve", ("ray_serve_",), read_ray_serve, frozenset({
+        "ray_serve_http_request_latency_ms", "ray_serve_num_http_requests",
+        "ray_serve_deployment_processing_latency_ms", "ray_serve_deployment_queued_queries",
+        "ray_serve_replica_processing_queries"})),
+    Profile("tgi", ("tgi_request_",), read_tgi, frozenset({
+        "tgi_request_duration", "tgi_request_count", "tgi_request_failure", "tgi_queue_size",
+        "tgi_batch_current_size"}), info_path="/info"),
+    Profile("mlserver", ("model_infer_request_",), read_mlserver, frozenset({
+        "model_infer_request_duration", "model_infer_request_success",
+        "model_infer_request_failure", "rest_server_request_duration_seconds"})),
+    Profile("kserve", ("request_predict_seconds",), read_kserve, frozenset({
+        "request_predict_seconds"})),
+    Profile("tfserving", (":tensorflow:serving:",), read_tfserving, frozenset({
+        ":tensorflow:serving:request_latency", ":tensorflow:serving:request_count"})),
+)  # fmt: skip
 GENERIC = Profile("generic", (), read_generic)
 
 
-def identify(exp: Exposition) -> Profile:
-    """The profile whose marker prefixes appear among the family names, else the generic one."""
-    names = list(exp.names())
+def identify_names(names: Iterable[str]) -> Profile:
+    """The profile whose marker prefixes start one of `names`, else the generic one."""
+    listed = list(names)
     for profile in PROFILES:
-        if any(n.startswith(profile.markers) for n in names):
+        if any(n.startswith(profile.markers) for n in listed):
             return profile
     return GENERIC
 
 
-def read_exposition(exp: Exposition, model: str | None = None) -> Reading:
-    """Identify the framework and read every model's cumulative latency counters.
+def identify(exp: Exposition) -> Profile:
+    """The profile whose marker prefixes appear among the family names, else the generic one."""
+    return identify_names(exp.names())
+
+
+def read_exposition(
+    exp: Exposition, model: str | None = None, profile: Profile | None = None
+) -> Reading:
+    """Identify the framework (unless given) and read every model's cumulative counters.
 
     Args:
         exp: the parsed scrape.
         model: the model name for servers that expose none in labels (TGI's `/info`).
+        profile: the framework, when already identified from the scrape's TYPE lines.
     """
-    profile = identify(exp)
+    profile = profile or identify(exp)
     start = None
-    fam = exp.get("process_start_time_seconds")
+    fam = exp.get(START_TIME)
     if fam is not None and fam.samples:
         start = fam.samples[0][2]
     return Reading(profile.name, profile.read(exp, model), start, profile.info_path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import re
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from dataclasses import dataclass
 import aiohttp
 
 from node_exporter_ml.serving.parse import Labels, ParseError, parse_exposition
-from node_exporter_ml.serving.profiles import Reading, read_exposition
+from node_exporter_ml.serving.profiles import GENERIC, Reading, identify_names, read_exposition
 
 ACCEPT = "text/plain;version=0.0.4;q=1.0,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1"
 USER_AGENT = "node-exporter-ml"
 _CHUNK = 64 * 1024
+_TYPE_LINE = re.compile(r"^# TYPE ([^ \t\n]+)", re.MULTILINE)
 
 
 class ScrapeError(Exception):
@@ -92,11 +94,15 @@ def parse_body(
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise ScrapeError("parse", "body is not UTF-8 text") from None
+    # Identify the framework from the TYPE lines first (a C-speed scan), so that only the
+    # families its profile reads are parsed; without a match, parse everything.
+    profile = identify_names(_TYPE_LINE.findall(text))
+    keep = None if profile is GENERIC else profile.wants
     try:
-        exposition = parse_exposition(text, label_cache)
+        exposition = parse_exposition(text, label_cache, keep)
     except ParseError as err:
         raise ScrapeError("parse", str(err)) from None
-    return read_exposition(exposition, model)
+    return read_exposition(exposition, model, None if keep is None else profile)
 
 
 def parse_info_model(body: bytes) -> str | None:
