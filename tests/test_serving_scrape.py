@@ -257,3 +257,19 @@ def test_mangled_bodies_read_or_fail_as_parse(fixture, cut, junk, at):
         for m in reading.models.values():
             assert m.count is None or not math.isinf(m.count)
     assert reason in (None, "parse")
+
+
+async def test_a_cancelled_update_leaves_no_scrape_running(bad_servers):
+    server, _ = bad_servers
+    hung = tuple(
+        ServingTarget(url=str(server.make_url(f"/hung?n={i}")), name=f"hung{i}") for i in range(4)
+    )
+    config = Config(file=FileConfig(serving_targets=hung, serving_timeout=5.0))
+    collector = ServingCollector(CollectContext(config))
+    before = asyncio.all_tasks()
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(collector.update(None), 0.2)
+        assert asyncio.all_tasks() - before == set()
+    finally:
+        await collector.stop()

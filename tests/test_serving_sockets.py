@@ -204,6 +204,12 @@ async def test_discover_probes_inference_processes(aiohttp_server, tmp_path, mon
     )
     try:
         data = await collector.update(previous)
+        assert data.targets == ()  # probing runs in the background, not in the tick
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            data = await collector.update(previous)
+            if data.targets:
+                break
     finally:
         await collector.stop()
     assert [(t.name, t.source, t.framework, t.socket_pid) for t in data.targets] == [

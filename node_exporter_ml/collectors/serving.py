@@ -165,6 +165,7 @@ class ServingCollector(AsyncCollector):
         self._errors: dict[tuple[str, str], int] = {}
         self._discovered: dict[str, ServingTarget] = {}
         self._discovered_at: float | None = None
+        self._discover_task: asyncio.Task[None] | None = None
         self._once = OnceLogger(log)
 
     def reload(self, ctx: CollectContext) -> None:
@@ -179,6 +180,9 @@ class ServingCollector(AsyncCollector):
 
     async def stop(self) -> None:
         """Close the HTTP session and the worker thread."""
+        if self._discover_task is not None:
+            self._discover_task.cancel()
+            await asyncio.gather(self._discover_task, return_exceptions=True)
         await self.scraper.close()
         if self._owner_job is not None:
             self._owner_job.cancel()
@@ -199,13 +203,26 @@ class ServingCollector(AsyncCollector):
                 out.setdefault(t.label, (t, "discover"))
         return list(out.values())
 
-    async def _discover(self, previous: Snapshot | None, now: float) -> None:
-        if (
-            self._discovered_at is not None
-            and now - self._discovered_at < DISCOVER_INTERVAL_SECONDS
-        ):
+    def _start_discovery(self, previous: Snapshot | None, now: float) -> None:
+        """Probe for new model servers in the background, at most once a minute."""
+        task = self._discover_task
+        if task is not None:
+            if not task.done():
+                return
+            self._discover_task = None
+            if not task.cancelled() and task.exception() is not None:
+                self._once.log(
+                    logging.WARNING, "discover", "serving discovery failed: %s", task.exception()
+                )
+        last = self._discovered_at
+        if last is not None and now - last < DISCOVER_INTERVAL_SECONDS:
             return
         self._discovered_at = now
+        self._discover_task = asyncio.create_task(
+            self._discover(previous), name="nodeml-serving-discover"
+        )
+
+    async def _discover(self, previous: Snapshot | None) -> None:
         pids = _inference_pids(previous)
         if not pids:
             self._discovered = {}
@@ -305,7 +322,7 @@ class ServingCollector(AsyncCollector):
         """Scrape every target once and return their windows."""
         now = self.clock()
         if self.ctx.config.serving_discover:
-            await self._discover(previous, now)
+            self._start_discovery(previous, now)
         started = time.monotonic()
         targets = self.targets(previous)
         self._resolve_owners((t for t, _ in targets), previous, now)
@@ -337,11 +354,15 @@ class ServingCollector(AsyncCollector):
         ]
         if not tasks:
             return []
-        _, pending = await asyncio.wait(tasks, timeout=budget)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            _, pending = await asyncio.wait(tasks, timeout=budget)
+        finally:
+            # Also when the sampler cancels this update: no scrape outlives it.
+            unfinished = [t for t in tasks if not t.done()]
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                await asyncio.gather(*unfinished, return_exceptions=True)
         return [
             ScrapeOutcome(None, "timeout", budget, "collector time limit")
             if task in pending or task.cancelled()
