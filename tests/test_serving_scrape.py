@@ -270,9 +270,12 @@ async def test_a_cancelled_update_leaves_no_scrape_running(bad_servers):
     def scrapes() -> list[asyncio.Task]:
         return [t for t in asyncio.all_tasks() if "Scraper.scrape" in t.get_coro().__qualname__]
 
+    loop = asyncio.get_running_loop()
     try:
+        started = loop.time()
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(collector.update(None), 0.2)
+        assert loop.time() - started < 2.0  # not held until the 5 s scrape timeout
         assert scrapes() == []
     finally:
         await collector.stop()
