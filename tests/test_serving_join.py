@@ -239,3 +239,38 @@ def test_kube_targets_by_duck_typing():
     failed = Snapshot(taken_at=0.0, results={"kube": CollectorResult("kube", False, 0.0, None)})
     assert kube_targets(failed) == ()
     assert kube_targets(None) == ()
+
+
+def test_families_render_as_text_and_openmetrics():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from node_exporter_ml.collectors.base import CollectContext
+    from node_exporter_ml.collectors.serving import ServingCollector
+    from node_exporter_ml.exposition import Renderer
+
+    causes = LatencyCauses(Config(serving_window=10.0))
+    snap = None
+    for i in range(10):
+        snap = causes(snapshot(t=i * 5.0, serving=_serving(0.01 if i < 8 else 0.05)))
+    assert snap is not None
+    collector = ServingCollector(CollectContext(Config()))
+    rendered = Renderer([collector], 5.0, process_metrics=False).render(snap)
+    text = rendered.text.decode()
+    names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    assert {
+        "nodeml_serving_target_up",
+        "nodeml_serving_scrape_errors_total",
+        "nodeml_serving_target_info",
+        "nodeml_serving_request_latency_seconds",
+        "nodeml_serving_latency_cause",
+        "nodeml_serving_latency_regression_ratio",
+    } <= names
+    assert rendered.openmetrics.endswith(b"# EOF\n")
+    scores = {
+        s.labels["cause"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "nodeml_serving_latency_cause"
+    }
+    # Latency rose 5x with nothing else moving at the same throughput: queueing.
+    assert scores == {c: (1.0 if c == "load" else 0.0) for c in CAUSES}
