@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from node_exporter_ml.snapshot import GpuProcessSample, GpuSample, NvmlData
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-if not FIXTURES.is_dir():  # worktrees live next to shared/; the main checkout holds it too
-    FIXTURES = Path("/work/shared/fixtures")
+if not FIXTURES.is_dir():  # CI lays shared/ beside the clone; a worktree may sit elsewhere
+    FIXTURES = Path(os.environ.get("NODEML_SHARED", "/work/shared")) / "fixtures"
 NVML_RECORDING = FIXTURES / "nvml" / "h100-neighbour.nvml.json"
 SERVING_RECORDING = FIXTURES / "nvml" / "h100-neighbour.serving.json"
 SERVING_FIXTURES = FIXTURES / "serving"
