@@ -279,3 +279,59 @@ async def test_a_cancelled_update_leaves_no_scrape_running(bad_servers):
         assert scrapes() == []
     finally:
         await collector.stop()
+
+
+async def test_restart_is_seen_from_process_start_time(aiohttp_server):
+    from tests.serving_fakes import SERVING_RECORDING, load
+
+    frames = load(SERVING_RECORDING)["frames"]
+    first, later = frames[0]["text"], frames[1]["text"]
+    # The same counters as `later`, but from a process that started afresh since.
+    restarted = later.replace("process_start_time_seconds 1.79570521123e+09",
+                              "process_start_time_seconds 1.79570530000e+09")  # fmt: skip
+    assert restarted != later
+    bodies = [first, restarted]
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=bodies.pop(0), content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    server = await aiohttp_server(app)
+    url = str(server.make_url("/metrics"))
+    config = Config(file=FileConfig(serving_targets=(ServingTarget(url=url, name="mlp"),)))
+    clock = {"t": 0.0}
+    collector = ServingCollector(CollectContext(config), clock=lambda: clock["t"])
+    try:
+        await collector.update(None)
+        clock["t"] = 1.0
+        data = await collector.update(None)
+    finally:
+        await collector.stop()
+    (model,) = data.targets[0].models
+    assert model.model == "mlp-8x4096"
+    assert model.window.resets == 1
+    assert model.window.requests == 1994  # the new process's whole count, not 1994 - 916
+
+
+async def test_tgi_without_info_endpoint_is_model_unknown(aiohttp_server):
+    text = (SERVING_FIXTURES / "tgi.prom").read_text(encoding="utf-8")
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=text, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)  # no /info: 404
+    server = await aiohttp_server(app)
+    url = str(server.make_url("/metrics"))
+    config = Config(file=FileConfig(serving_targets=(ServingTarget(url=url, name="tgi"),)))
+    clock = {"t": 0.0}
+    collector = ServingCollector(CollectContext(config), clock=lambda: clock["t"])
+    try:
+        await collector.update(None)
+        clock["t"] = 5.0
+        data = await collector.update(None)
+    finally:
+        await collector.stop()
+    assert data.targets[0].framework == "tgi"
+    assert [m.model for m in data.targets[0].models] == ["unknown"]
