@@ -332,7 +332,7 @@ class ServingCollector(AsyncCollector):
         now = self.clock()
         statuses = []
         for (target, source), outcome in zip(targets, outcomes, strict=True):
-            statuses.append(await self._status(target, source, outcome, now))
+            statuses.append(self._status(target, source, outcome, now))
         names = {t.label for t, _ in targets}
         for name in [n for n in self._states if n not in names]:
             del self._states[name]
@@ -348,10 +348,7 @@ class ServingCollector(AsyncCollector):
     async def _scrape_all(
         self, targets: list[tuple[ServingTarget, str]], budget: float
     ) -> list[ScrapeOutcome]:
-        tasks = [
-            asyncio.ensure_future(self.scraper.scrape(t.url, self._state(t.label).info_model))
-            for t, _ in targets
-        ]
+        tasks = [asyncio.ensure_future(self._scrape_one(t)) for t, _ in targets]
         if not tasks:
             return []
         try:
@@ -370,7 +367,20 @@ class ServingCollector(AsyncCollector):
             for task in tasks
         ]
 
-    async def _status(
+    async def _scrape_one(self, target: ServingTarget) -> ScrapeOutcome:
+        state = self._state(target.label)
+        outcome = await self.scraper.scrape(target.url, state.info_model)
+        reading = outcome.reading
+        if reading is not None and reading.info_url_path and not state.info_tried:
+            # TGI names no model in its metrics: ask its /info once.
+            state.info_tried = True
+            state.info_model = await self.scraper.info_model(_info_url(target.url))
+            if state.info_model:
+                models = {(state.info_model, v): m for (_, v), m in reading.models.items()}
+                outcome = replace(outcome, reading=replace(reading, models=models))
+        return outcome
+
+    def _status(
         self, target: ServingTarget, source: str, outcome: ScrapeOutcome, now: float
     ) -> TargetStatus:
         state = self._state(target.label)
@@ -402,14 +412,6 @@ class ServingCollector(AsyncCollector):
             return base
         if self._once.forget(f"down:{target.label}"):
             log.info("serving target %s is up again", target.label)
-        if reading.info_url_path and not state.info_tried:
-            state.info_tried = True
-            state.info_model = await self.scraper.info_model(_info_url(target.url))
-            if state.info_model:
-                reading = replace(
-                    reading,
-                    models={(state.info_model, v): m for (_, v), m in reading.models.items()},
-                )
         return replace(
             base, up=True, framework=reading.framework, models=self._window(state, reading, now)
         )
