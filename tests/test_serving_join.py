@@ -227,6 +227,9 @@ def test_kube_targets_by_duck_typing():
             _KubeTarget("http://10.1.2.3:8000/metrics", namespace="ml", pod="vllm-0"),
             ServingTarget(url="http://10.1.2.4:8002/metrics", pod="ml/triton-0"),
             _KubeTarget(""),  # no URL: skipped
+            _KubeTarget("http://10.1.2.5:port/metrics"),  # bad port: skipped
+            _KubeTarget("http://[::1/metrics"),  # bad address: skipped
+            _KubeTarget("ftp://10.1.2.6/metrics"),  # not http: skipped
             object(),  # not a target at all: skipped
         )
     )

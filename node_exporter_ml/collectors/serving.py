@@ -93,7 +93,7 @@ def kube_targets(previous: Snapshot | None) -> tuple[ServingTarget, ...]:
             out.append(item)
             continue
         url = _attr(item, "url")
-        if not isinstance(url, str) or not url:
+        if not isinstance(url, str) or not _valid_url(url):
             continue
         pod = _attr(item, "pod") or _attr(item, "pod_name")
         namespace = _attr(item, "namespace")
@@ -112,6 +112,16 @@ def kube_targets(previous: Snapshot | None) -> tuple[ServingTarget, ...]:
             )
         )
     return tuple(out)
+
+
+def _valid_url(url: str) -> bool:
+    """An http(s) URL with a host and a numeric port, if any (an annotation may hold junk)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _info_url(url: str) -> str:
