@@ -135,16 +135,16 @@ def _split_labels(line: str, brace: int) -> tuple[str, str]:
 
 def parse_exposition(
     text: str,
-    label_cache: MutableMapping[str, Labels] | None = None,
+    label_cache: MutableMapping[str, tuple[str, Labels]] | None = None,
     keep: Callable[[str], bool] | None = None,
 ) -> Exposition:
     """Parse a Prometheus text or OpenMetrics exposition.
 
     Args:
         text: the body as served.
-        label_cache: optional memo of label text -> parsed labels, owned by the caller
-            (one per target): the label sets of a server repeat scrape after scrape.
-            Parsed label mappings are shared and must not be mutated.
+        label_cache: optional memo of a sample's `name{labels}` text -> (name, labels),
+            owned by the caller (one per target): the series of a server repeat scrape
+            after scrape. Parsed label mappings are shared and must not be mutated.
         keep: optional filter on the names of TYPE-declared families: the samples of a
             family it rejects are skipped unparsed (a profile needs a few families of a
             scrape that may hold hundreds).
@@ -155,7 +155,7 @@ def parse_exposition(
     Raises:
         ParseError: a line is neither a comment nor a valid sample.
     """
-    cache: MutableMapping[str, Labels] = {} if label_cache is None else label_cache
+    cache: MutableMapping[str, tuple[str, Labels]] = {} if label_cache is None else label_cache
     if len(cache) > LABEL_CACHE_LIMIT:
         cache.clear()
     families: dict[str, Family] = {}
@@ -205,15 +205,22 @@ def parse_exposition(
         try:
             if brace >= 0:
                 close = line.find("}", brace)
-                label_text = line[brace + 1 : close]
-                if close < 0 or "\\" in label_text or label_text.count('"') & 1:
-                    label_text, rest = _split_labels(line, brace)
-                else:
+                head = line[: close + 1]
+                hit = cached(head) if close > 0 else None
+                if hit is not None:
+                    name, labels = hit
                     rest = line[close + 1 :]
-                name = line[:brace].rstrip()
-                labels = cached(label_text)
-                if labels is None:
-                    labels = cache[label_text] = parse_labels(label_text) if label_text else {}
+                else:
+                    label_text = line[brace + 1 : close]
+                    if close < 0 or "\\" in label_text or label_text.count('"') & 1:
+                        label_text, rest = _split_labels(line, brace)
+                        head = ""  # a brace inside a value: not memoised
+                    else:
+                        rest = line[close + 1 :]
+                    name = line[:brace].rstrip()
+                    labels = parse_labels(label_text) if label_text else EMPTY_LABELS
+                    if head:
+                        cache[head] = (name, labels)
             else:
                 name, _, rest = line.partition(" ")
                 labels = EMPTY_LABELS

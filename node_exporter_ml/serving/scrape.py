@@ -83,7 +83,9 @@ async def fetch(
 
 
 def parse_body(
-    body: bytes, label_cache: MutableMapping[str, Labels], model: str | None = None
+    body: bytes,
+    label_cache: MutableMapping[str, tuple[str, Labels]],
+    model: str | None = None,
 ) -> Reading:
     """Decode, parse and read a scrape body (CPU work: run it off the event loop).
 
@@ -131,7 +133,7 @@ class Scraper:
         self._semaphore = asyncio.Semaphore(max(1, concurrency))
         self._executor = executor
         self._session: aiohttp.ClientSession | None = None
-        self._caches: dict[str, dict[str, Labels]] = {}
+        self._caches: dict[str, dict[str, tuple[str, Labels]]] = {}
 
     def configure(self, *, timeout: float, max_bytes: int, concurrency: int) -> None:
         """Take new limits (config reload)."""
