@@ -158,3 +158,5 @@ async def test_window_latency_follows_the_recording(replay):
     assert p99 >= _value(neighbour, mean, model=MODEL)
     assert _value(neighbour, "nodeml_serving_target_info", pid="415", framework="generic") == 1
     assert _value(neighbour, "nodeml_serving_target_up", target="mlp") == 1
+    uuid = "GPU-478bad86-921b-0395-2f3f-4ae082da1bb5"
+    assert _value(neighbour, "nodeml_serving_target_gpu_info", gpu="0", uuid=uuid) == 1

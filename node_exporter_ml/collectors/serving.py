@@ -33,7 +33,7 @@ from node_exporter_ml.serving.data import (
     TargetStatus,
 )
 from node_exporter_ml.serving.enrich import DERIVED_KEY, LatencyCauses
-from node_exporter_ml.serving.join import owner_pids
+from node_exporter_ml.serving.join import owner_gpus, owner_pids
 from node_exporter_ml.serving.profiles import GENERIC, ModelKey, Reading
 from node_exporter_ml.serving.scrape import ScrapeOutcome, Scraper
 from node_exporter_ml.serving.window import ModelWindow
@@ -493,6 +493,12 @@ def render_families(data: ServingData, snapshot: Snapshot) -> list[Metric]:
         "and where it came from (config, kube, discover).",
         labels=[],
     )
+    gpu_info = GaugeMetricFamily(
+        "nodeml_serving_target_gpu_info",
+        "A GPU the target's owner processes run on (from NVML's per-process lists): the "
+        "join key from a model server to its GPU series.",
+        labels=["target", "gpu", "uuid"],
+    )
     quantile = GaugeMetricFamily(
         "nodeml_serving_request_latency_seconds",
         f"Request latency quantiles over the last {window}, interpolated from the server's own "
@@ -539,6 +545,7 @@ def render_families(data: ServingData, snapshot: Snapshot) -> list[Metric]:
     )
     derived = snapshot.derived.get(DERIVED_KEY)
     reports = derived.reports if isinstance(derived, ServingCauses) else {}
+    nvml = snapshot.data("nvml", NvmlData)
     for name, reason in sorted(data.errors_total):
         add_sample(errors, {"target": name, "reason": reason}, data.errors_total[(name, reason)])
     for t in data.targets:
@@ -554,6 +561,8 @@ def render_families(data: ServingData, snapshot: Snapshot) -> list[Metric]:
         }
         info_labels.update(workload)
         add_sample(info, info_labels, 1.0)
+        for g in owner_gpus(pids, nvml):
+            gpu_info.add_metric([t.name, str(g.index), g.uuid], 1.0)
         for m in t.models:
             labels = _model_labels(t.name, m, workload)
             w = m.window
@@ -579,6 +588,7 @@ def render_families(data: ServingData, snapshot: Snapshot) -> list[Metric]:
         errors,
         duration,
         info,
+        gpu_info,
         quantile,
         mean,
         rps,
