@@ -14,6 +14,7 @@ from node_exporter_ml.correlation import attribute_workloads
 from node_exporter_ml.exposition import Format, Rendered, Renderer
 from node_exporter_ml.registry import Registration, load_collectors
 from node_exporter_ml.sampler import Enricher, Sampler
+from node_exporter_ml.serving.enrich import LatencyCauses
 from node_exporter_ml.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,8 @@ WANTED_TICKS = 3  # keep pre-rendering a format this many ticks after its last s
 
 def default_enrichers(config: Config) -> list[Enricher]:
     """The correlation steps run after every tick, in order."""
-    return [attribute_workloads]
+    # Workloads first: serving owners and the labels on every series depend on them.
+    return [attribute_workloads, LatencyCauses(config)]
 
 
 class Agent:
