@@ -25,7 +25,7 @@ from node_exporter_ml.config import Config, FileConfig, ServingTarget
 from node_exporter_ml.registry import load_collectors
 from node_exporter_ml.web import build_app
 from tests.fake_kube import TOKEN, FakeApi, pod_json
-from tests.host_trees import CgroupStats, FakeProc, build_cgroup_tree, make_v2_root, write_proc
+from tests.host_trees import FakeProc, build_cgroup_tree, make_v2_root, write_proc
 from tests.serving_fakes import NVML_RECORDING, SERVING_RECORDING, load
 from tests.test_kube_e2e import (
     NEIGHBOUR,
