@@ -84,7 +84,8 @@ def inputs(tmp_path: Path) -> dict[str, object]:
     (tmp_path / "replay.json").write_text(json.dumps(replay))
     write_proc(tmp_path / "proc", [
         FakeProc(pid=1, comm="systemd", cmdline=("/sbin/init",)),
-        FakeProc(pid=SERVER, comm="python3", cmdline=("python3", "server.py"), cgroup=SERVER_CGROUP),
+        FakeProc(pid=SERVER, comm="python3", cmdline=("python3", "server.py"),
+                 cgroup=SERVER_CGROUP),
         FakeProc(pid=NEIGHBOUR, comm="python3", cmdline=("python3", "matmul.py"),
                  cgroup=NEIGHBOUR_CGROUP, utime=99_000, threads=9),
     ])  # fmt: skip
@@ -120,7 +121,8 @@ async def test_golden_exposition(aiohttp_client, inputs, update_golden):
     names = {n for n, r in REGISTRY.items() if r.default_enabled}
     config = Config(
         collectors=frozenset(names), interval=0.25, procfs=str(tmp / "proc"),
-        cgroupfs=str(tmp / "cg"), nvml_replay=str(tmp / "replay.json"), state_dir=str(tmp / "state"),
+        cgroupfs=str(tmp / "cg"), nvml_replay=str(tmp / "replay.json"),
+        state_dir=str(tmp / "state"),
         kube_api_url=api_url, kube_token_file=str(tmp / "token"), kube_node_name="node-a",
         kube_pod_resources_socket=str(tmp / "no-kubelet" / "kubelet.sock"),
         file=FileConfig(serving_targets=(
