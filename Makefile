@@ -47,8 +47,13 @@ pytest: $(BIN)/.installed-test test-deps
 
 test: lint typecheck pytest
 
+# Each benchmark prints its figures beside a peer measured in the same run (bench/README.md).
 bench: $(BIN)/.installed-test test-deps
 	$(BIN)/python bench/scrape.py
+	$(BIN)/python bench/nvml_tick.py
+	$(BIN)/python bench/attribution.py
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/drift.py
 
 # The kubelet pod-resources API: proto/podresources/v1/api.proto -> committed Python modules.
 # The -I mapping makes the generated _pb2_grpc import its _pb2 by its package path.
