@@ -215,6 +215,11 @@ def column_kind(column: Column) -> tuple[str, str | None]:
         return "cat", None
     if dtype == "datetime":
         return "datetime", "datetime columns are not evaluated"
+    if dtype == "other":
+        return "unknown", (
+            "columns of pandas extension dtypes (Int64, boolean, ...) are not evaluated, "
+            "as in Evidently"
+        )
     if dtype == "uint":
         return "unknown", "uint64 columns (integers above 2**63) are not evaluated, as in Evidently"
     present = column.values[~none_mask(column.values)].tolist()
