@@ -316,8 +316,10 @@ def evaluate(reference: Any, current: Any, **options: Any) -> dict[str, Any]:
         else:
             columns[name] = outcome
     if not columns:
-        detail = "; ".join(f"{k}: {v}" for k, v in not_evaluated.items()) or "no columns"
-        raise DataError(f"no column can be evaluated ({detail})")
+        reasons = [f"{k}: {v}" for k, v in not_evaluated.items()]
+        if len(reasons) > 5:
+            reasons[5:] = [f"and {len(reasons) - 5} more"]
+        raise DataError(f"no column can be evaluated ({'; '.join(reasons) or 'no columns'})")
     drifted = sum(1 for c in columns.values() if c["drift_detected"])
     share = drifted / len(columns)
     report: dict[str, Any] = {
