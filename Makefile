@@ -54,6 +54,7 @@ bench: $(BIN)/.installed-test test-deps
 	$(BIN)/python bench/attribution.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/drift.py
+	$(BIN)/python bench/drift_http.py --rows 200000
 
 # The kubelet pod-resources API: proto/podresources/v1/api.proto -> committed Python modules.
 # The -I mapping makes the generated _pb2_grpc import its _pb2 by its package path.
