@@ -80,13 +80,18 @@ class ServingTarget:
     pod: str | None = None  # "namespace/name"
 
     @property
+    def endpoint(self) -> tuple[str, int]:
+        """(host, port) of the URL, the port defaulting by scheme; host "" when it has none."""
+        parts = urlsplit(self.url)
+        return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
     def label(self) -> str:
         """The `target` label: the configured name, else host:port."""
         if self.name:
             return self.name
-        parts = urlsplit(self.url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return f"{parts.hostname}:{port}"
+        host, port = self.endpoint
+        return f"{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)
