@@ -8,7 +8,6 @@ that keeps the last known pods (it keeps them when the API server goes away).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
@@ -17,7 +16,6 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -514,12 +512,3 @@ class PodSource:
         )
         self._data = (self.version, data)
         return data
-
-
-async def cancel_task(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a background task and wait for it."""
-    if task is None:
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
