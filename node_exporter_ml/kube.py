@@ -302,6 +302,17 @@ def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+async def _read_pod_list(resp: aiohttp.ClientResponse) -> PodList:
+    """Read a pod list and decode it off the loop (a node's full pod specs run to megabytes).
+
+    Raises:
+        ValueError: the body is not JSON, or not a pod list (KubeFormatError).
+    """
+    body = await resp.read()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, lambda: parse_pod_list(json.loads(body)))
+
+
 class PodSource:
     """Keeps the pods of one node current, in the background.
 
@@ -408,7 +419,7 @@ class PodSource:
                 params["continue"] = cont
             resp = await self._get(session, self._pods_url(**params))
             async with resp:
-                page = parse_pod_list(await resp.json(content_type=None))
+                page = await _read_pod_list(resp)
             pods += page.pods
             cont = page.continue_token
             if not cont:
@@ -466,7 +477,7 @@ class PodSource:
         """One read of the kubelet's /pods into the store."""
         resp = await self._get(session, f"{self.kubelet_url}/pods")
         async with resp:
-            page = parse_pod_list(await resp.json(content_type=None))
+            page = await _read_pod_list(resp)
         pods = [p for p in page.pods if not self.node_name or p.node_name in (None, self.node_name)]
         self._replace_all(pods)
         self.lists += 1
