@@ -132,6 +132,14 @@ def test_many_endpoints_in_one_walk(proc: Path):
     assert sockets.find_listening_pids(str(proc), endpoints) == [100, 200, None, None]
 
 
+def test_unreadable_namespace_files_give_no_owner_not_an_error(proc: Path):
+    fib = proc / "200" / "net" / "fib_trie"
+    fib.unlink()
+    fib.mkdir()  # reading it fails with an OSError other than FileNotFoundError
+    assert sockets.find_listening_pid(str(proc), 8002, "10.244.1.17") is None
+    assert sockets.read_listen_urls(str(proc), 200, [8002]) == []
+
+
 def test_listen_urls_as_the_agent_reaches_them(proc: Path):
     root = str(proc)
     assert sockets.read_listen_urls(root, 100, [8000, 8002]) == [(8000, "127.0.0.1")]

@@ -75,6 +75,13 @@ def _oldest(fs: ProcFS, pids: Iterable[int]) -> int | None:
     return min(owners)[1] if owners else None
 
 
+def _local(fs: ProcFS, pid: int) -> set[str]:
+    try:
+        return fs.local_addresses(pid)
+    except OSError:
+        return set()
+
+
 def _held(fs: ProcFS, pid: int) -> set[int]:
     try:
         return fs.socket_inodes(pid)
@@ -120,7 +127,7 @@ def find_listening_pids(
         reader, sockets = table
         remote_ports = {w.port for w in asked.values() if not w.loopback}
         wildcard = any(s.address in WILDCARDS and s.port in remote_ports for s in sockets)
-        local = fs.local_addresses(reader) if wildcard else set()
+        local = _local(fs, reader) if wildcard else set()
         inodes = {i: {s.inode for s in sockets if _serves(s, w, local)} for i, w in asked.items()}
         inodes = {i: held for i, held in inodes.items() if held}
         if not inodes:
@@ -160,7 +167,7 @@ def read_listen_urls(procfs_root: str, pid: int, ports: Iterable[int]) -> list[t
         return []
     mine, theirs = _namespace(fs, "self"), _namespace(fs, pid)
     shared = mine is None or theirs is None or mine == theirs  # unknown counts as shared
-    addresses = [] if shared else [ipaddress.ip_address(a) for a in fs.local_addresses(pid)]
+    addresses = [] if shared else [ipaddress.ip_address(a) for a in _local(fs, pid)]
     local = sorted(
         a for a in addresses if isinstance(a, ipaddress.IPv4Address) and not a.is_loopback
     )
