@@ -39,6 +39,15 @@ def gpu_pids(snapshot: Snapshot | None) -> dict[int, list[str]]:
     return dict(held)
 
 
+def inference_pids(snapshot: Snapshot | None) -> list[int]:
+    """GPU holders and the process collector's inference processes in `snapshot`, ascending."""
+    pids = set(gpu_pids(snapshot))
+    processes = snapshot.data("process", ProcessData) if snapshot is not None else None
+    if processes is not None:
+        pids.update(processes.processes)
+    return sorted(pids)
+
+
 @dataclass(slots=True)
 class _Known:
     """What we remember of one (pid, starttime): cheap facts for selection rules."""

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
+from node_exporter_ml.collectors.process import inference_pids
 from node_exporter_ml.config import ServingTarget
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.host.sockets import find_listening_pids, read_listen_urls
@@ -36,7 +37,7 @@ from node_exporter_ml.serving.join import owner_gpus, owner_pids
 from node_exporter_ml.serving.profiles import GENERIC, ModelKey, Reading
 from node_exporter_ml.serving.scrape import ScrapeOutcome, Scraper
 from node_exporter_ml.serving.window import ModelWindow
-from node_exporter_ml.snapshot import NvmlData, ProcessData, Snapshot
+from node_exporter_ml.snapshot import NvmlData, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -126,19 +127,6 @@ def _valid_url(url: str) -> bool:
 def _info_url(url: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/info", "", ""))
-
-
-def _inference_pids(previous: Snapshot | None) -> list[int]:
-    if previous is None:
-        return []
-    pids: set[int] = set()
-    procs = previous.data("process", ProcessData)
-    if procs is not None:
-        pids.update(procs.processes)
-    nvml = previous.data("nvml", NvmlData)
-    if nvml is not None:
-        pids.update(p.pid for g in nvml.devices for p in g.processes)
-    return sorted(pids)
 
 
 @register_collector("serving", default_enabled=True)
@@ -232,7 +220,7 @@ class ServingCollector(AsyncCollector):
         )
 
     async def _discover(self, previous: Snapshot | None) -> None:
-        pids = _inference_pids(previous)
+        pids = inference_pids(previous)
         if not pids:
             self._discovered = {}
             return
