@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -80,13 +80,18 @@ class ServingTarget:
     pod: str | None = None  # "namespace/name"
 
     @property
+    def endpoint(self) -> tuple[str, int]:
+        """(host, port) of the URL, the port defaulting by scheme; host "" when it has none."""
+        parts = urlsplit(self.url)
+        return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
     def label(self) -> str:
         """The `target` label: the configured name, else host:port."""
         if self.name:
             return self.name
-        parts = urlsplit(self.url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return f"{parts.hostname}:{port}"
+        host, port = self.endpoint
+        return f"{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,17 +119,22 @@ class FileConfig:
     drift_max_columns: int = 1_000
 
 
-class _Reader:
+T = TypeVar("T")
+
+
+class YamlReader:
     """Walks a YAML mapping, checking keys and types, and names the key on error."""
 
     def __init__(self, source: str) -> None:
         self.source = source
 
     def fail(self, key: str, expected: str, got: object) -> ConfigError:
+        """The one-line error naming the file, the key, what was expected and what came."""
         shown = repr(got) if not isinstance(got, Mapping | list) else type(got).__name__
         return ConfigError(f"{self.source}: {key}: expected {expected}, got {shown}")
 
     def mapping(self, value: object, key: str, allowed: Sequence[str]) -> Mapping[str, Any]:
+        """A mapping with only `allowed` keys ({} for None)."""
         if value is None:
             return {}
         if not isinstance(value, Mapping):
@@ -137,17 +147,26 @@ class _Reader:
                 )
         return value
 
+    def optional(
+        self, m: Mapping[str, Any], key: str, name: str, read: Callable[[Any, str], T], default: T
+    ) -> T:
+        """`read` of m[name] (called `key.name` in errors), or `default` when it is absent."""
+        return read(m[name], f"{key}.{name}") if name in m else default
+
     def string(self, value: object, key: str) -> str:
+        """A non-empty string."""
         if not isinstance(value, str) or not value:
             raise self.fail(key, "a non-empty string", value)
         return value
 
     def integer(self, value: object, key: str, minimum: int = 1) -> int:
+        """An integer >= `minimum` (not a bool)."""
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self.fail(key, f"an integer >= {minimum}", value)
         return value
 
     def duration(self, value: object, key: str) -> float:
+        """Seconds, from a Prometheus-style duration ("2s", "500ms") or a number."""
         try:
             if isinstance(value, bool) or not isinstance(value, str | int | float):
                 raise ValueError
@@ -156,6 +175,7 @@ class _Reader:
             raise self.fail(key, "a duration like 2s or 500ms", value) from None
 
     def regex(self, value: object, key: str) -> re.Pattern[str]:
+        """A compiled regular expression."""
         text = self.string(value, key)
         try:
             return re.compile(text)
@@ -163,6 +183,7 @@ class _Reader:
             raise self.fail(key, f"a regular expression ({err})", text) from None
 
     def items(self, value: object, key: str) -> list[Any]:
+        """A list ([] for None)."""
         if value is None:
             return []
         if not isinstance(value, list):
@@ -170,7 +191,7 @@ class _Reader:
         return value
 
 
-def _parse_target(r: _Reader, raw: object, key: str) -> ServingTarget:
+def _parse_target(r: YamlReader, raw: object, key: str) -> ServingTarget:
     m = r.mapping(raw, key, ("url", "name", "pid", "container_id", "pod"))
     if "url" not in m:
         raise ConfigError(f"{r.source}: {key}.url: missing (expected an http(s) URL)")
@@ -188,18 +209,16 @@ def _parse_target(r: _Reader, raw: object, key: str) -> ServingTarget:
             raise r.fail(f"{key}.pod", "namespace/name", pod)
     return ServingTarget(
         url=url,
-        name=r.string(m["name"], f"{key}.name") if "name" in m else None,
-        pid=r.integer(m["pid"], f"{key}.pid") if "pid" in m else None,
-        container_id=r.string(m["container_id"], f"{key}.container_id")
-        if "container_id" in m
-        else None,
+        name=r.optional(m, key, "name", r.string, None),
+        pid=r.optional(m, key, "pid", r.integer, None),
+        container_id=r.optional(m, key, "container_id", r.string, None),
         pod=pod,
     )
 
 
 def parse_config_file(text: str, source: str) -> FileConfig:
     """Parse the YAML config file's text; `source` names it in errors."""
-    r = _Reader(source)
+    r = YamlReader(source)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -229,8 +248,8 @@ def parse_config_file(text: str, source: str) -> FileConfig:
             raise ConfigError(f"{source}: {key}: expected comm and/or cmdline")
         matches.append(
             ProcessMatch(
-                comm=r.regex(mm["comm"], f"{key}.comm") if "comm" in mm else None,
-                cmdline=r.regex(mm["cmdline"], f"{key}.cmdline") if "cmdline" in mm else None,
+                comm=r.optional(mm, key, "comm", r.regex, None),
+                cmdline=r.optional(mm, key, "cmdline", r.regex, None),
             )
         )
     kube = r.mapping(top.get("kube"), "kube", ("pod_labels",))
@@ -246,32 +265,28 @@ def parse_config_file(text: str, source: str) -> FileConfig:
     defaults = FileConfig()
     return FileConfig(
         serving_targets=targets,
-        serving_timeout=r.duration(serving["timeout"], "serving.timeout")
-        if "timeout" in serving
-        else defaults.serving_timeout,
-        serving_max_body_bytes=r.integer(serving["max_body_bytes"], "serving.max_body_bytes")
-        if "max_body_bytes" in serving
-        else defaults.serving_max_body_bytes,
-        serving_concurrency=r.integer(serving["concurrency"], "serving.concurrency")
-        if "concurrency" in serving
-        else defaults.serving_concurrency,
+        serving_timeout=r.optional(
+            serving, "serving", "timeout", r.duration, defaults.serving_timeout
+        ),
+        serving_max_body_bytes=r.optional(
+            serving, "serving", "max_body_bytes", r.integer, defaults.serving_max_body_bytes
+        ),
+        serving_concurrency=r.optional(
+            serving, "serving", "concurrency", r.integer, defaults.serving_concurrency
+        ),
         process_match=tuple(matches),
         kube_pod_labels=pod_labels,
-        drift_window_rows=r.integer(drift["window_rows"], "drift.window_rows")
-        if "window_rows" in drift
-        else defaults.drift_window_rows,
-        drift_window_seconds=r.duration(drift["window_seconds"], "drift.window_seconds")
-        if "window_seconds" in drift
-        else None,
-        drift_max_body_bytes=r.integer(drift["max_body_bytes"], "drift.max_body_bytes")
-        if "max_body_bytes" in drift
-        else defaults.drift_max_body_bytes,
-        drift_max_rows=r.integer(drift["max_rows"], "drift.max_rows")
-        if "max_rows" in drift
-        else defaults.drift_max_rows,
-        drift_max_columns=r.integer(drift["max_columns"], "drift.max_columns")
-        if "max_columns" in drift
-        else defaults.drift_max_columns,
+        drift_window_rows=r.optional(
+            drift, "drift", "window_rows", r.integer, defaults.drift_window_rows
+        ),
+        drift_window_seconds=r.optional(drift, "drift", "window_seconds", r.duration, None),
+        drift_max_body_bytes=r.optional(
+            drift, "drift", "max_body_bytes", r.integer, defaults.drift_max_body_bytes
+        ),
+        drift_max_rows=r.optional(drift, "drift", "max_rows", r.integer, defaults.drift_max_rows),
+        drift_max_columns=r.optional(
+            drift, "drift", "max_columns", r.integer, defaults.drift_max_columns
+        ),
     )
 
 

@@ -8,7 +8,6 @@ that keeps the last known pods (it keeps them when the API server goes away).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
@@ -17,7 +16,6 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -304,6 +302,17 @@ def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+async def _read_pod_list(resp: aiohttp.ClientResponse) -> PodList:
+    """Read a pod list and decode it off the loop (a node's full pod specs run to megabytes).
+
+    Raises:
+        ValueError: the body is not JSON, or not a pod list (KubeFormatError).
+    """
+    body = await resp.read()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, lambda: parse_pod_list(json.loads(body)))
+
+
 class PodSource:
     """Keeps the pods of one node current, in the background.
 
@@ -410,7 +419,7 @@ class PodSource:
                 params["continue"] = cont
             resp = await self._get(session, self._pods_url(**params))
             async with resp:
-                page = parse_pod_list(await resp.json(content_type=None))
+                page = await _read_pod_list(resp)
             pods += page.pods
             cont = page.continue_token
             if not cont:
@@ -468,7 +477,7 @@ class PodSource:
         """One read of the kubelet's /pods into the store."""
         resp = await self._get(session, f"{self.kubelet_url}/pods")
         async with resp:
-            page = parse_pod_list(await resp.json(content_type=None))
+            page = await _read_pod_list(resp)
         pods = [p for p in page.pods if not self.node_name or p.node_name in (None, self.node_name)]
         self._replace_all(pods)
         self.lists += 1
@@ -514,12 +523,3 @@ class PodSource:
         )
         self._data = (self.version, data)
         return data
-
-
-async def cancel_task(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a background task and wait for it."""
-    if task is None:
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

@@ -11,7 +11,7 @@ client_python itself. tests/test_textformat.py proves the output identical.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
@@ -69,18 +69,19 @@ def _escape_om(value: str) -> str:
     return om._escape(value, om.ALLOWUTF8, om._is_legacy_labelname_rune)
 
 
-def _text_labels(key: LabelKey) -> str:
+def _labels(key: LabelKey, escape: Callable[[str], str]) -> str:
     inner = ",".join(
-        f'{om.escape_label_name(k, om.UNDERSCORES)}="{_escape_text(v)}"' for k, v in sorted(key)
+        f'{om.escape_label_name(k, om.UNDERSCORES)}="{escape(v)}"' for k, v in sorted(key)
     )
     return "{" + inner + "}" if inner else ""
+
+
+def _text_labels(key: LabelKey) -> str:
+    return _labels(key, _escape_text)
 
 
 def _om_labels(key: LabelKey) -> str:
-    inner = ",".join(
-        f'{om.escape_label_name(k, om.UNDERSCORES)}="{_escape_om(v)}"' for k, v in sorted(key)
-    )
-    return "{" + inner + "}" if inner else ""
+    return _labels(key, _escape_om)
 
 
 def _labels_ok(key: LabelKey) -> bool:
@@ -91,60 +92,68 @@ class _FallbackError(Exception):
     """A label name that needs client_python's escaping: format the family with it."""
 
 
+def _samples(
+    metric: Metric, labels: dict[LabelKey, str], format_labels: Callable[[LabelKey], str]
+) -> Iterator[str]:
+    """One line a sample, each label set formatted once and kept in `labels`."""
+    for s in metric.samples:
+        key = tuple(s.labels.items())
+        text = labels.get(key)
+        if text is None:
+            if not _labels_ok(key):
+                raise _FallbackError
+            text = labels[key] = format_labels(key)
+        yield f"{s.name}{text} {_value(s.value)}\n"
+
+
 def _family_text(metric: Metric, labels: dict[LabelKey, str]) -> str:
     mname = metric.name + "_total" if metric.type == "counter" else metric.name
     doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
-    out = [f"# HELP {mname} {doc}\n# TYPE {mname} {metric.type}\n"]
-    for s in metric.samples:
-        key = tuple(s.labels.items())
-        text = labels.get(key)
-        if text is None:
-            if not _labels_ok(key):
-                raise _FallbackError
-            text = labels[key] = _text_labels(key)
-        out.append(f"{s.name}{text} {_value(s.value)}\n")
-    return "".join(out)
+    header = f"# HELP {mname} {doc}\n# TYPE {mname} {metric.type}\n"
+    return header + "".join(_samples(metric, labels, _text_labels))
 
 
 def _family_openmetrics(metric: Metric, labels: dict[LabelKey, str]) -> str:
-    doc = om._escape(metric.documentation, om.ALLOWUTF8, om._is_legacy_labelname_rune)
-    out = [f"# HELP {metric.name} {doc}\n# TYPE {metric.name} {metric.type}\n"]
-    for s in metric.samples:
-        key = tuple(s.labels.items())
-        text = labels.get(key)
-        if text is None:
-            if not _labels_ok(key):
-                raise _FallbackError
-            text = labels[key] = _om_labels(key)
-        out.append(f"{s.name}{text} {_value(s.value)}\n")
-    return "".join(out)
+    if metric.unit:
+        raise _FallbackError
+    doc = _escape_om(metric.documentation)
+    header = f"# HELP {metric.name} {doc}\n# TYPE {metric.name} {metric.type}\n"
+    return header + "".join(_samples(metric, labels, _om_labels))
 
 
-def render_text(families: Iterable[Metric], cache: LabelCache) -> bytes:
-    """Text format 0.0.4, as prometheus_client.exposition.generate_latest writes it."""
+def _render(
+    families: Iterable[Metric],
+    labels: dict[LabelKey, str],
+    family: Callable[[Metric, dict[LabelKey, str]], str],
+    fallback: Callable[[Metric], str],
+) -> list[str]:
+    """Each family by the fast path, or by client_python where the fast path does not fit."""
     out: list[str] = []
     for metric in families:
         try:
             if not _fast(metric):
                 raise _FallbackError
-            out.append(_family_text(metric, cache.text))
+            out.append(family(metric, labels))
         except _FallbackError:
-            out.append(generate_latest(_One(metric)).decode())
+            out.append(fallback(metric))
+    return out
+
+
+def render_text(families: Iterable[Metric], cache: LabelCache) -> bytes:
+    """Text format 0.0.4, as prometheus_client.exposition.generate_latest writes it."""
+    out = _render(families, cache.text, _family_text, lambda m: generate_latest(_One(m)).decode())
     cache.trim()
     return "".join(out).encode("utf-8")
 
 
+def _openmetrics_fallback(metric: Metric) -> str:
+    body: bytes = generate_openmetrics(_One(metric))  # type: ignore[no-untyped-call]
+    return body.decode().removesuffix("# EOF\n")
+
+
 def render_openmetrics(families: Iterable[Metric], cache: LabelCache) -> bytes:
     """OpenMetrics 1.0 text, as prometheus_client's openmetrics generate_latest writes it."""
-    out: list[str] = []
-    for metric in families:
-        try:
-            if not _fast(metric) or metric.unit:
-                raise _FallbackError
-            out.append(_family_openmetrics(metric, cache.openmetrics))
-        except _FallbackError:
-            body = generate_openmetrics(_One(metric)).decode()  # type: ignore[no-untyped-call]
-            out.append(body.removesuffix("# EOF\n"))
+    out = _render(families, cache.openmetrics, _family_openmetrics, _openmetrics_fallback)
     out.append("# EOF\n")
     cache.trim()
     return "".join(out).encode("utf-8")

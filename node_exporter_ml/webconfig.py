@@ -11,12 +11,11 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import bcrypt
 import yaml
 
-from node_exporter_ml.config import ConfigError
+from node_exporter_ml.config import ConfigError, YamlReader
 
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -105,31 +104,12 @@ class WebConfig:
         return ctx
 
 
-def _fail(source: str, key: str, expected: str, got: object) -> ConfigError:
-    shown = type(got).__name__ if isinstance(got, Mapping | list) else repr(got)
-    return ConfigError(f"{source}: {key}: expected {expected}, got {shown}")
-
-
-def _mapping(source: str, key: str, value: object, allowed: tuple[str, ...]) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise _fail(source, key, "a mapping", value)
-    for k in value:
-        if k not in allowed:
-            where = f"{key}.{k}" if key else str(k)
-            raise ConfigError(
-                f"{source}: {where}: unknown key (expected one of: {', '.join(allowed)})"
-            )
-    return value
-
-
-def _path(source: str, key: str, value: object, base: Path) -> str:
+def _path(r: YamlReader, key: str, value: object, base: Path) -> str:
     if not isinstance(value, str) or not value:
-        raise _fail(source, key, "a file path", value)
+        raise r.fail(key, "a file path", value)
     path = base / value  # relative paths are relative to the web config file, as exporter-toolkit
     if not path.is_file():
-        raise ConfigError(f"{source}: {key}: {path}: no such file")
+        raise ConfigError(f"{r.source}: {key}: {path}: no such file")
     return str(path)
 
 
@@ -139,30 +119,27 @@ def parse_web_config(text: str, source: str, base: Path) -> WebConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError:
         raise ConfigError(f"{source}: expected valid YAML") from None
-    top = _mapping(source, "", raw, ("tls_server_config", "basic_auth_users", "http_server_config"))
+    r = YamlReader(source)
+    top = r.mapping(raw, "", ("tls_server_config", "basic_auth_users", "http_server_config"))
     tls = None
     if top.get("tls_server_config"):
-        t = _mapping(source, "tls_server_config", top["tls_server_config"], _TLS_KEYS)
+        t = r.mapping(top["tls_server_config"], "tls_server_config", _TLS_KEYS)
         for required in ("cert_file", "key_file"):
             if required not in t:
                 raise ConfigError(f"{source}: tls_server_config.{required}: missing")
         auth = t.get("client_auth_type", "NoClientCert")
         if auth not in _CLIENT_AUTH:
-            raise _fail(
-                source, "tls_server_config.client_auth_type", " or ".join(_CLIENT_AUTH), auth
-            )
+            raise r.fail("tls_server_config.client_auth_type", " or ".join(_CLIENT_AUTH), auth)
         versions = {}
         for key in ("min_version", "max_version"):
             if key in t and t[key] not in _TLS_VERSIONS:
-                raise _fail(source, f"tls_server_config.{key}", " or ".join(_TLS_VERSIONS), t[key])
+                raise r.fail(f"tls_server_config.{key}", " or ".join(_TLS_VERSIONS), t[key])
             versions[key] = t.get(key)
         tls = TlsConfig(
-            cert_file=_path(source, "tls_server_config.cert_file", t["cert_file"], base),
-            key_file=_path(source, "tls_server_config.key_file", t["key_file"], base),
+            cert_file=_path(r, "tls_server_config.cert_file", t["cert_file"], base),
+            key_file=_path(r, "tls_server_config.key_file", t["key_file"], base),
             client_auth_type=auth,
-            client_ca_file=_path(
-                source, "tls_server_config.client_ca_file", t["client_ca_file"], base
-            )
+            client_ca_file=_path(r, "tls_server_config.client_ca_file", t["client_ca_file"], base)
             if t.get("client_ca_file")
             else None,
             min_version=versions["min_version"] or "TLS12",
@@ -171,22 +148,20 @@ def parse_web_config(text: str, source: str, base: Path) -> WebConfig:
     users: dict[str, bytes] = {}
     raw_users = top.get("basic_auth_users") or {}
     if not isinstance(raw_users, Mapping):
-        raise _fail(source, "basic_auth_users", "a mapping of user: bcrypt hash", raw_users)
+        raise r.fail("basic_auth_users", "a mapping of user: bcrypt hash", raw_users)
     for user, hashed in raw_users.items():
         key = f"basic_auth_users.{user}"
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            raise _fail(source, key, "a bcrypt hash ($2a$/$2b$/$2y$)", "<redacted>")
+            raise r.fail(key, "a bcrypt hash ($2a$/$2b$/$2y$)", "<redacted>")
         users[str(user)] = hashed.encode()
-    http = _mapping(
-        source, "http_server_config", top.get("http_server_config"), ("http2", "headers")
-    )
+    http = r.mapping(top.get("http_server_config"), "http_server_config", ("http2", "headers"))
     if http.get("http2") is True:
         raise ConfigError(f"{source}: http_server_config.http2: HTTP/2 is not supported; use false")
     headers = http.get("headers") or {}
     if not isinstance(headers, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
-        raise _fail(source, "http_server_config.headers", "a mapping of strings", headers)
+        raise r.fail("http_server_config.headers", "a mapping of strings", headers)
     return WebConfig(tls=tls, users=users, headers=dict(headers))
 
 

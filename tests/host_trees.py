@@ -18,6 +18,7 @@ STATIC_UID = "6d3b5f1e8a9c4b2d7e0f1a2b3c4d5e6f"
 CID = "3c1f0a9e" * 8
 KIND_CID = "ab12cd34" * 8
 DOCKER_CID = "0123456789abcdef" * 4  # a container outside Kubernetes
+HOST_NETNS = "net:[4026531840]"
 
 
 @dataclass
@@ -38,7 +39,7 @@ class FakeProc:
     involuntary: int = 42
     fds: int = 5
     sockets: tuple[int, ...] = ()
-    netns: str = "net:[4026531840]"
+    netns: str = HOST_NETNS  # processes in it see /proc/net as their own net/
 
 
 def stat_line(p: FakeProc) -> str:
@@ -113,7 +114,7 @@ def write_proc(
     procs: Iterable[FakeProc],
     tcp: Sequence[tuple[str, int, int]] = (),
 ) -> Path:
-    """Write /proc: each pid's files, /proc/stat and /proc/net/tcp{,6}.
+    """Write /proc: each pid's files, /proc/stat and /proc/net/tcp{,6} (the host namespace's).
 
     `tcp` rows are (state hex, port, inode) for listening/other sockets on 0.0.0.0.
     """
@@ -148,6 +149,8 @@ def write_proc(
         for i, inode in enumerate(p.sockets):
             os.symlink(f"socket:[{inode}]", d / "fd" / str(p.fds + i))
         os.symlink(p.netns, d / "ns" / "net")
+        if p.netns == HOST_NETNS:
+            os.symlink("../net", d / "net")
     return root
 
 

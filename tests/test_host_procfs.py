@@ -1,4 +1,4 @@
-"""procfs parsers (tables) and ProcFS / find_listening_pid over fixture trees."""
+"""procfs parsers (tables) and ProcFS / host.sockets.find_listening_pid over fixture trees."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from node_exporter_ml.host import ParseError
 from node_exporter_ml.host.procfs import (
     CgroupLine,
     ProcFS,
-    find_listening_pid,
     parse_boot_time,
     parse_cgroup_file,
     parse_cmdline,
@@ -22,6 +21,7 @@ from node_exporter_ml.host.procfs import (
     parse_stat_start,
     parse_status,
 )
+from node_exporter_ml.host.sockets import find_listening_pid
 from tests.host_trees import BTIME, FakeProc, stat_line, status_text, write_proc
 
 

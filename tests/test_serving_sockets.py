@@ -15,8 +15,16 @@ from node_exporter_ml.collectors import serving as serving_collector
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.serving import ServingCollector
 from node_exporter_ml.config import Config, FileConfig, ServingTarget
-from node_exporter_ml.serving import sockets
+from node_exporter_ml.host import sockets
+from node_exporter_ml.host.procfs import (
+    LISTEN_STATE,
+    ProcFS,
+    TcpSocket,
+    parse_fib_trie_local,
+    parse_net_tcp,
+)
 from node_exporter_ml.snapshot import CollectorResult, ProcessData, ProcessSample, Snapshot
+from tests.host_trees import FakeProc, stat_line
 from tests.serving_fakes import SERVING_FIXTURES
 
 TCP_HEADER = (
@@ -55,6 +63,7 @@ def make_proc(root: Path, pid: int, *, tcp: str = "", tcp6: str = "", inodes=(),
     (d / "net" / "tcp").write_text(TCP_HEADER + tcp)
     (d / "net" / "tcp6").write_text(TCP6_HEADER + tcp6)
     (d / "net" / "fib_trie").write_text(FIB_TRIE)
+    (d / "stat").write_text(stat_line(FakeProc(pid=pid)))
     for i, inode in enumerate(inodes):
         os.symlink(f"socket:[{inode}]", d / "fd" / str(i + 3))
     os.symlink("/dev/null", d / "fd" / "0")
@@ -88,30 +97,47 @@ def proc(tmp_path: Path) -> Path:
 def test_parse_proc_net_tcp_keeps_listeners_only():
     text = TCP_HEADER + tcp_row(0, "0100007F:1F40", "0A", 7) + tcp_row(1, "0100007F:D880", "01", 8)
     text += "garbage line\n"
-    assert sockets.parse_proc_net_tcp(text) == [sockets.ListenSocket("127.0.0.1", 8000, 7)]
+    listening = parse_net_tcp(text, state=LISTEN_STATE)
+    assert listening == [TcpSocket("127.0.0.1", 8000, LISTEN_STATE, 7)]
 
 
 def test_parse_ipv6_and_mapped_addresses():
     rows = tcp_row(0, "00000000000000000000000001000000:1F40", "0A", 1)  # ::1
     rows += tcp_row(1, "0000000000000000FFFF00000100007F:1F41", "0A", 2)  # ::ffff:127.0.0.1
-    got = sockets.parse_proc_net_tcp(TCP6_HEADER + rows)
-    assert got == [sockets.ListenSocket("::1", 8000, 1), sockets.ListenSocket("127.0.0.1", 8001, 2)]
+    got = parse_net_tcp(TCP6_HEADER + rows, state=LISTEN_STATE)
+    assert got == [
+        TcpSocket("::1", 8000, LISTEN_STATE, 1),
+        TcpSocket("127.0.0.1", 8001, LISTEN_STATE, 2),
+    ]
 
 
 def test_fib_trie_local_addresses():
-    assert sockets.parse_fib_trie_local(FIB_TRIE) == ["10.244.1.17", "127.0.0.1"]
+    assert parse_fib_trie_local(FIB_TRIE) == {"10.244.1.17", "127.0.0.1"}
 
 
 def test_find_listening_pid(proc: Path):
     root = str(proc)
-    assert sockets.find_listening_pid(root, "127.0.0.1", 8000, [300, 100]) == 100
-    assert sockets.find_listening_pid(root, "localhost", 8000, [100]) == 100
-    assert sockets.find_listening_pid(root, "127.0.0.1", 8001, [100]) is None
+    assert sockets.find_listening_pid(root, 8000, "127.0.0.1", [300, 100]) == 100
+    assert sockets.find_listening_pid(root, 8000, "localhost", [100]) == 100
+    assert sockets.find_listening_pid(root, 8001, "127.0.0.1", [100]) is None
     # The pod's wildcard socket serves its pod IP, not the host's loopback.
-    assert sockets.find_listening_pid(root, "10.244.1.17", 8002, [100, 200]) == 200
-    assert sockets.find_listening_pid(root, "127.0.0.1", 8002, [200]) is None
-    assert sockets.find_listening_pid(root, "vllm.default.svc", 8000, [100]) is None
-    assert sockets.find_listening_pid(root, "127.0.0.1", 8000, [999]) is None  # vanished
+    assert sockets.find_listening_pid(root, 8002, "10.244.1.17", [100, 200]) == 200
+    assert sockets.find_listening_pid(root, 8002, "127.0.0.1", [200]) is None
+    assert sockets.find_listening_pid(root, 8000, "vllm.default.svc", [100]) is None
+    assert sockets.find_listening_pid(root, 8000, "127.0.0.1", [999]) is None  # vanished
+
+
+def test_many_endpoints_in_one_walk(proc: Path):
+    endpoints = [("127.0.0.1", 8000), ("10.244.1.17", 8002), ("127.0.0.1", 8002), ("vllm", 80)]
+    assert sockets.find_listening_pids(str(proc), endpoints) == [100, 200, None, None]
+
+
+def test_unreadable_namespace_files_give_no_owner_not_an_error(proc: Path):
+    fib = proc / "200" / "net" / "fib_trie"
+    fib.unlink()
+    fib.mkdir()  # reading it fails with an OSError other than FileNotFoundError
+    assert sockets.find_listening_pid(str(proc), 8002, "10.244.1.17") is None
+    assert sockets.read_listen_urls(str(proc), 200, [8002]) == []
 
 
 def test_listen_urls_as_the_agent_reaches_them(proc: Path):
@@ -119,8 +145,8 @@ def test_listen_urls_as_the_agent_reaches_them(proc: Path):
     assert sockets.read_listen_urls(root, 100, [8000, 8002]) == [(8000, "127.0.0.1")]
     assert sockets.read_listen_urls(root, 200, [8000, 8002]) == [(8002, "10.244.1.17")]
     assert sockets.read_listen_urls(root, 300, [8000]) == []  # not its socket
-    assert sockets.all_pids(root) == sorted(sockets.all_pids(root))
-    assert set(sockets.all_pids(root)) == {100, 200, 300}
+    assert ProcFS(root).pids() == sorted(ProcFS(root).pids())
+    assert set(ProcFS(root).pids()) == {100, 200, 300}
 
 
 def test_finds_this_process_on_the_real_procfs():
@@ -131,8 +157,8 @@ def test_finds_this_process_on_the_real_procfs():
         s.listen()
         port = s.getsockname()[1]
         pid = os.getpid()
-        assert sockets.find_listening_pid("/proc", "127.0.0.1", port, [pid]) == pid
-    assert sockets.find_listening_pid("/proc", "127.0.0.1", port, [pid]) is None
+        assert sockets.find_listening_pid("/proc", port, "127.0.0.1", [pid]) == pid
+    assert sockets.find_listening_pid("/proc", port, "127.0.0.1", [pid]) is None
 
 
 # --- the collector: owner by socket, discovery ------------------------------------------------

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
-from node_exporter_ml.collectors.process import VANISHED, gpu_pids
+from node_exporter_ml.collectors.process import VANISHED, inference_pids
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.host.cgroup_path import identify
 from node_exporter_ml.host.cgroupfs import CgroupFS, CgroupPaths
 from node_exporter_ml.host.procfs import ProcFS
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.registry import register_collector
-from node_exporter_ml.snapshot import CgroupData, CgroupSample, ProcessData, Snapshot
+from node_exporter_ml.snapshot import CgroupData, CgroupSample, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +105,8 @@ class CgroupCollector(BlockingCollector):
 
     def update(self, previous: Snapshot | None) -> CgroupData:
         """Read the cgroups of the pids the previous snapshot knew (vanished pids skipped)."""
-        pids = set(gpu_pids(previous))
-        processes = previous.data("process", ProcessData) if previous is not None else None
-        if processes is not None:
-            pids.update(processes.processes)
         groups: dict[str, tuple[CgroupPaths, list[int]]] = {}
-        for pid in sorted(pids):
+        for pid in inference_pids(previous):
             try:
                 lines = self.procfs.read_cgroup(pid)
             except VANISHED:

@@ -26,11 +26,11 @@ from node_exporter_ml.kube import (
     KubeData,
     PodSource,
     annotation_problem,
-    cancel_task,
     in_cluster_api_url,
 )
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.snapshot import Snapshot
+from node_exporter_ml.tasks import cancel_task
 
 log = logging.getLogger(__name__)
 

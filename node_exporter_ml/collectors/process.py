@@ -7,7 +7,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -16,7 +15,8 @@ from node_exporter_ml.config import Config, ServingTarget
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.host import ParseError
 from node_exporter_ml.host.cgroup_path import CgroupIdentity, identify
-from node_exporter_ml.host.procfs import ProcFS, find_listening_pid
+from node_exporter_ml.host.procfs import ProcFS
+from node_exporter_ml.host.sockets import find_listening_pids
 from node_exporter_ml.kube import kube_data
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.registry import register_collector
@@ -37,6 +37,15 @@ def gpu_pids(snapshot: Snapshot | None) -> dict[int, list[str]]:
             if device.uuid not in held[proc.pid]:
                 held[proc.pid].append(device.uuid)
     return dict(held)
+
+
+def inference_pids(snapshot: Snapshot | None) -> list[int]:
+    """GPU holders and the process collector's inference processes in `snapshot`, ascending."""
+    pids = set(gpu_pids(snapshot))
+    processes = snapshot.data("process", ProcessData) if snapshot is not None else None
+    if processes is not None:
+        pids.update(processes.processes)
+    return sorted(pids)
 
 
 @dataclass(slots=True)
@@ -60,15 +69,6 @@ class _Owners:
         return bool(self.pod_uids or self.container_ids)
 
 
-def _local_socket_target(target: ServingTarget) -> tuple[str | None, int] | None:
-    parts = urlsplit(target.url)
-    if parts.hostname is None:
-        return None
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    host = parts.hostname
-    return (None if host == "localhost" else host), port
-
-
 @register_collector("process", default_enabled=True)
 class ProcessCollector(BlockingCollector):
     """Inference processes: GPU holders, serving-target owners and `processes.match` rules.
@@ -84,29 +84,35 @@ class ProcessCollector(BlockingCollector):
         super().__init__(ctx)
         self.fs = ProcFS(ctx.config.procfs)
         self._known: dict[int, _Known] = {}
-        self._socket_owners: dict[str, tuple[int | None, float]] = {}
+        self._owner_cache: dict[str, tuple[int | None, float]] = {}
         self._once = OnceLogger(log)
 
     def reload(self, ctx: CollectContext) -> None:
         """Take a new config (targets and match rules); cached socket owners are dropped."""
         super().reload(ctx)
-        self._socket_owners.clear()
+        self._owner_cache.clear()
 
     # --- which processes --------------------------------------------------------------
 
-    def _socket_owner(self, target: ServingTarget) -> int | None:
-        where = _local_socket_target(target)
-        if where is None:
-            return None
-        cached = self._socket_owners.get(target.url)
+    def _socket_owners(self, targets: Iterable[ServingTarget]) -> list[int]:
+        """The pids listening on `targets`' ports, from a cache refreshed every minute."""
         now = time.monotonic()
-        if cached is not None and now - cached[1] < SOCKET_OWNER_TTL:
-            pid = cached[0]
-            if pid is None or pid in self._known or self._alive(pid):
-                return pid
-        pid = find_listening_pid(self.fs.root, where[1], where[0])
-        self._socket_owners[target.url] = (pid, now)
-        return pid
+        owners: list[int | None] = []
+        todo: list[ServingTarget] = []
+        for target in targets:
+            cached = self._owner_cache.get(target.url)
+            if cached is not None and now - cached[1] < SOCKET_OWNER_TTL:
+                pid = cached[0]
+                if pid is None or pid in self._known or self._alive(pid):
+                    owners.append(pid)
+                    continue
+            todo.append(target)
+        if todo:
+            found = find_listening_pids(self.fs.root, [t.endpoint for t in todo])
+            for target, pid in zip(todo, found, strict=True):
+                self._owner_cache[target.url] = (pid, now)
+            owners += found
+        return [pid for pid in owners if pid is not None]
 
     def _alive(self, pid: int) -> bool:
         try:
@@ -176,13 +182,14 @@ class ProcessCollector(BlockingCollector):
         reasons: dict[int, set[str]] = defaultdict(set)
         for pid in gpu_pids(previous):
             reasons[pid].add("gpu")
+        unowned = []
         for target in config.file.serving_targets:
             if target.pid is not None:
                 reasons[target.pid].add("serving")
             elif target.container_id is None and target.pod is None:
-                owner = self._socket_owner(target)
-                if owner is not None:
-                    reasons[owner].add("serving")
+                unowned.append(target)
+        for pid in self._socket_owners(unowned):
+            reasons[pid].add("serving")
         owners = self._owners(config, previous)
         if config.file.process_match or owners:
             self._scan(config, owners, reasons)

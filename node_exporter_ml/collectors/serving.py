@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,11 +19,12 @@ from urllib.parse import urlsplit, urlunsplit
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
+from node_exporter_ml.collectors.process import inference_pids
 from node_exporter_ml.config import ServingTarget
 from node_exporter_ml.exposition import add_sample
+from node_exporter_ml.host.sockets import find_listening_pids, read_listen_urls
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.registry import register_collector
-from node_exporter_ml.serving import sockets
 from node_exporter_ml.serving.causes import CAUSES
 from node_exporter_ml.serving.data import (
     ModelStats,
@@ -37,7 +37,7 @@ from node_exporter_ml.serving.join import owner_gpus, owner_pids
 from node_exporter_ml.serving.profiles import GENERIC, ModelKey, Reading
 from node_exporter_ml.serving.scrape import ScrapeOutcome, Scraper
 from node_exporter_ml.serving.window import ModelWindow
-from node_exporter_ml.snapshot import NvmlData, ProcessData, Snapshot
+from node_exporter_ml.snapshot import NvmlData, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -127,19 +127,6 @@ def _valid_url(url: str) -> bool:
 def _info_url(url: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/info", "", ""))
-
-
-def _inference_pids(previous: Snapshot | None) -> list[int]:
-    if previous is None:
-        return []
-    pids: set[int] = set()
-    procs = previous.data("process", ProcessData)
-    if procs is not None:
-        pids.update(procs.processes)
-    nvml = previous.data("nvml", NvmlData)
-    if nvml is not None:
-        pids.update(p.pid for g in nvml.devices for p in g.processes)
-    return sorted(pids)
 
 
 @register_collector("serving", default_enabled=True)
@@ -233,7 +220,7 @@ class ServingCollector(AsyncCollector):
         )
 
     async def _discover(self, previous: Snapshot | None) -> None:
-        pids = _inference_pids(previous)
+        pids = inference_pids(previous)
         if not pids:
             self._discovered = {}
             return
@@ -245,7 +232,7 @@ class ServingCollector(AsyncCollector):
             return [
                 (pid, port, host)
                 for pid in pids
-                for port, host in sockets.read_listen_urls(procfs, pid, ports)
+                for port, host in read_listen_urls(procfs, pid, ports)
             ]
 
         found = await loop.run_in_executor(self._proc_executor, listening)
@@ -289,9 +276,7 @@ class ServingCollector(AsyncCollector):
             if state is not None:
                 state.socket_pid = pid
 
-    def _resolve_owners(
-        self, targets: Iterable[ServingTarget], previous: Snapshot | None, now: float
-    ) -> None:
+    def _resolve_owners(self, targets: Iterable[ServingTarget], now: float) -> None:
         """Find the socket owners of targets without an explicit owner, in the background.
 
         Scanning /proc may take a while on a busy node: it runs in its own thread and its
@@ -300,28 +285,21 @@ class ServingCollector(AsyncCollector):
         self._apply_owners()
         if self._owner_job is not None:
             return
-        todo: list[tuple[str, str, int, int | None]] = []
+        todo: list[ServingTarget] = []
         for t in targets:
             if t.pid is not None or t.container_id or t.pod:
                 continue
             state = self._state(t.label)
             if state.owner_checked is None or now - state.owner_checked >= OWNER_RETRY_SECONDS:
                 state.owner_checked = now  # a found owner is re-checked every minute too
-                parts = urlsplit(t.url)
-                port = parts.port or (443 if parts.scheme == "https" else 80)
-                todo.append((t.label, parts.hostname or "", port, state.socket_pid))
+                todo.append(t)
         if not todo:
             return
         procfs = self.ctx.config.procfs
-        preferred = [pid for *_, pid in todo if pid is not None] + _inference_pids(previous)
 
         def resolve() -> dict[str, int | None]:
-            seen = set(preferred)
-            order = itertools.chain(
-                preferred, (p for p in sockets.all_pids(procfs) if p not in seen)
-            )
-            pids = sockets.find_listening_pids(procfs, [(h, p) for _, h, p, _ in todo], order)
-            return {name: pid for (name, *_), pid in zip(todo, pids, strict=True)}
+            pids = find_listening_pids(procfs, [t.endpoint for t in todo])
+            return {t.label: pid for t, pid in zip(todo, pids, strict=True)}
 
         loop = asyncio.get_running_loop()
         self._owner_job = loop.run_in_executor(self._proc_executor, resolve)
@@ -335,7 +313,7 @@ class ServingCollector(AsyncCollector):
             self._start_discovery(previous, now)
         started = time.monotonic()
         targets = self.targets(previous)
-        self._resolve_owners((t for t, _ in targets), previous, now)
+        self._resolve_owners((t for t, _ in targets), now)
         # Finish inside the sampler's limit for this collector, however many targets hang.
         budget = max(0.05, self.ctx.config.timeout * 0.9 - (time.monotonic() - started))
         outcomes = await self._scrape_all(targets, budget)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ from node_exporter_ml.drift.labels import (
 from node_exporter_ml.drift.store import Observation, Reference, Store, StoreError, Window
 from node_exporter_ml.drift.table import Table
 from node_exporter_ml.logonce import OnceLogger
+from node_exporter_ml.tasks import cancel_task
 
 log = logging.getLogger(__name__)
 
@@ -432,11 +432,8 @@ class DriftService:
 
     async def stop(self) -> None:
         """Stop the loop, let running work finish, close the store and the threads."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
         loop = asyncio.get_running_loop()
         for ex in (self._workers, self._evaluator):
             if ex is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from node_exporter_ml.host import ParseError
@@ -190,16 +189,19 @@ def _hex_address(text: str) -> str:
     return str(mapped or ip)
 
 
-def parse_net_tcp(text: str, path: str = "net/tcp") -> list[TcpSocket]:
+def parse_net_tcp(text: str, path: str = "net/tcp", state: str | None = None) -> list[TcpSocket]:
     """Parse /proc/net/tcp or tcp6 (header line, then one socket per line).
 
+    With `state` (e.g. LISTEN_STATE) only the rows in that state are decoded: a busy
+    server's table is mostly connections. Rows without a state column are then passed over.
+
     Raises:
-        ParseError: a row does not have the kernel's columns.
+        ParseError: a row to decode does not have the kernel's columns.
     """
     sockets = []
     for line in text.splitlines()[1:]:
         cols = line.split()
-        if not cols:
+        if not cols or (state is not None and (len(cols) < 4 or cols[3] != state)):
             continue
         try:
             address, _, port = cols[1].partition(":")
@@ -275,9 +277,9 @@ class ProcFS:
         return self._read_bytes(*parts).decode("utf-8", "replace")
 
     def pids(self) -> list[int]:
-        """Every pid directory below the root (a cheap listing, no file reads)."""
+        """Every pid directory below the root, ascending (a cheap listing, no file reads)."""
         with os.scandir(self.root) as entries:
-            return [int(e.name) for e in entries if e.name.isdigit()]
+            return sorted(int(e.name) for e in entries if e.name.isdigit())
 
     def read_start(self, pid: int) -> tuple[str, int]:
         """(comm, starttime) from /proc/<pid>/stat: the cheap identity of a pid."""
@@ -332,90 +334,28 @@ class ProcFS:
             self._boot_time = parse_boot_time(self._read("stat"), self.path("stat"))
         return self._boot_time
 
-    def net_tcp(self, pid: int | None = None) -> list[TcpSocket]:
-        """TCP sockets of the root's network namespace, or of `pid`'s; missing tables skipped."""
-        base: tuple[object, ...] = ("net",) if pid is None else (pid, "net")
-        sockets = []
-        for table in ("tcp", "tcp6"):
-            try:
-                text = self._read(*base, table)
-            except FileNotFoundError:
-                continue
-            sockets += parse_net_tcp(text, self.path(*base, table))
-        return sockets
+    def net_tcp(self, pid: int, state: str | None = None) -> list[TcpSocket]:
+        """TCP sockets of `pid`'s network namespace, optionally only those in `state`.
 
-    def net_namespace(self, pid: int) -> str:
-        """The network namespace link of `pid` ("net:[4026531840]")."""
+        A missing tcp6 (IPv6 disabled) is skipped; a missing tcp means the pid vanished.
+        """
+        sockets = parse_net_tcp(self._read(pid, "net", "tcp"), self.path(pid, "net", "tcp"), state)
+        try:
+            text = self._read(pid, "net", "tcp6")
+        except FileNotFoundError:
+            return sockets
+        return sockets + parse_net_tcp(text, self.path(pid, "net", "tcp6"), state)
+
+    def net_namespace(self, pid: int | str) -> str:
+        """The network namespace link of `pid` or "self" ("net:[4026531840]")."""
         return os.readlink(self.path(pid, "ns", "net"))
 
-    def local_addresses(self, pid: int | None = None) -> set[str]:
-        """Local addresses of the root's network namespace, or of `pid`'s (missing: none)."""
-        base: tuple[object, ...] = ("net",) if pid is None else (pid, "net")
+    def local_addresses(self, pid: int) -> set[str]:
+        """Local addresses of `pid`'s network namespace (a missing table: none from it)."""
         local: set[str] = set()
         for name, parse in (("fib_trie", parse_fib_trie_local), ("if_inet6", parse_if_inet6)):
             try:
-                local |= parse(self._read(*base, name))
+                local |= parse(self._read(pid, "net", name))
             except FileNotFoundError:
                 continue
         return local
-
-
-def _listening_inodes(sockets: Iterable[TcpSocket], port: int, address: str | None) -> set[int]:
-    wanted = {"0.0.0.0", "::", address}
-    return {
-        s.inode
-        for s in sockets
-        if s.state == LISTEN_STATE and s.port == port and (address is None or s.address in wanted)
-    }
-
-
-def _owner(fs: ProcFS, pids: Iterable[int], inodes: set[int]) -> int | None:
-    # A pre-forking server shares its socket with its workers: the owner is the oldest.
-    owners = []
-    for pid in pids:
-        try:
-            if fs.socket_inodes(pid) & inodes:
-                owners.append((fs.read_stat(pid).starttime_ticks, pid))
-        except (OSError, ParseError):
-            continue
-    return min(owners)[1] if owners else None
-
-
-def find_listening_pid(procfs_root: str, port: int, address: str | None = None) -> int | None:
-    """The pid that owns a TCP socket listening on `port` (optionally reachable at `address`).
-
-    With no `address`, a loopback one, or one local to the network namespace of
-    --path.procfs (the host's, for an agent with hostNetwork), looks there; otherwise in
-    the network namespace that holds `address` as a local address (a pod's), so a remote
-    address never matches a local process that listens on the same port. The owner is matched by
-    socket inode in /proc/<pid>/fd, which needs the privilege to read other processes'
-    fd directories. This walks every pid: call it rarely and cache the answer.
-    """
-    fs = ProcFS(procfs_root)
-    try:
-        pids = fs.pids()
-        here = address is None or ipaddress.ip_address(address).is_loopback
-        here = here or address in fs.local_addresses()
-        inodes = _listening_inodes(fs.net_tcp(), port, address) if here else set()
-    except (OSError, ValueError, ParseError):
-        return None
-    if inodes:
-        return _owner(fs, pids, inodes)
-    if here:  # an address of this namespace: nobody else can be listening on it
-        return None
-    seen: dict[str, list[int]] = {}
-    for pid in pids:
-        try:
-            seen.setdefault(fs.net_namespace(pid), []).append(pid)
-        except OSError:
-            continue
-    for members in seen.values():
-        try:
-            if address not in fs.local_addresses(members[0]):
-                continue
-            inodes = _listening_inodes(fs.net_tcp(members[0]), port, None)
-        except (OSError, ParseError):
-            continue
-        if inodes:
-            return _owner(fs, members, inodes)
-    return None

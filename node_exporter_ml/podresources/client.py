@@ -36,6 +36,7 @@ from node_exporter_ml.podresources.devices import (
     PodResourcesData,
     parse_allocations,
 )
+from node_exporter_ml.tasks import cancel_task
 
 log = logging.getLogger(__name__)
 
@@ -188,11 +189,8 @@ class PodResourcesClient:
 
     async def stop(self) -> None:
         """Stop polling and close the channel."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
         await self._close_channel()
 
     async def wait_polled(self, after: int) -> PollState:

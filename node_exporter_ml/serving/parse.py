@@ -10,7 +10,6 @@ TF Serving) stays under its own name, colons (`vllm:`, `:tensorflow:`) are kept.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -246,8 +245,3 @@ def parse_exposition(
             last_name = name
         samples.append((name, labels, value))
     return Exposition(families, openmetrics)
-
-
-def is_missing(value: float) -> bool:
-    """NaN readings (Triton's `Nan` empty summary quantiles) count as missing."""
-    return math.isnan(value)
