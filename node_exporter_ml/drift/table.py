@@ -265,22 +265,25 @@ class Table:
                 if name in seen:
                     raise DataError(f"CSV header names column {name!r} twice")
                 seen.add(name)
-            cells: list[list[str]] = [[] for _ in range(width)]
-            n_rows = 0
+            rows: list[list[str]] = []
             for row in _csv_rows(reader):
-                n_rows += 1
-                if max_rows is not None and n_rows > max_rows:
+                if max_rows is not None and len(rows) >= max_rows:
                     raise DataError(f"too many rows: more than the limit of {max_rows}")
-                if len(row) > width:
-                    raise DataError(
-                        f"CSV line {reader.line_num}: {len(row)} fields, the header has {width}"
-                    )
-                if len(row) < width:
+                if len(row) != width:
+                    if len(row) > width:
+                        raise DataError(
+                            f"CSV line {reader.line_num}: {len(row)} fields, the header has {width}"
+                        )
                     row = row + [""] * (width - len(row))
-                for target, cell in zip(cells, row, strict=True):
-                    target.append(cell)
+                rows.append(row)
         except csv.Error as err:
             raise DataError(f"CSV line {reader.line_num}: {err}") from err
+        n_rows = len(rows)
+        # Columns from rows in one C-level transpose (a per-cell append loop was 3 s for 5M cells).
+        cells: list[list[str]] = (
+            [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+        )
+        del rows
         columns = {
             name: _column_from_csv(name, col) for name, col in zip(names, cells, strict=True)
         }
@@ -496,19 +499,26 @@ def _column_from_csv(name: str, cells: list[str]) -> Column:
             if lo >= 0 and hi <= _UINT64_MAX:
                 return Column(name, "uint", np.array(ints, dtype=np.uint64))
         if lo >= _INT64_MIN and hi <= _UINT64_MAX:
-            return Column(name, "float", _csv_floats(cells))
+            return Column(name, "float", _csv_floats(cells, has_missing))
     elif all(map(_CSV_FLOAT.fullmatch, present)):
-        floats = _csv_floats(cells)
+        floats = _csv_floats(cells, has_missing)
         # pandas refuses a finite-looking number that overflows (1e400): the column stays text.
-        overflow = np.isinf(floats) & ~np.array(
-            [c.strip(" \t").lstrip("+-").lower() in _INF_WORDS for c in cells]
+        # Only infinite values can be such cells, so only those are looked at.
+        overflow = any(
+            cells[i].strip(" \t").lstrip("+-").lower() not in _INF_WORDS
+            for i in np.flatnonzero(np.isinf(floats))
         )
-        if not overflow.any():
+        if not overflow:
             return Column(name, "float", floats)
     return Column(name, "str", _object_array([None if c in CSV_NA_VALUES else c for c in cells]))
 
 
-def _csv_floats(cells: list[str]) -> NDArray[Any]:
+def _csv_floats(cells: list[str], has_missing: bool = True) -> NDArray[Any]:
+    """Float cells (already matched as numbers or NA words) as float64, NA as NaN."""
     import numpy as np
 
+    if not has_missing:
+        # The cells matched _CSV_FLOAT/_CSV_INT, which numpy's string to float conversion
+        # reads exactly as float() does; it runs in C, 5-10x faster than a Python loop.
+        return np.array(cells, dtype=np.float64)
     return np.array([math.nan if c in CSV_NA_VALUES else float(c) for c in cells], dtype=np.float64)
