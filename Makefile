@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LISTEN ?= :9847
 ARGS ?=
 
-.PHONY: run test lint typecheck pytest test-deps bench clean
+.PHONY: run test lint typecheck pytest test-deps bench clean demo demo-cluster
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,15 @@ test: lint typecheck pytest
 
 bench: $(BIN)/.installed-test test-deps
 	$(BIN)/python bench/scrape.py
+
+# The quickstart: examples/model_server.py (latency histogram, drift feed) + the agent, no GPU.
+DEMO_ARGS ?=
+demo: $(BIN)/.installed
+	$(BIN)/python examples/demo.py $(DEMO_ARGS)
+
+# Four agents replaying different GPU recordings, one Prometheus with the shipped rules.
+demo-cluster: $(BIN)/.installed-test test-deps
+	$(BIN)/python -m tests.cluster
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -349,7 +349,8 @@ def build() -> dict[str, Any]:
             "CPU time of the inference processes, in cores.",
             "percentunit",
             target(
-                f"rate(nodeml_process_cpu_seconds_total{{{NODE}}}[$__rate_interval])",
+                f"sum without (mode) "
+                f"(rate(nodeml_process_cpu_seconds_total{{{NODE}}}[$__rate_interval]))",
                 "{{namespace}}/{{pod}} {{comm}}[{{pid}}]",
             ),
         ),

@@ -100,7 +100,7 @@ def test_issue_alert_topics_are_covered():
         "nodeml_snapshot_timestamp_seconds",
         "nodeml_collector_success",
         "nodeml_serving_latency_regression_ratio",
-        "nodeml_dataset_drift_share",
+        "nodeml_dataset_drift_detected",
         "nodeml_drift_detected",
     ):
         assert metric in joined, metric
