@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from node_exporter_ml.collectors.base import CollectContext, Collector
 from node_exporter_ml.config import Config, load_config_file
+from node_exporter_ml.correlation import attribute_workloads
 from node_exporter_ml.exposition import Rendered, Renderer
 from node_exporter_ml.registry import Registration, load_collectors
 from node_exporter_ml.sampler import Enricher, Sampler
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def default_enrichers(config: Config) -> list[Enricher]:
     """The correlation steps run after every tick, in order."""
-    return []
+    return [attribute_workloads]
 
 
 class Agent:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from node_exporter_ml.collectors.base import (
     BlockingCollector,
     Collector,
     NoDataError,
+    StaleDataError,
 )
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
@@ -78,6 +80,9 @@ class Sampler:
             return self._failed(c.name, started, msg, logging.WARNING)
         except NoDataError as err:
             return self._failed(c.name, started, str(err), logging.DEBUG)
+        except StaleDataError as err:
+            failed = self._failed(c.name, started, str(err), logging.WARNING)
+            return dataclasses.replace(failed, data=err.data)
         except Exception as err:  # noqa: BLE001 - the one place that catches everything
             return self._failed(c.name, started, f"{type(err).__name__}: {err}", logging.ERROR)
         if self._once.forget(f"fail:{c.name}"):

@@ -48,6 +48,13 @@ class Snapshot:
             return None
         return result.data
 
+    def stale_data(self, name: str, kind: type[T]) -> T | None:
+        """The data of collector `name` even when it failed but kept its last good data."""
+        result = self.results.get(name)
+        if result is None or not isinstance(result.data, kind):
+            return None
+        return result.data
+
     def replace(self, **changes: object) -> Snapshot:
         """A copy with some fields replaced (snapshots are never mutated)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -81,35 +88,117 @@ class GpuProcessSample:
 
 
 @dataclass(frozen=True, slots=True)
+class GpuInstanceSample:
+    """One MIG GPU instance: its memory and GPM activity (Hopper and newer), nvml collector."""
+
+    gpu_instance: int
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    graphics_active_ratio: float | None = None
+    sm_active_ratio: float | None = None
+    sm_occupancy_ratio: float | None = None
+    tensor_active_ratio: float | None = None
+    dram_active_ratio: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MigDeviceSample:
+    """One MIG device (a compute instance inside a GPU instance), nvml collector."""
+
+    gpu_instance: int
+    compute_instance: int
+    uuid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class GpuSample:
-    """One GPU's readings in one tick, from the nvml collector; None means not supported."""
+    """One GPU's readings in one tick, from the nvml collector; None means not supported.
+
+    Counters (`*_total`) are as NVML reports them (since driver load) except
+    `energy_joules_total`, which is integrated from power where the GPU has no energy
+    counter. `clock_events` holds the active reasons, `clock_events_supported` all the
+    reasons this GPU reports; `clock_violation_seconds` maps a perf policy to its
+    cumulative seconds; `ecc_errors` maps (severity, counter) to a count.
+    """
 
     index: int
     uuid: str
     name: str = ""
+    serial: str = ""
+    pci_bus_id: str = ""
+    compute_capability: str = ""
+    mig_mode: int | None = None
     utilization_ratio: float | None = None
+    memory_copy_utilization_ratio: float | None = None
+    encoder_utilization_ratio: float | None = None
+    decoder_utilization_ratio: float | None = None
     memory_used_bytes: int | None = None
+    memory_free_bytes: int | None = None
+    memory_reserved_bytes: int | None = None
     memory_total_bytes: int | None = None
     power_watts: float | None = None
     power_limit_watts: float | None = None
     energy_joules_total: float | None = None
     temperature_celsius: float | None = None
+    memory_temperature_celsius: float | None = None
     sm_clock_hertz: float | None = None
     max_sm_clock_hertz: float | None = None
+    memory_clock_hertz: float | None = None
+    max_memory_clock_hertz: float | None = None
+    performance_state: int | None = None
+    persistence_mode: int | None = None
+    pcie_replays_total: float | None = None
+    pcie_transmit_bytes_total: float | None = None
+    pcie_receive_bytes_total: float | None = None
+    nvlink_transmit_bytes_total: float | None = None
+    nvlink_receive_bytes_total: float | None = None
+    remapped_rows_correctable_total: float | None = None
+    remapped_rows_uncorrectable_total: float | None = None
+    remapped_rows_pending: float | None = None
+    row_remap_failure: float | None = None
+    ecc_errors: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    clock_violation_seconds: Mapping[str, float] = field(default_factory=dict)
+    graphics_active_ratio: float | None = None
     sm_active_ratio: float | None = None
     sm_occupancy_ratio: float | None = None
     tensor_active_ratio: float | None = None
     dram_active_ratio: float | None = None
+    pcie_transmit_bytes_per_second: float | None = None
+    pcie_receive_bytes_per_second: float | None = None
     clock_events: frozenset[str] = frozenset()
+    clock_events_supported: frozenset[str] = frozenset()
     processes: tuple[GpuProcessSample, ...] = ()
+    gpu_instances: tuple[GpuInstanceSample, ...] = ()
+    mig_devices: tuple[MigDeviceSample, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LostGpu:
+    """A GPU NVML answered GpuIsLost/Unknown for in this tick (dropped from `devices`)."""
+
+    index: int
+    uuid: str
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class XidCount:
+    """How many XID critical errors of one code a GPU raised since the agent started."""
+
+    index: int
+    uuid: str
+    xid: int
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
 class NvmlData:
-    """What the nvml collector returns: the visible GPUs (lost ones dropped)."""
+    """What the nvml collector returns: the visible GPUs (lost ones dropped and listed)."""
 
     driver_version: str = ""
     devices: tuple[GpuSample, ...] = ()
+    lost: tuple[LostGpu, ...] = ()
+    xid_errors: tuple[XidCount, ...] = ()
 
 
 # --- process and cgroup collectors ---------------------------------------------------------
@@ -117,7 +206,12 @@ class NvmlData:
 
 @dataclass(frozen=True, slots=True)
 class ProcessSample:
-    """One inference process, from the process collector (read through --path.procfs)."""
+    """One inference process, from the process collector (read through --path.procfs).
+
+    `cgroup_path` is the path that identifies its workload; `container_id`, `pod_uid`,
+    `runtime`, `qos` and `unit` are what that path says (see host/cgroup_path.py);
+    `reasons` says why it counts as an inference process ("gpu", "serving", "match").
+    """
 
     pid: int
     comm: str
@@ -129,6 +223,15 @@ class ProcessSample:
     container_id: str | None = None
     pod_uid: str | None = None
     unit: str | None = None
+    ppid: int | None = None
+    start_time_seconds: float | None = None
+    threads: int | None = None
+    open_fds: int | None = None
+    voluntary_context_switches_total: int | None = None
+    involuntary_context_switches_total: int | None = None
+    runtime: str | None = None
+    qos: str | None = None
+    reasons: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +243,11 @@ class ProcessData:
 
 @dataclass(frozen=True, slots=True)
 class CgroupSample:
-    """The statistics of one container's cgroup (read through --path.cgroupfs)."""
+    """The statistics of one container's cgroup (read through --path.cgroupfs).
+
+    `pids` are the inference processes found in it; None fields were not readable
+    (absent file, v1 host without the equivalent), and their series are omitted.
+    """
 
     path: str
     cpu_usage_seconds_total: float | None = None
@@ -156,6 +263,14 @@ class CgroupSample:
     pressure_memory_waiting_seconds_total: float | None = None
     pressure_memory_stalled_seconds_total: float | None = None
     pressure_io_waiting_seconds_total: float | None = None
+    pressure_cpu_stalled_seconds_total: float | None = None
+    pressure_io_stalled_seconds_total: float | None = None
+    cpu_user_seconds_total: float | None = None
+    cpu_system_seconds_total: float | None = None
+    io_read_bytes_total: int | None = None
+    io_write_bytes_total: int | None = None
+    cgroup_version: int | None = None
+    pids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

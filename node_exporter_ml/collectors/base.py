@@ -22,6 +22,19 @@ class NoDataError(Exception):
     """The collector has nothing to report this tick (e.g. no NVIDIA driver); success is 0."""
 
 
+class StaleDataError(Exception):
+    """The source is failing, but the collector still holds its last good data.
+
+    The sampler records success 0 and keeps `data` in the failed CollectorResult, so
+    correlation can go on using it (e.g. pod metadata while the API server is down);
+    `Snapshot.data()` still returns None for it, `Snapshot.stale_data()` returns it.
+    """
+
+    def __init__(self, message: str, data: object) -> None:
+        super().__init__(message)
+        self.data = data
+
+
 @dataclass(frozen=True, slots=True)
 class CollectContext:
     """What a collector is built with: the configuration of the agent."""

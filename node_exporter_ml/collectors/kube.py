@@ -1,0 +1,153 @@
+"""The kube collector: this node's pod metadata from the API server or kubelet, in the background.
+
+Outside a cluster (no --kube.api-url, no KUBERNETES_SERVICE_HOST, no --kube.kubelet-url)
+it stays enabled but idle: one INFO line at start, and `nodeml_collector_success{collector=
+"kube"}` 0 ("not in a cluster"). While the API server is unreachable the last known pods
+stay in use (labels keep working) and success is 0 until it answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterable
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from node_exporter_ml.collectors.base import (
+    AsyncCollector,
+    CollectContext,
+    NoDataError,
+    StaleDataError,
+)
+from node_exporter_ml.exposition import add_sample
+from node_exporter_ml.kube import (
+    KubeData,
+    PodSource,
+    annotation_problem,
+    cancel_task,
+    in_cluster_api_url,
+)
+from node_exporter_ml.registry import register_collector
+from node_exporter_ml.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+NOT_IN_CLUSTER = (
+    "not in a cluster: no --kube.api-url, --kube.kubelet-url or KUBERNETES_SERVICE_HOST"
+)
+_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def label_name(pod_label: str) -> str:
+    """A pod label's key as a Prometheus label name (kube-state-metrics' `label_` form)."""
+    return "label_" + _LABEL_CHARS.sub("_", pod_label)
+
+
+def make_source(ctx: CollectContext) -> PodSource | None:
+    """The pod source the flags ask for, or None outside a cluster."""
+    cfg = ctx.config
+    if cfg.kube_kubelet_url:
+        return PodSource(
+            api_url=None,
+            kubelet_url=cfg.kube_kubelet_url,
+            node_name=cfg.kube_node_name,
+            token_file=cfg.kube_token_file,
+            ca_file=cfg.kube_ca_file,
+            poll_interval=max(cfg.interval, 15.0),
+        )
+    api_url = cfg.kube_api_url or in_cluster_api_url()
+    if api_url is None:
+        return None
+    return PodSource(
+        api_url=api_url,
+        node_name=cfg.kube_node_name,
+        token_file=cfg.kube_token_file,
+        ca_file=cfg.kube_ca_file,
+    )
+
+
+@register_collector("kube", default_enabled=True)
+class KubeCollector(AsyncCollector):
+    """Pod metadata (namespace, name, containers, annotation targets) of this node's pods.
+
+    API server: GET /api/v1/pods?fieldSelector=spec.nodeName=<node> then ?watch=1 (as
+    `kubectl get pods --field-selector spec.nodeName=<node> -w`); or the kubelet's /pods.
+
+        nodeml_kube_pod_info{namespace="ml",pod="vllm-0",uid="0e2d...",pod_ip="10.0.0.7"} 1
+    """
+
+    def __init__(self, ctx: CollectContext) -> None:
+        super().__init__(ctx)
+        self.source = make_source(ctx)
+        self._task: asyncio.Task[None] | None = None
+        self._problems: set[tuple[str, str]] = set()
+        self._idle = "kube: not started"
+
+    async def start(self) -> None:
+        """Start listing and watching pods in the background (nothing outside a cluster)."""
+        if self.source is None:
+            log.info("kube: %s; pod metadata is off", NOT_IN_CLUSTER)
+            return
+        if self.source.api_url and not self.source.node_name:
+            self._idle = "kube: no node name: set --kube.node-name or $NODE_NAME"
+            log.error("%s to watch this node's pods", self._idle)
+            return
+        if self._task is None:
+            self._task = asyncio.create_task(self.source.run(), name="nodeml-kube")
+
+    async def stop(self) -> None:
+        """Stop the background watch."""
+        await cancel_task(self._task)
+        self._task = None
+
+    async def update(self, previous: Snapshot | None) -> KubeData:
+        """The last known pods; success 0 (with the pods kept) while the source fails."""
+        source = self.source
+        if source is None:
+            raise NoDataError(NOT_IN_CLUSTER)
+        if self._task is None:
+            raise NoDataError(self._idle)
+        if self._task.done():
+            raise NoDataError("kube: the pod watch stopped")
+        if source.synced_at is None:
+            raise NoDataError(f"kube: no pods listed yet ({source.last_error})")
+        data = source.data()
+        problems = {}
+        for pod in data.pods.values():
+            problem = annotation_problem(pod)
+            if problem:
+                problems[(pod.uid, problem)] = f"{pod.namespace}/{pod.name}"
+        for key in problems.keys() - self._problems:  # each new problem logged once
+            log.warning("kube: pod %s: %s", problems[key], key[1])
+        self._problems = set(problems)
+        if not source.healthy:
+            raise StaleDataError(f"{source.source} unavailable: {source.last_error}", data)
+        return data
+
+    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+        """nodeml_kube_pod_info per pod on this node, and the number of pods."""
+        if not isinstance(data, KubeData):
+            return
+        allow = self.ctx.config.file.kube_pod_labels
+        info = GaugeMetricFamily(
+            "nodeml_kube_pod_info",
+            "A pod on this node, from the Kubernetes API (pods list+watch or kubelet /pods); "
+            "allow-listed pod labels as label_<name>.",
+        )
+        for pod in sorted(data.pods.values(), key=lambda p: (p.namespace, p.name)):
+            labels = {
+                "namespace": pod.namespace,
+                "pod": pod.name,
+                "uid": pod.uid,
+                "pod_ip": pod.pod_ip or "",
+            }
+            labels.update({label_name(k): pod.labels.get(k, "") for k in allow})
+            add_sample(info, labels, 1)
+        yield info
+        yield GaugeMetricFamily(
+            "nodeml_kube_pods",
+            "Pods on this node known from the Kubernetes API.",
+            value=len(data.pods),
+        )

@@ -1,0 +1,337 @@
+"""The process collector: CPU, memory, threads, fds and cgroup identity of inference processes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
+from node_exporter_ml.config import Config, ServingTarget
+from node_exporter_ml.exposition import add_sample
+from node_exporter_ml.host import ParseError
+from node_exporter_ml.host.cgroup_path import CgroupIdentity, identify
+from node_exporter_ml.host.procfs import ProcFS, find_listening_pid
+from node_exporter_ml.kube import kube_data
+from node_exporter_ml.logonce import OnceLogger
+from node_exporter_ml.registry import register_collector
+from node_exporter_ml.snapshot import NvmlData, ProcessData, ProcessSample, Snapshot
+
+log = logging.getLogger(__name__)
+
+VANISHED = (FileNotFoundError, ProcessLookupError)
+SOCKET_OWNER_TTL = 60.0
+
+
+def gpu_pids(snapshot: Snapshot | None) -> dict[int, list[str]]:
+    """Pids holding a GPU in `snapshot`'s NVML data, with the UUIDs they hold."""
+    nvml = snapshot.data("nvml", NvmlData) if snapshot is not None else None
+    held: dict[int, list[str]] = defaultdict(list)
+    for device in nvml.devices if nvml is not None else ():
+        for proc in device.processes:
+            if device.uuid not in held[proc.pid]:
+                held[proc.pid].append(device.uuid)
+    return dict(held)
+
+
+@dataclass(slots=True)
+class _Known:
+    """What we remember of one (pid, starttime): cheap facts for selection rules."""
+
+    starttime: int
+    comm: str
+    cmdline: tuple[str, ...] | None = None
+    identity: CgroupIdentity | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Owners:
+    """Serving-target owners that are not pids: pods (by UID) and containers (by id)."""
+
+    pod_uids: frozenset[str] = frozenset()
+    container_ids: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.pod_uids or self.container_ids)
+
+
+def _local_socket_target(target: ServingTarget) -> tuple[str | None, int] | None:
+    parts = urlsplit(target.url)
+    if parts.hostname is None:
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname
+    return (None if host == "localhost" else host), port
+
+
+@register_collector("process", default_enabled=True)
+class ProcessCollector(BlockingCollector):
+    """Inference processes: GPU holders, serving-target owners and `processes.match` rules.
+
+    Reads /proc/<pid>/{stat,status,cmdline,cgroup,fd} under --path.procfs for those pids
+    only (`ps -o pid,comm,time,rss,nlwp -p <pids>`); the rest of /proc is listed, and its
+    stat read, only when match rules or pod/container-owned targets need it.
+
+        nodeml_process_cpu_seconds_total{pid="415",comm="python3",mode="user"} 812.4
+    """
+
+    def __init__(self, ctx: CollectContext) -> None:
+        super().__init__(ctx)
+        self.fs = ProcFS(ctx.config.procfs)
+        self._known: dict[int, _Known] = {}
+        self._socket_owners: dict[str, tuple[int | None, float]] = {}
+        self._once = OnceLogger(log)
+
+    def reload(self, ctx: CollectContext) -> None:
+        """Take a new config (targets and match rules); cached socket owners are dropped."""
+        super().reload(ctx)
+        self._socket_owners.clear()
+
+    # --- which processes --------------------------------------------------------------
+
+    def _socket_owner(self, target: ServingTarget) -> int | None:
+        where = _local_socket_target(target)
+        if where is None:
+            return None
+        cached = self._socket_owners.get(target.url)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < SOCKET_OWNER_TTL:
+            pid = cached[0]
+            if pid is None or pid in self._known or self._alive(pid):
+                return pid
+        pid = find_listening_pid(self.fs.root, where[1], where[0])
+        self._socket_owners[target.url] = (pid, now)
+        return pid
+
+    def _alive(self, pid: int) -> bool:
+        try:
+            self.fs.read_stat(pid)
+        except (OSError, ParseError):
+            return False
+        return True
+
+    def _owners(self, config: Config, previous: Snapshot | None) -> _Owners:
+        kube = kube_data(previous)
+        pods, containers = set(), set()
+        for target in config.file.serving_targets:
+            if target.container_id:
+                containers.add(target.container_id)
+            elif target.pod and kube is not None and target.pod in kube.by_name:
+                pods.add(kube.by_name[target.pod].uid)
+                pods.add(kube.by_name[target.pod].config_hash or "")
+        if kube is not None:
+            for target in kube.targets:
+                pod = kube.by_name.get(target.pod or "")
+                if pod is not None:
+                    pods.update(x for x in (pod.uid, pod.config_hash) if x)
+        pods.discard("")
+        return _Owners(frozenset(pods), frozenset(containers))
+
+    def _identity(self, pid: int) -> CgroupIdentity:
+        return identify(self.fs.read_cgroup(pid))[1]
+
+    def _scan(self, config: Config, owners: _Owners, reasons: dict[int, set[str]]) -> None:
+        """List every pid; match rules and pod/container owners against cached facts."""
+        rules = config.file.process_match
+        want_cmdline = any(r.cmdline is not None for r in rules)
+        known: dict[int, _Known] = {}
+        for pid in self.fs.pids():
+            try:
+                comm, starttime = self.fs.read_start(pid)
+                entry = self._known.get(pid)
+                if entry is None or entry.starttime != starttime:
+                    entry = _Known(starttime, comm)
+                if want_cmdline and entry.cmdline is None:
+                    entry.cmdline = self.fs.read_cmdline(pid)
+                if owners and entry.identity is None:
+                    entry.identity = self._identity(pid)
+            except VANISHED:
+                continue
+            except (PermissionError, ParseError) as err:
+                self._once.log(logging.DEBUG, f"scan:{type(err).__name__}", "process: %s", err)
+                continue
+            known[pid] = entry
+            ident = entry.identity
+            if ident is not None and (
+                ident.pod_uid in owners.pod_uids or ident.container_id in owners.container_ids
+            ):
+                reasons[pid].add("serving")
+            cmdline = " ".join(entry.cmdline or ())
+            for rule in rules:
+                if (rule.comm is None or rule.comm.search(entry.comm)) and (
+                    rule.cmdline is None or rule.cmdline.search(cmdline)
+                ):
+                    reasons[pid].add("match")
+                    break
+        self._known = known
+
+    def select(self, previous: Snapshot | None) -> dict[int, set[str]]:
+        """The inference pids and why each counts ("gpu", "serving", "match")."""
+        config = self.ctx.config
+        reasons: dict[int, set[str]] = defaultdict(set)
+        for pid in gpu_pids(previous):
+            reasons[pid].add("gpu")
+        for target in config.file.serving_targets:
+            if target.pid is not None:
+                reasons[target.pid].add("serving")
+            elif target.container_id is None and target.pod is None:
+                owner = self._socket_owner(target)
+                if owner is not None:
+                    reasons[owner].add("serving")
+        owners = self._owners(config, previous)
+        if config.file.process_match or owners:
+            self._scan(config, owners, reasons)
+        else:
+            self._known = {p: k for p, k in self._known.items() if p in reasons}
+        return reasons
+
+    # --- reading one process ----------------------------------------------------------
+
+    def read_process(self, pid: int, reasons: Iterable[str]) -> ProcessSample:
+        """Read one process in depth (raises FileNotFoundError when it vanished)."""
+        fs = self.fs
+        stat = fs.read_stat(pid)
+        status = fs.read_status(pid)
+        entry = self._known.get(pid)
+        if entry is None or entry.starttime != stat.starttime_ticks:
+            entry = self._known[pid] = _Known(stat.starttime_ticks, stat.comm)
+        if entry.cmdline is None:
+            entry.cmdline = fs.read_cmdline(pid)
+        path, ident = identify(fs.read_cgroup(pid))
+        entry.identity = ident
+        try:
+            open_fds: int | None = fs.count_open_fds(pid)
+        except PermissionError:
+            open_fds = None
+            self._once.log(
+                logging.WARNING,
+                "fd-permission",
+                "process: cannot read %s; open fds need CAP_SYS_PTRACE or the "
+                "same user (series omitted)",
+                fs.path(pid, "fd"),
+            )
+        try:
+            start: float | None = fs.boot_time() + stat.starttime_ticks / fs.clock_ticks
+        except (OSError, ParseError):
+            start = None
+        return ProcessSample(
+            pid=pid,
+            comm=stat.comm,
+            cmdline=entry.cmdline,
+            cpu_user_seconds_total=stat.utime_ticks / fs.clock_ticks,
+            cpu_system_seconds_total=stat.stime_ticks / fs.clock_ticks,
+            resident_memory_bytes=status.rss_bytes
+            if status.rss_bytes is not None
+            else stat.rss_pages * fs.page_size,
+            cgroup_path=path,
+            container_id=ident.container_id,
+            pod_uid=ident.pod_uid,
+            unit=ident.unit,
+            ppid=stat.ppid,
+            start_time_seconds=start,
+            threads=status.threads if status.threads is not None else stat.num_threads,
+            open_fds=open_fds,
+            voluntary_context_switches_total=status.voluntary_ctxt_switches,
+            involuntary_context_switches_total=status.nonvoluntary_ctxt_switches,
+            runtime=ident.runtime,
+            qos=ident.qos,
+            reasons=frozenset(reasons),
+        )
+
+    def update(self, previous: Snapshot | None) -> ProcessData:
+        """Select the inference processes and read each; vanished pids are skipped."""
+        selected = self.select(previous)
+        processes = {}
+        for pid, why in sorted(selected.items()):
+            try:
+                processes[pid] = self.read_process(pid, why)
+            except VANISHED:
+                continue
+            except PermissionError as err:
+                self._once.log(logging.WARNING, "permission", "process: %s (skipped)", err)
+        missing = sorted(p for p, why in selected.items() if "gpu" in why and p not in processes)
+        if missing:
+            self._once.log(
+                logging.WARNING,
+                "gpu-pids-missing",
+                "process: GPU processes %s are not in %s; NVML reports host pids, "
+                "so the agent needs the host's /proc (hostPID)",
+                missing,
+                self.fs.root,
+            )
+        return ProcessData(processes=processes)
+
+    # --- metrics ------------------------------------------------------------------------
+
+    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+        """Per-process families, each series with pid, comm and the workload's labels."""
+        if not isinstance(data, ProcessData):
+            return
+        cpu = CounterMetricFamily(
+            "nodeml_process_cpu_seconds_total",
+            "CPU time of an inference process by mode (user, system), from /proc/<pid>/stat.",
+        )
+        rss = GaugeMetricFamily(
+            "nodeml_process_resident_memory_bytes",
+            "Resident memory of an inference process, VmRSS from /proc/<pid>/status.",
+        )
+        threads = GaugeMetricFamily(
+            "nodeml_process_threads", "Threads of an inference process, from /proc/<pid>/status."
+        )
+        fds = GaugeMetricFamily(
+            "nodeml_process_open_fds",
+            "Open file descriptors of an inference process, entries of /proc/<pid>/fd.",
+        )
+        switches = CounterMetricFamily(
+            "nodeml_process_context_switches_total",
+            "Context switches of an inference process by kind (voluntary, involuntary), "
+            "from /proc/<pid>/status.",
+        )
+        start = GaugeMetricFamily(
+            "nodeml_process_start_time_seconds",
+            "Start time of an inference process since the epoch, from /proc/<pid>/stat "
+            "starttime and /proc/stat btime.",
+        )
+        info = GaugeMetricFamily(
+            "nodeml_workload_info",
+            "Joins an inference process to its workload (namespace/pod/container, or unit) and "
+            "the GPU it holds (uuid, empty when none); from NVML, /proc/<pid>/cgroup and the "
+            "Kubernetes API.",
+        )
+        held = gpu_pids(snapshot)
+        for pid, p in sorted(data.processes.items()):
+            labels = process_labels(p, snapshot.workload_labels(pid))
+            add_sample(cpu, {**labels, "mode": "user"}, p.cpu_user_seconds_total)
+            add_sample(cpu, {**labels, "mode": "system"}, p.cpu_system_seconds_total)
+            if p.resident_memory_bytes is not None:
+                add_sample(rss, labels, p.resident_memory_bytes)
+            if p.threads is not None:
+                add_sample(threads, labels, p.threads)
+            if p.open_fds is not None:
+                add_sample(fds, labels, p.open_fds)
+            if p.voluntary_context_switches_total is not None:
+                add_sample(
+                    switches, {**labels, "kind": "voluntary"}, p.voluntary_context_switches_total
+                )
+            if p.involuntary_context_switches_total is not None:
+                add_sample(
+                    switches,
+                    {**labels, "kind": "involuntary"},
+                    p.involuntary_context_switches_total,
+                )
+            if p.start_time_seconds is not None:
+                add_sample(start, labels, p.start_time_seconds)
+            base = {"namespace": "", "pod": "", "container": "", **labels}
+            for uuid in held.get(pid) or [""]:
+                add_sample(info, {**base, "uuid": uuid}, 1)
+        yield from (cpu, rss, threads, fds, switches, start, info)
+
+
+def process_labels(p: ProcessSample, workload: Mapping[str, str]) -> dict[str, str]:
+    """Pid and comm, then the workload's labels (namespace/pod/container, or unit)."""
+    return {"pid": str(p.pid), "comm": p.comm, **workload}

@@ -1,0 +1,12 @@
+"""Readers for the host's procfs and cgroupfs, rooted at --path.procfs and --path.cgroupfs."""
+
+from __future__ import annotations
+
+
+class ParseError(Exception):
+    """Malformed kernel text in one file; the collector that read it fails this tick."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{path}: {detail}")
+        self.path = path
+        self.detail = detail

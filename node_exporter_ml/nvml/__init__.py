@@ -1,0 +1,1 @@
+"""NVML access: the pynvml facade (binding), the replay backend and device readers."""
