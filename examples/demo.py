@@ -64,8 +64,8 @@ class View:
 
     @property
     def complete(self) -> bool:
-        """Latency, per-process metrics and drift results are all there."""
-        return bool(self.latency) and self.cpu_seconds is not None and bool(self.drift)
+        """Latency, per-process metrics and a drifted feature are all there."""
+        return bool(self.latency) and self.cpu_seconds is not None and any(self.drift.values())
 
     def line(self, elapsed: float) -> str:
         """One progress line for the terminal."""
@@ -107,8 +107,8 @@ def read_view(text: str, server_pid: int) -> View:
                 elif s.name == "nodeml_dataset_drift_share":
                     view.drift_share = s.value
             elif labels.get("pid") == str(server_pid):
-                if s.name == "nodeml_process_cpu_seconds_total":
-                    view.cpu_seconds = s.value
+                if s.name == "nodeml_process_cpu_seconds_total":  # one sample per mode
+                    view.cpu_seconds = (view.cpu_seconds or 0.0) + s.value
                 elif s.name == "nodeml_process_resident_memory_bytes":
                     view.rss_bytes = s.value
     return view
