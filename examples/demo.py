@@ -145,8 +145,13 @@ def agent_command(port: int, config: Path, state: Path, extra: list[str]) -> lis
         "--serving.window=15s",
         "--serving.baseline=5m",
         "--drift.interval=3s",
-        # No GPU here: the NVML collector would only report that it found none.
-        "--no-collector.nvml",
+        # What a laptop has: processes, cgroups, the model server, the drift API. No GPU
+        # (add `-- --collector.nvml` on a GPU machine), no Kubernetes, no kubelet socket.
+        "--collector.disable-defaults",
+        "--collector.process",
+        "--collector.cgroup",
+        "--collector.serving",
+        "--collector.drift",
         *extra,
     ]
 

@@ -40,6 +40,8 @@ RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
 MODEL = "mlp-8x4096"
 SERVER_PID, NEIGHBOUR_PID = 415, 476
 
+COLLECTORS = ("nvml", "process", "cgroup", "kube", "serving", "drift")
+
 TextAt = Callable[[float], str]
 
 
@@ -273,6 +275,13 @@ class _KubeLoop:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
 
     def close(self) -> None:
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(cancel_all())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
@@ -348,6 +357,10 @@ class Cluster:
             replay = home / "replay.nvml.json"
             replay.write_text(json.dumps(spec.replay))
         args = [
+            # The collectors this cluster feeds, and only those (the pod-resources socket,
+            # for one, does not exist here: its collector would only report failure).
+            "--collector.disable-defaults",
+            *(f"--collector.{name}" for name in COLLECTORS),
             f"--nvml.replay={replay}",
             f"--path.procfs={home / 'proc'}",
             f"--path.cgroupfs={cg}",

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import subprocess
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from . import dashboard_build
+from .cluster import Cluster, neighbour_node
+from .promserver import PrometheusServer
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -161,3 +168,102 @@ def test_provisioning_files():
     (ds,) = sources["datasources"]
     assert ds["type"] == "prometheus"
     assert ds["jsonData"]["timeInterval"]
+
+
+# --- every query against a real Prometheus scraping a replaying agent -----------------------
+
+
+def prometheus_get(prom: PrometheusServer, path: str, **params: str | list[str]) -> Any:
+    query = urllib.parse.urlencode(params, doseq=True)
+    with urllib.request.urlopen(f"{prom.url}{path}?{query}", timeout=10) as resp:
+        payload = json.load(resp)
+    assert payload["status"] == "success", payload
+    return payload["data"]
+
+
+def label_values(prom: PrometheusServer, definition: str) -> list[str]:
+    """Grafana's label_values(selector, label) for Prometheus: /api/v1/series values."""
+    m = re.fullmatch(r"label_values\((.+), (\w+)\)", definition)
+    assert m, definition
+    series = prometheus_get(prom, "/api/v1/series", **{"match[]": m.group(1)})
+    return sorted({s[m.group(2)] for s in series if m.group(2) in s})
+
+
+def grafana_regex_escape(value: str) -> str:
+    """How Grafana escapes one value of a multi-value variable inside a PromQL regex."""
+    return re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\\\1", value)
+
+
+def variable_values(prom: PrometheusServer, dash: dict[str, Any]) -> dict[str, str]:
+    """Each query variable with every value selected, as Grafana formats a multi-value."""
+    values: dict[str, str] = {}
+    for v in dash["templating"]["list"]:
+        if v["type"] != "query":
+            continue
+        found = label_values(prom, substitute(v["definition"], values))
+        assert found, f"variable {v['name']} has no values: {v['definition']}"
+        values[v["name"]] = "|".join(grafana_regex_escape(x) for x in found)
+    return values
+
+
+def post_drift(agent_url: str) -> None:
+    """A reference and a drifted window for one model, through the drift API."""
+    rng = random.Random(7)
+    reference = [
+        {"amount": rng.lognormvariate(3, 0.5), "country": rng.choice("ab")} for _ in range(300)
+    ]
+    current = [
+        {"amount": rng.lognormvariate(4, 0.5), "country": rng.choice("abc")} for _ in range(200)
+    ]
+    for method, path, body in (
+        ("PUT", "reference", {"rows": reference}),
+        ("POST", "observations", {"rows": current}),
+    ):
+        req = urllib.request.Request(
+            f"{agent_url}/api/v1/models/mlp-8x4096/{path}",
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status in (200, 201)
+
+
+def returns_series(prom: PrometheusServer, target: dict[str, Any], expr: str) -> bool:
+    if target.get("instant"):
+        return bool(prometheus_get(prom, "/api/v1/query", query=expr)["result"])
+    end = time.time()
+    data = prometheus_get(
+        prom, "/api/v1/query_range", query=expr, start=str(end - 120), end=str(end), step="1"
+    )
+    return bool(data["result"])
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_every_panel_query_returns_series(tmp_path):
+    """A real Prometheus scrapes an agent replaying the H100 neighbour recording with its
+    model server's frames, its processes in pods and a drift window; every panel's every
+    query, with the template variables substituted, returns at least one series."""
+    dash = load()
+    with Cluster(tmp_path, [neighbour_node()]) as cluster:
+        post_drift(cluster.nodes["gpu-node-a"].agent.url)
+        prom = cluster.prom
+        prom.wait_for("nodeml_gpu_info")
+        values = variable_values(prom, dash)
+        assert values["instance"] == "gpu-node-a"
+        assert values["gpu"] == "0"
+        pending = {(title, t["refId"]): t for title, t in queries(dash)}
+        deadline = time.monotonic() + 60
+        while pending and time.monotonic() < deadline:
+            for key, t in list(pending.items()):
+                # $__rate_interval: 4 x the 1 s scrape interval, as Grafana computes it.
+                if returns_series(prom, t, substitute(t["expr"], values, "4s")):
+                    del pending[key]
+            time.sleep(1)
+        assert not pending, (
+            "queries without a series: "
+            + "; ".join(f"{title} [{ref}]: {t['expr']}" for (title, ref), t in pending.items())
+            + "\n"
+            + cluster.logs()
+        )
