@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LISTEN ?= :9847
 ARGS ?=
 
-.PHONY: run test lint typecheck pytest test-deps bench clean demo demo-cluster
+.PHONY: run test lint typecheck pytest test-deps bench clean proto demo demo-cluster
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,14 @@ demo: $(BIN)/.installed
 # Four agents replaying different GPU recordings, one Prometheus with the shipped rules.
 demo-cluster: $(BIN)/.installed-test test-deps
 	$(BIN)/python -m tests.cluster
+
+# The kubelet pod-resources API: proto/podresources/v1/api.proto -> committed Python modules.
+# The -I mapping makes the generated _pb2_grpc import its _pb2 by its package path.
+proto: $(BIN)/.installed-test
+	$(BIN)/python -m grpc_tools.protoc \
+	  -Inode_exporter_ml/podresources=proto/podresources/v1 \
+	  --python_out=. --pyi_out=. --grpc_python_out=. \
+	  node_exporter_ml/podresources/api.proto
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -11,17 +11,21 @@ from collections.abc import Sequence
 from node_exporter_ml.collectors.base import CollectContext, Collector
 from node_exporter_ml.config import Config, load_config_file
 from node_exporter_ml.correlation import attribute_workloads
-from node_exporter_ml.exposition import Rendered, Renderer
+from node_exporter_ml.exposition import Format, Rendered, Renderer
 from node_exporter_ml.registry import Registration, load_collectors
 from node_exporter_ml.sampler import Enricher, Sampler
+from node_exporter_ml.serving.enrich import LatencyCauses
 from node_exporter_ml.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
+WANTED_TICKS = 3  # keep pre-rendering a format this many ticks after its last scrape
+
 
 def default_enrichers(config: Config) -> list[Enricher]:
     """The correlation steps run after every tick, in order."""
-    return [attribute_workloads]
+    # Workloads first: serving owners and the labels on every series depend on them.
+    return [attribute_workloads, LatencyCauses(config)]
 
 
 class Agent:
@@ -58,6 +62,9 @@ class Agent:
         )
         self.rendered: Rendered | None = None
         self._task: asyncio.Task[None] | None = None
+        # Formats scraped recently (tick number of the last request): pre-rendered each tick.
+        self._ticks = 0
+        self._wanted: dict[Format, int] = {(False, False): 0}
 
     @property
     def snapshot(self) -> Snapshot | None:
@@ -65,10 +72,24 @@ class Agent:
         return self.sampler.latest
 
     async def _publish(self, snapshot: Snapshot) -> None:
+        self._ticks += 1
+        formats = [f for f, tick in self._wanted.items() if self._ticks - tick <= WANTED_TICKS]
         loop = asyncio.get_running_loop()
         self.rendered = await loop.run_in_executor(
-            self._render_executor, self.renderer.render, snapshot
+            self._render_executor, self.renderer.render, snapshot, formats
         )
+
+    async def body(self, fmt: Format) -> bytes | None:
+        """The latest exposition in `fmt`; formats it off the loop if no scrape asked yet."""
+        rendered = self.rendered
+        if rendered is None:
+            return None
+        self._wanted[fmt] = self._ticks
+        body = rendered.get(fmt)
+        if body is None:
+            loop = asyncio.get_running_loop()
+            body = await loop.run_in_executor(self._render_executor, rendered.ensure, fmt)
+        return body
 
     async def start(self) -> None:
         """Start the collectors' background work and the sampler loop."""

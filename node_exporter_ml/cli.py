@@ -13,6 +13,7 @@ from aiohttp import web
 
 from node_exporter_ml import __version__
 from node_exporter_ml.agent import Agent
+from node_exporter_ml.collectors.base import StartupError
 from node_exporter_ml.config import Config, ConfigError, parse_args, parse_listen_address
 from node_exporter_ml.registry import load_collectors
 from node_exporter_ml.web import AUTH, WEB_CONFIG, build_app
@@ -51,7 +52,12 @@ async def serve(config: Config, web_config: WebConfig) -> int:
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
     )
-    await runner.setup()
+    try:
+        await runner.setup()  # starts the agent: collectors may refuse their configuration
+    except StartupError as err:
+        await runner.cleanup()
+        print(f"node-exporter-ml: error: {err}", file=sys.stderr)
+        return 2
     host, port = parse_listen_address(config.listen_address)
     site = web.TCPSite(
         runner, host or None, port, ssl_context=web_config.ssl_context(), reuse_address=True

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 import logging
 import platform
+import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -26,15 +26,79 @@ CONTENT_TYPE_OPENMETRICS = CONTENT_TYPE_OM
 GZIP_LEVEL = 6
 
 
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    """One tick's exposition in both formats, plain and gzipped, ready to serve as is."""
+Format = tuple[bool, bool]
+"""(openmetrics, gzip): one of the four bodies a scrape can ask for."""
 
-    text: bytes
-    text_gzip: bytes
-    openmetrics: bytes
-    openmetrics_gzip: bytes
-    taken_at: float
+
+class _Families:
+    """A registry-like view over one tick's already collected families."""
+
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Sequence[Metric]:
+        return self._families
+
+
+class Rendered:
+    """One tick's metric families, and the bodies formatted from them so far.
+
+    Families are collected once per tick. Each format (text or OpenMetrics, plain or
+    gzipped) is formatted at most once per tick: the sampler pre-renders the formats
+    scraped recently, and a scrape asking for a new one formats it once, off the loop.
+    """
+
+    def __init__(self, families: Sequence[Metric], taken_at: float) -> None:
+        self.families = tuple(families)
+        self.taken_at = taken_at
+        self._bodies: dict[Format, bytes] = {}
+        self._lock = threading.Lock()
+
+    def get(self, fmt: Format) -> bytes | None:
+        """The body in this format if it was formatted already (never blocks)."""
+        return self._bodies.get(fmt)
+
+    def ensure(self, fmt: Format) -> bytes:
+        """Format (once) and return the body; CPU work, call it off the event loop."""
+        with self._lock:
+            body = self._bodies.get(fmt)
+            if body is None:
+                om, gz = fmt
+                if gz:
+                    body = gzip.compress(self._format((om, False)), GZIP_LEVEL, mtime=0)
+                else:
+                    body = self._format(fmt)
+                self._bodies[fmt] = body
+            return body
+
+    def _format(self, fmt: Format) -> bytes:
+        body = self._bodies.get(fmt)
+        if body is None:
+            view = _Families(self.families)
+            om = generate_openmetrics(view) if fmt[0] else None  # type: ignore[no-untyped-call]
+            body = om if om is not None else generate_latest(view)
+            self._bodies[fmt] = body
+        return body
+
+    @property
+    def text(self) -> bytes:
+        """Text format 0.0.4."""
+        return self.ensure((False, False))
+
+    @property
+    def text_gzip(self) -> bytes:
+        """Text format 0.0.4, gzipped."""
+        return self.ensure((False, True))
+
+    @property
+    def openmetrics(self) -> bytes:
+        """OpenMetrics 1.0 text."""
+        return self.ensure((True, False))
+
+    @property
+    def openmetrics_gzip(self) -> bytes:
+        """OpenMetrics 1.0 text, gzipped."""
+        return self.ensure((True, True))
 
 
 def add_sample(family: Metric, labels: Mapping[str, str], value: float) -> None:
@@ -137,18 +201,13 @@ class Renderer:
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
 
-    def render(self, snapshot: Snapshot) -> Rendered:
-        """Render one snapshot (compressed once here, never per scrape)."""
+    def render(self, snapshot: Snapshot, formats: Iterable[Format] = ((False, False),)) -> Rendered:
+        """Collect one snapshot's families and pre-format `formats` (call off the loop)."""
         self.source.snapshot = snapshot
-        text = generate_latest(self.registry)
-        om = generate_openmetrics(self.registry)  # type: ignore[no-untyped-call]
-        return Rendered(
-            text=text,
-            text_gzip=gzip.compress(text, GZIP_LEVEL, mtime=0),
-            openmetrics=om,
-            openmetrics_gzip=gzip.compress(om, GZIP_LEVEL, mtime=0),
-            taken_at=snapshot.taken_at,
-        )
+        rendered = Rendered(list(self.registry.collect()), snapshot.taken_at)
+        for fmt in formats:
+            rendered.ensure(fmt)
+        return rendered
 
 
 def wants_openmetrics(accept: str) -> bool:
@@ -180,10 +239,14 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
-def select(rendered: Rendered, headers: Mapping[str, str]) -> tuple[bytes, str, bool]:
-    """Pick body, content type and whether it is gzipped, from request headers."""
+def negotiate(headers: Mapping[str, str]) -> tuple[Format, str]:
+    """The format a request asks for, and its content type."""
     om = wants_openmetrics(headers.get("Accept", ""))
     gz = accepts_gzip(headers.get("Accept-Encoding", ""))
-    if om:
-        return (rendered.openmetrics_gzip if gz else rendered.openmetrics), CONTENT_TYPE_OM, gz
-    return (rendered.text_gzip if gz else rendered.text), CONTENT_TYPE_TEXT, gz
+    return (om, gz), (CONTENT_TYPE_OM if om else CONTENT_TYPE_TEXT)
+
+
+def select(rendered: Rendered, headers: Mapping[str, str]) -> tuple[bytes, str, bool]:
+    """Pick body, content type and whether it is gzipped (formats if needed: off the loop)."""
+    fmt, content_type = negotiate(headers)
+    return rendered.ensure(fmt), content_type, fmt[1]

@@ -85,6 +85,8 @@ class GpuProcessSample:
     sm_seconds_total: float = 0.0
     gpu_instance: int | None = None
     compute_instance: int | None = None
+    energy_joules_total: float | None = None
+    mps_client: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,7 @@ class GpuSample:
     power_watts: float | None = None
     power_limit_watts: float | None = None
     energy_joules_total: float | None = None
+    idle_energy_joules_total: float | None = None
     temperature_celsius: float | None = None
     memory_temperature_celsius: float | None = None
     sm_clock_hertz: float | None = None

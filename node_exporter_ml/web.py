@@ -11,7 +11,7 @@ from aiohttp import web
 
 from node_exporter_ml import __version__
 from node_exporter_ml.agent import Agent
-from node_exporter_ml.exposition import select
+from node_exporter_ml.exposition import negotiate
 from node_exporter_ml.webconfig import BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
@@ -76,13 +76,13 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Serve the cached exposition: no I/O, no collection, no compression here."""
-    rendered = request.app[AGENT].rendered
-    if rendered is None:
+    """Serve the cached exposition: no I/O, no collection; each format is made once a tick."""
+    fmt, content_type = negotiate(request.headers)
+    body = await request.app[AGENT].body(fmt)
+    if body is None:
         return web.Response(status=503, text="no snapshot yet\n")
-    body, content_type, gzipped = select(rendered, request.headers)
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
-    if gzipped:
+    if fmt[1]:
         headers["Content-Encoding"] = "gzip"
     return web.Response(body=body, headers=headers)
 

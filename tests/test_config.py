@@ -174,3 +174,16 @@ def test_web_config_errors_exit_2(tmp_path: Path, capsys):
     web.write_text("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n")
     assert main([f"--web.config.file={web}"]) == 2
     assert "tls_server_config.cert_file" in capsys.readouterr().err
+
+
+def test_unusable_state_dir_is_a_clear_startup_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = subprocess.run(
+        [sys.executable, "-m", "node_exporter_ml", f"--state.dir={blocker}/state",
+         "--web.listen-address=127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "--state.dir" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -37,7 +37,9 @@ async def test_agent_never_blocks_the_loop(aiohttp_client, agent_args):
     client = await aiohttp_client(build_app(agent))
     loop = asyncio.get_running_loop()
     # Warm up first: one-time imports and first log lines are not the steady state.
-    while agent.rendered is None:
+    for _ in range(200):
+        if agent.rendered is not None:
+            break
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)
     with loop_guard(loop) as slow:

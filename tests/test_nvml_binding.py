@@ -396,3 +396,14 @@ def test_wait_xid_when_nvml_went_away(monkeypatch):
     monkeypatch.setattr(pynvml, "nvmlEventSetWait_v2", raising("Uninitialized"))
     with pytest.raises(NvmlUnavailable):
         NvmlBinding().wait_xid("set", 10)
+
+
+def test_mps_processes_are_marked_and_unsupported_is_none(monkeypatch):
+    client = SimpleNamespace(pid=5, usedGpuMemory=1024, gpuInstanceId=0xFFFFFFFF,
+                             computeInstanceId=0xFFFFFFFF)  # fmt: skip
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMPSComputeRunningProcesses_v3", lambda h: [client])
+    assert NvmlBinding().mps_processes(H) == [ProcessInfo(5, 1024, mps_client=True)]
+    monkeypatch.setattr(
+        pynvml, "nvmlDeviceGetMPSComputeRunningProcesses_v3", raising("NotSupported")
+    )
+    assert NvmlBinding().mps_processes(H) is None

@@ -53,23 +53,34 @@ def recorded(frame: int) -> dict:
 # --- the H100 neighbour recording ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("frame", GOLDEN_FRAMES, ids=lambda f: f"frame {f}")
-def test_neighbour_golden(frame, update_golden):
+GOLDENS = [
+    *((NEIGHBOUR, f"h100-neighbour-frame{f:02d}", f) for f in GOLDEN_FRAMES),
+    (scenario("mps"), "mps-frame03", 3),
+    (scenario("two-tenants"), "two-tenants-frame09", 9),
+    (scenario("multi-gpu"), "multi-gpu-frame03", 3),
+    (scenario("mig"), "mig-frame02", 2),
+    (scenario("old-driver"), "old-driver-frame03", 3),
+    (scenario("lost-gpu"), "lost-gpu-frame02", 2),
+]
+
+
+@pytest.mark.parametrize(("replay", "name", "frame"), GOLDENS, ids=[g[1] for g in GOLDENS])
+def test_golden(replay, name, frame, update_golden):
     clock = Clock()
-    collector = make_collector(NEIGHBOUR, clock)
+    collector = make_collector(replay, clock)
     text = render(collector, run_to(collector, clock, frame))
-    golden = NVML_FIXTURES / "golden" / f"h100-neighbour-frame{frame:02d}.prom"
+    golden = NVML_FIXTURES / "golden" / f"{name}.prom"
     if update_golden:
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_bytes(text)
     assert text.decode() == golden.read_text()
 
 
-@pytest.mark.parametrize("frame", GOLDEN_FRAMES, ids=lambda f: f"frame {f}")
-def test_golden_passes_promtool(frame):
+@pytest.mark.parametrize("name", [g[1] for g in GOLDENS])
+def test_golden_passes_promtool(name):
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: `make test-deps` installs the Debian package prometheus"
-    golden = NVML_FIXTURES / "golden" / f"h100-neighbour-frame{frame:02d}.prom"
+    golden = NVML_FIXTURES / "golden" / f"{name}.prom"
     done = subprocess.run(
         [promtool, "check", "metrics"],
         input=golden.read_bytes(),
@@ -371,10 +382,13 @@ def test_a_lost_gpu_is_dropped_and_flagged_while_the_others_stay(caplog):
     collector.update(None)
     lost_logs = [r for r in caplog.records if "is lost" in r.getMessage()]
     assert len(lost_logs) == 1  # once while it stays lost
+    caplog.set_level(logging.INFO, logger="node_exporter_ml")
     clock.at_frame(4)  # back
     data = collector.update(None)
     assert [d.uuid for d in data.devices] == [u0, u1]
     assert not data.lost
+    back = [r.getMessage() for r in caplog.records if "answers again" in r.getMessage()]
+    assert back == ["GPU 1 (GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee) answers again"]
     clock.at_frame(5)  # GPU 0 answers Unknown on the power reading
     data = collector.update(None)
     assert [d.uuid for d in data.devices] == [u1]
@@ -451,9 +465,13 @@ def test_driver_going_away_mid_run_turns_into_no_data_and_recovers():
 def test_bad_replay_file_is_a_clear_no_data(tmp_path, caplog, content, message):
     path = tmp_path / "bad.nvml.json"
     path.write_text(content)
+    caplog.set_level(logging.ERROR, logger="node_exporter_ml")
     collector = make_collector(path, Clock())
     with pytest.raises(NoDataError) as err:
         collector.update(None)
+    assert [
+        r.getMessage().endswith("check the file given to --nvml.replay") for r in caplog.records
+    ] == [True]
     assert str(path) in str(err.value)
     assert message in str(err.value)
 
@@ -597,3 +615,100 @@ async def test_xid_watch_ends_with_nvml_and_restarts_with_it():
     finally:
         await collector.stop()
     assert sum(x.count for x in data.xid_errors) == 3
+
+
+# --- MPS clients and the energy split (issue 8) -----------------------------------------------
+
+
+def test_mps_clients_are_attributed_once_each():
+    clock = Clock()
+    collector = make_collector(scenario("mps"), clock)
+    data = run_to(collector, clock, 2)
+    procs = sorted((p.pid, p.used_memory_bytes, p.mps_client) for p in data.devices[0].processes)
+    assert procs == [
+        (5000, 30 * 2**20, False),  # the MPS server itself
+        (5001, 6 * 2**30, True),
+        (5002, 4 * 2**30, True),  # in both NVML lists, counted once
+        (5003, 2 * 2**30, True),
+    ]
+    text = render(collector, data, snapshot_of(data, {5002: {"namespace": "a", "pod": "p2"}}))
+    assert value(text, "nodeml_process_gpu_mps_client_info", pid="5002", pod="p2") == 1.0
+    assert value(text, "nodeml_process_gpu_mps_client_info", pid="5000") is None
+    total = sum(v for (n, _), v in values(text).items() if n == "nodeml_process_gpu_memory_bytes")
+    assert total == 30 * 2**20 + 12 * 2**30
+
+
+def _split_sums(replay_path: Path, last: int) -> tuple[float, float]:
+    """(processes + idle energy, the GPU counter's increase) over ticks 0..last."""
+    clock = Clock()
+    collector = make_collector(replay_path, clock)
+    first = run_to(collector, clock, 0).devices[0].energy_joules_total
+    data = run_to_from(collector, clock, 1, last)
+    gpu = data.devices[0]
+    split = sum(p.energy_joules_total for p in gpu.processes) + gpu.idle_energy_joules_total
+    return split, gpu.energy_joules_total - first
+
+
+def run_to_from(collector: NvmlCollector, clock: Clock, first: int, last: int) -> NvmlData:
+    data = None
+    for i in range(first, last + 1):
+        clock.at_frame(i)
+        data = collector.update(None)
+    assert data is not None
+    return data
+
+
+@pytest.mark.parametrize(
+    ("replay", "last"),
+    [(scenario("two-tenants"), 9), (NEIGHBOUR, 31)],
+    ids=["two tenants", "neighbour while both run"],
+)
+def test_energy_split_adds_up_to_the_gpu_counter(replay, last):
+    split, counter = _split_sums(replay, last)
+    assert counter > 0
+    assert split == pytest.approx(counter, rel=1e-3)
+
+
+def test_energy_follows_the_sm_share():
+    clock = Clock()
+    collector = make_collector(scenario("two-tenants"), clock)
+    data = run_to(collector, clock, 9)
+    e = {p.pid: p.energy_joules_total for p in data.devices[0].processes}
+    doc = json.loads(scenario("two-tenants").read_text())
+    energy = [f["devices"][0]["energy_mj"] / 1000 for f in doc["frames"]]
+    # Each second's energy times the share of that second's newest sample (A: none at t=3).
+    a_shares = [0.6, 0.6, 0.0, 0.6, 0.2, 0.2, 0.2, 0.2, 0.2]
+    want_a = sum(s * (energy[i + 1] - energy[i]) for i, s in enumerate(a_shares))
+    assert e[6001] == pytest.approx(want_a)
+    assert data.devices[0].idle_energy_joules_total > 0
+
+
+def test_no_energy_split_without_per_process_shares():
+    clock = Clock()
+    collector = make_collector(scenario("mig"), clock)
+    data = run_to(collector, clock, 2)
+    assert data.devices[0].idle_energy_joules_total is None
+    assert all(p.energy_joules_total is None for p in data.devices[0].processes)
+    text = render(collector, data)
+    assert value(text, "nodeml_process_gpu_energy_joules_total") is None
+    assert value(text, "nodeml_gpu_idle_energy_joules_total") is None
+
+
+def test_energy_used_while_a_gpu_was_lost_is_not_attributed():
+    clock = Clock()
+    collector = make_collector(scenario("lost-gpu"), clock)
+    before = run_to(collector, clock, 1).devices[1]
+    after = run_to_from(collector, clock, 2, 4).devices[1]  # lost at frames 2-3
+    spent = sum(p.energy_joules_total for p in after.processes) + after.idle_energy_joules_total
+    spent_before = sum(p.energy_joules_total for p in before.processes)
+    spent_before += before.idle_energy_joules_total
+    assert spent == pytest.approx(spent_before)  # frame 4 restarts the split from its reading
+
+
+def test_no_gpu_at_all_is_no_data(tmp_path):
+    path = tmp_path / "empty.nvml.json"
+    path.write_text(
+        json.dumps({"format": "nodeml-nvml-replay/1", "devices": [], "frames": [{"devices": []}]})
+    )
+    with pytest.raises(NoDataError, match="no NVIDIA GPU"):
+        make_collector(path, Clock()).update(None)

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from node_exporter_ml.snapshot import Snapshot
 
 
+class StartupError(Exception):
+    """A collector cannot start with this configuration (one line naming the flag or path)."""
+
+
 class NoDataError(Exception):
     """The collector has nothing to report this tick (e.g. no NVIDIA driver); success is 0."""
 

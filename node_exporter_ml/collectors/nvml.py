@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -57,7 +58,7 @@ from node_exporter_ml.nvml.devices import (
     read_mig_devices,
     read_processes,
 )
-from node_exporter_ml.nvml.replay import Replay
+from node_exporter_ml.nvml.replay import Replay, ReplayError
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.snapshot import (
     GpuInstanceSample,
@@ -89,6 +90,9 @@ class _GpuState:
     since_us: int | None = None
     sm_seconds: dict[tuple[int, int | None, int | None], float] = field(default_factory=dict)
     energy_j: float = 0.0
+    energy_prev: float | None = None
+    process_energy: dict[tuple[int, int | None, int | None], float] = field(default_factory=dict)
+    idle_energy: float = 0.0
     gpm_prev: dict[int | None, tuple[Any, float]] = field(default_factory=dict)
 
 
@@ -145,10 +149,15 @@ class NvmlCollector(BlockingCollector):
         self._event_thread: threading.Thread | None = None
         self._event_set: Any = None
         self._stop = threading.Event()
+        self._lock = threading.RLock()
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def _ensure_init(self) -> NvmlBinding:
+        with self._lock:  # start() (XID) and the first tick may race to initialise
+            return self._init_locked()
+
+    def _init_locked(self) -> NvmlBinding:
         if self._nvml is not None:
             return self._nvml
         now = self._clock()
@@ -159,13 +168,18 @@ class NvmlCollector(BlockingCollector):
             nvml = self._open()
             nvml.init()
         except NvmlUnavailable as err:
+            hint = (
+                "check the file given to --nvml.replay"
+                if isinstance(err, ReplayError)
+                else "is the NVIDIA driver loaded and libnvidia-ml.so.1 visible to the agent?"
+            )
             self._once.log(
                 logging.ERROR,
                 "init",
-                "NVML unavailable, GPU metrics are off (retrying every %ds): %s; "
-                "is the NVIDIA driver loaded and libnvidia-ml.so.1 visible to the agent?",
+                "NVML unavailable, GPU metrics are off (retrying every %ds): %s; %s",
                 INIT_RETRY_SECONDS,
                 err,
+                hint,
             )
             raise NoDataError(f"NVML unavailable: {err}") from err
         if self._once.forget("init"):
@@ -210,6 +224,10 @@ class NvmlCollector(BlockingCollector):
         self._start_events()
 
     def _start_events(self) -> None:
+        with self._lock:
+            self._start_events_locked()
+
+    def _start_events_locked(self) -> None:
         nvml = self._nvml
         if nvml is None or not self._events_wanted or self._event_thread is not None:
             return
@@ -278,6 +296,8 @@ class NvmlCollector(BlockingCollector):
         nvml = self._ensure_init()
         try:
             count = nvml.device_count()
+            if count == 0:
+                raise NoDataError("NVML sees no NVIDIA GPU")
             devices: list[GpuSample] = []
             lost: list[LostGpu] = []
             for index in range(count):
@@ -309,6 +329,7 @@ class NvmlCollector(BlockingCollector):
             st.gpm_prev.clear()  # GPM samples of a lost GPU are not worth freeing through it
             st.last_tick = None
             st.since_us = None
+            st.energy_prev = None  # what it used while lost is nobody's to attribute
             st.handle = None
         return LostGpu(index, uuid, str(err))
 
@@ -330,19 +351,21 @@ class NvmlCollector(BlockingCollector):
             st.handle = handle
         if st.info is None:
             st.info = read_device_info(nvml, index, st.handle)
-        self._once.forget(f"lost:{index}")
+        if self._once.forget(f"lost:{index}"):
+            log.info("GPU %d (%s) answers again", index, st.info.uuid)
         info, h = st.info, st.handle
         now = self._clock()
         dt = 0.0 if st.last_tick is None else max(0.0, now - st.last_tick)
         reading = read_device(nvml, h)
         migs = read_mig_devices(nvml, h) if reading.mig_mode == 1 else []
         procs = read_processes(nvml, h, migs)
-        processes = self._processes(nvml, st, h, procs, dt, migrated=bool(migs))
-        gpm = self._gpm(nvml, st, h, info, migs, now)
         energy = self._energy(st, reading, dt)
+        processes, idle = self._processes(nvml, st, h, procs, dt, energy, migrated=bool(migs))
+        gpm = self._gpm(nvml, st, h, info, migs, now)
         st.last_tick = now
         instances = self._instances(nvml, migs, gpm)
-        return self._sample(info, reading, processes, gpm.get(None, {}), energy, instances, migs)
+        sample = self._sample(info, reading, processes, gpm.get(None, {}), energy, instances, migs)
+        return dataclasses.replace(sample, idle_energy_joules_total=idle)
 
     def _processes(
         self,
@@ -351,12 +374,21 @@ class NvmlCollector(BlockingCollector):
         h: Handle,
         procs: list[ProcessInfo],
         dt: float,
+        energy: float | None,
         *,
         migrated: bool,
-    ) -> tuple[GpuProcessSample, ...]:
-        # NVML keeps per-process samples in a buffer and returns, per process, the newest one
-        # after `since`; asking from the newest timestamp already seen means a process idle
-        # for the whole interval is not returned and reads 0, never its old value.
+    ) -> tuple[tuple[GpuProcessSample, ...], float | None]:
+        """The GPU's processes with their shares, SM-seconds and energy; and the idle energy.
+
+        NVML keeps per-process samples in a buffer and returns, per process, the newest one
+        after `since`; asking from the newest timestamp already seen means a process idle
+        for the whole interval is not returned and reads 0, never its old value.
+
+        Energy: each interval's energy is split by SM share (shares scaled down when they add
+        up to more than 1); the rest, energy x (1 - busy), goes to the GPU's idle counter, so
+        processes plus idle add up to the GPU's counter. Without per-process shares (MIG)
+        there is no split.
+        """
         util = None
         if not migrated:
             now_us = nvml.now_us()
@@ -367,38 +399,51 @@ class NvmlCollector(BlockingCollector):
             if util is not None:
                 st.since_us = max([since, *(u.timestamp_us for u in util)])
         by_pid = {u.pid: u for u in util or ()}
-        out = []
-        seen = set()
+        rows: dict[tuple[int, int | None, int | None], tuple[ProcessInfo, tuple[float, ...]]] = {}
         for p in sorted(procs, key=lambda p: (p.pid, p.gpu_instance or 0, p.compute_instance or 0)):
             key = (p.pid, p.gpu_instance, p.compute_instance)
-            if key in seen:
-                continue
-            seen.add(key)
-            u = by_pid.get(p.pid)
-            sm = mem = enc = dec = None
-            if util is not None:
-                sm, mem, enc, dec = (
+            if key not in rows:
+                u = by_pid.get(p.pid)
+                shares: tuple[float, ...] = (
                     (u.sm / 100, u.mem / 100, u.enc / 100, u.dec / 100) if u else (0.0,) * 4
                 )
+                rows[key] = (p, shares if util is not None else ())
+        prev, st.energy_prev = st.energy_prev, energy
+        split = energy is not None and util is not None
+        delta = 0.0 if energy is None or prev is None or energy < prev else energy - prev
+        busy = sum(shares[0] for _, shares in rows.values() if shares)
+        scale = delta / busy if busy > 1.0 else delta
+        out = []
+        for key, (p, shares) in rows.items():
+            sm = shares[0] if shares else None
             if sm is not None:
                 st.sm_seconds[key] = st.sm_seconds.get(key, 0.0) + min(sm, 1.0) * dt
+            joules = None
+            if split and sm is not None:
+                joules = st.process_energy[key] = st.process_energy.get(key, 0.0) + sm * scale
             out.append(
                 GpuProcessSample(
                     pid=p.pid,
                     comm=self._comm(nvml, p.pid),
                     used_memory_bytes=p.used_memory_bytes,
                     sm_ratio=sm,
-                    memory_ratio=mem,
-                    encoder_ratio=enc,
-                    decoder_ratio=dec,
+                    memory_ratio=shares[1] if shares else None,
+                    encoder_ratio=shares[2] if shares else None,
+                    decoder_ratio=shares[3] if shares else None,
                     sm_seconds_total=st.sm_seconds.get(key, 0.0),
                     gpu_instance=p.gpu_instance,
                     compute_instance=p.compute_instance,
+                    energy_joules_total=joules,
+                    mps_client=p.mps_client,
                 )
             )
-        for key in [k for k in st.sm_seconds if k not in seen]:
-            del st.sm_seconds[key]
-        return tuple(out)
+        for state in (st.sm_seconds, st.process_energy):
+            for key in [k for k in state if k not in rows]:
+                del state[key]
+        if not split:
+            return tuple(out), None
+        st.idle_energy += delta * (1.0 - min(1.0, busy))
+        return tuple(out), st.idle_energy
 
     def _comm(self, nvml: NvmlBinding, pid: int) -> str:
         name = self._names.get(pid)
@@ -589,6 +634,9 @@ _DEVICE_SERIES: tuple[tuple[str, str, str, bool], ...] = (
     ("energy_joules_total", "nodeml_gpu_energy_joules_total",
      "Energy used since the driver loaded, from nvmlDeviceGetTotalEnergyConsumption "
      "(integrated from power on GPUs without the counter).", True),
+    ("idle_energy_joules_total", "nodeml_gpu_idle_energy_joules_total",
+     "The part of the GPU's energy since the agent started that no process's SM share "
+     "accounts for (see nodeml_process_gpu_energy_joules_total).", True),
     ("temperature_celsius", "nodeml_gpu_temperature_celsius",
      "GPU core temperature, from nvmlDeviceGetTemperature.", False),
     ("memory_temperature_celsius", "nodeml_gpu_memory_temperature_celsius",
@@ -653,6 +701,9 @@ _PROCESS_SERIES: tuple[tuple[str, str, str, bool], ...] = (
     ("sm_seconds_total", "nodeml_process_gpu_sm_seconds_total",
      "SM-busy seconds of a process on a GPU since the agent first saw it (SM share "
      "integrated over ticks).", True),
+    ("energy_joules_total", "nodeml_process_gpu_energy_joules_total",
+     "A process's part of the GPU's energy since the agent first saw it: each interval's "
+     "energy split by SM share (no per-process power exists in NVML).", True),
 )  # fmt: skip
 
 
@@ -848,6 +899,15 @@ def _process_families(data: NvmlData, snapshot: Snapshot) -> list[Metric]:
             for key, value in snapshot.workload_labels(p.pid).items():
                 labels.setdefault(key, value)
             rows.append((labels, p))
+    mps = GaugeMetricFamily(
+        "nodeml_process_gpu_mps_client_info",
+        "1 for a process that is an MPS client on this GPU, "
+        "from nvmlDeviceGetMPSComputeRunningProcesses.",
+    )
+    for labels, p in rows:
+        if p.mps_client:
+            add_sample(mps, labels, 1.0)
+    out.append(mps)
     for attr, name, help_text, counter in _PROCESS_SERIES:
         fam = _family(name, help_text, [], counter)
         for labels, p in rows:

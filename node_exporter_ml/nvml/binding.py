@@ -103,6 +103,7 @@ class ProcessInfo:
     used_memory_bytes: int | None
     gpu_instance: int | None = None
     compute_instance: int | None = None
+    mps_client: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,19 @@ def _pynvml_event_wait_v1(event_set: Any, timeout_ms: int) -> Any:
     data = pynvml.c_nvmlEventData_t()
     pynvml._nvmlCheckReturn(fn(event_set, ctypes.byref(data), ctypes.c_uint(timeout_ms)))
     return data
+
+
+def _process_info(p: Any, *, mps: bool) -> ProcessInfo:
+    gi = getattr(p, "gpuInstanceId", NOT_AVAILABLE_U32)
+    ci = getattr(p, "computeInstanceId", NOT_AVAILABLE_U32)
+    used = p.usedGpuMemory
+    return ProcessInfo(
+        pid=int(p.pid),
+        used_memory_bytes=None if used is None else int(used),
+        gpu_instance=None if gi in (None, NOT_AVAILABLE_U32) else int(gi),
+        compute_instance=None if ci in (None, NOT_AVAILABLE_U32) else int(ci),
+        mps_client=mps,
+    )
 
 
 def _text(value: object) -> str:
@@ -477,22 +491,19 @@ class NvmlBinding:
             ),
             h,
         )
-        if procs is None:
-            return None
-        out = []
-        for p in procs:
-            gi = getattr(p, "gpuInstanceId", NOT_AVAILABLE_U32)
-            ci = getattr(p, "computeInstanceId", NOT_AVAILABLE_U32)
-            used = p.usedGpuMemory
-            out.append(
-                ProcessInfo(
-                    pid=int(p.pid),
-                    used_memory_bytes=None if used is None else int(used),
-                    gpu_instance=None if gi in (None, NOT_AVAILABLE_U32) else int(gi),
-                    compute_instance=None if ci in (None, NOT_AVAILABLE_U32) else int(ci),
-                )
-            )
-        return out
+        return None if procs is None else [_process_info(p, mps=False) for p in procs]
+
+    def mps_processes(self, h: Handle) -> list[ProcessInfo] | None:
+        """MPS client processes on `h` (empty without an MPS server)."""
+        procs = self._versioned(
+            (
+                "nvmlDeviceGetMPSComputeRunningProcesses_v3",
+                "nvmlDeviceGetMPSComputeRunningProcesses_v2",
+                "nvmlDeviceGetMPSComputeRunningProcesses",
+            ),
+            h,
+        )
+        return None if procs is None else [_process_info(p, mps=True) for p in procs]
 
     def process_utilization(self, h: Handle, since_us: int) -> list[ProcessUtilization] | None:
         """Per-process utilisation samples newer than `since_us`; [] when there are none.

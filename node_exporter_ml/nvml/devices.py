@@ -209,19 +209,36 @@ def read_mig_devices(nvml: NvmlBinding, h: Handle) -> list[MigDevice]:
     return out
 
 
+def merge_processes(compute: list[ProcessInfo], mps: list[ProcessInfo]) -> list[ProcessInfo]:
+    """Compute processes and MPS clients, each (pid, GPU instance, compute instance) once.
+
+    An MPS client can show up in both lists; its own (MPS) entry is kept, so its memory is
+    counted once, not once per list.
+    """
+    merged: dict[tuple[int, int | None, int | None], ProcessInfo] = {}
+    for p in (*compute, *mps):
+        merged[(p.pid, p.gpu_instance, p.compute_instance)] = p
+    return list(merged.values())
+
+
+def _device_processes(nvml: NvmlBinding, h: Handle) -> list[ProcessInfo]:
+    return merge_processes(nvml.compute_processes(h) or [], nvml.mps_processes(h) or [])
+
+
 def read_processes(nvml: NvmlBinding, h: Handle, migs: list[MigDevice]) -> list[ProcessInfo]:
-    """Compute processes of a GPU; under MIG, per MIG device (each labelled with its GI/CI)."""
+    """Compute processes and MPS clients of a GPU; under MIG, per MIG device (with GI/CI)."""
     if not migs:
-        return nvml.compute_processes(h) or []
+        return _device_processes(nvml, h)
     out: list[ProcessInfo] = []
     for mig in migs:
-        for p in nvml.compute_processes(mig.handle) or ():
+        for p in _device_processes(nvml, mig.handle):
             out.append(
                 ProcessInfo(
                     p.pid,
                     p.used_memory_bytes,
                     mig.gpu_instance if p.gpu_instance is None else p.gpu_instance,
                     mig.compute_instance if p.compute_instance is None else p.compute_instance,
+                    p.mps_client,
                 )
             )
     return out

@@ -463,13 +463,13 @@ class Replay:
 
     # --- processes ------------------------------------------------------------------------
 
-    def _processes(self, name: str, h: Any) -> list[SimpleNamespace]:
+    def _processes(self, name: str, h: Any, key: str = "processes") -> list[SimpleNamespace]:
         if isinstance(h, _MigDevice):
-            procs = self._mig_reading(name, h, "processes")
+            procs = self._mig_reading(name, h, key)
             mig = self.devices[h.index]["mig_devices"][h.slot]
             gi, ci = mig.get("gpu_instance"), mig.get("compute_instance")
         else:
-            procs = self._reading(name, h, "processes")
+            procs = self._reading(name, h, key)
             gi = ci = None
         return [
             SimpleNamespace(
@@ -496,6 +496,18 @@ class Replay:
     def nvmlDeviceGetComputeRunningProcesses(self, h: Any) -> list[SimpleNamespace]:  # noqa: N802
         """Compute processes (unversioned)."""
         return self._processes("nvmlDeviceGetComputeRunningProcesses", h)
+
+    def nvmlDeviceGetMPSComputeRunningProcesses_v3(self, h: Any) -> list[SimpleNamespace]:  # noqa: N802
+        """MPS client processes (v3), from `mps_processes`."""
+        return self._processes("nvmlDeviceGetMPSComputeRunningProcesses_v3", h, "mps_processes")
+
+    def nvmlDeviceGetMPSComputeRunningProcesses_v2(self, h: Any) -> list[SimpleNamespace]:  # noqa: N802
+        """MPS client processes (v2)."""
+        return self._processes("nvmlDeviceGetMPSComputeRunningProcesses_v2", h, "mps_processes")
+
+    def nvmlDeviceGetMPSComputeRunningProcesses(self, h: Any) -> list[SimpleNamespace]:  # noqa: N802
+        """MPS client processes (unversioned)."""
+        return self._processes("nvmlDeviceGetMPSComputeRunningProcesses", h, "mps_processes")
 
     def nvmlDeviceGetProcessUtilization(self, h: Any, since_us: int) -> list[SimpleNamespace]:  # noqa: N802
         """The newest sample per pid with a timestamp after `since_us`, as NVML answers.

@@ -1,0 +1,339 @@
+"""Data drift of each model's recent observations against its reference, from the drift API.
+
+Model servers push feature rows, predictions and late labels to the drift API
+(``/api/v1/models/{model}/...``); every ``--drift.interval`` the drift service evaluates each
+model's window in a worker thread and keeps the latest result in SQLite under
+``--state.dir``. This collector's update only reads those in-memory results:
+
+    nodeml_drift_score{model="fraud",feature="amount",test="wasserstein"} 0.031
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
+from node_exporter_ml.drift.service import DriftService, Limits, ModelResult
+from node_exporter_ml.drift.store import RETAIN_FACTOR, Window
+from node_exporter_ml.exposition import add_sample
+from node_exporter_ml.registry import register_collector
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from node_exporter_ml.config import Config
+    from node_exporter_ml.snapshot import Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class DriftData:
+    """The latest result of every model, at the tick."""
+
+    results: tuple[ModelResult, ...]
+
+
+def service_from_config(config: Config) -> DriftService:
+    """A DriftService configured from the agent's flags and config file."""
+    f = config.file
+    return DriftService(
+        config.state_dir,
+        interval=config.drift_interval,
+        # A time window holds at most what is retained: RETAIN_FACTOR x window_rows rows.
+        window=Window(
+            rows=f.drift_window_rows,
+            seconds=f.drift_window_seconds,
+            max_rows=f.drift_window_rows * RETAIN_FACTOR,
+        ),
+        limits=Limits(
+            max_body_bytes=f.drift_max_body_bytes,
+            max_rows=f.drift_max_rows,
+            max_columns=f.drift_max_columns,
+        ),
+        token_file=config.drift_token_file,
+    )
+
+
+@register_collector("drift", default_enabled=True)
+class DriftCollector(AsyncCollector):
+    """Data drift, data quality and prediction quality per model, from the drift API.
+
+    Reads the drift service's latest in-memory results (no I/O); the API and the evaluation
+    loop run from start() to stop().
+    """
+
+    def __init__(self, ctx: CollectContext) -> None:
+        super().__init__(ctx)
+        self.service = service_from_config(ctx.config)
+        self._reload_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Open the store under --state.dir and start the evaluation loop."""
+        await self.service.start()
+
+    async def stop(self) -> None:
+        """Stop the evaluation loop and close the store."""
+        await self.service.stop()
+
+    def reload(self, ctx: CollectContext) -> None:
+        """Take new window settings, limits and token file; the store stays as started."""
+        super().reload(ctx)
+        fresh = service_from_config(ctx.config)
+        self.service.window = fresh.window
+        self.service.limits = fresh.limits
+        self.service.interval = fresh.interval
+        self.service.token_file = fresh.token_file
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on the loop: the token is read again at the next start()
+        self._reload_task = loop.create_task(self.service.reload_token())
+
+    async def update(self, previous: Snapshot | None) -> DriftData:
+        """The latest results; evaluation itself runs in the service's own thread."""
+        await asyncio.sleep(0)
+        latest = self.service.latest()
+        return DriftData(tuple(latest[m] for m in sorted(latest)))
+
+    def routes(self) -> list[web.RouteDef]:
+        """The drift API and page routes."""
+        from node_exporter_ml.drift.api import routes
+
+        return routes(self.service)
+
+    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+        """Drift, quality, prediction and label series of every model."""
+        if not isinstance(data, DriftData):
+            return []
+        return drift_families(data.results)
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+def drift_families(results: Iterable[ModelResult]) -> list[Metric]:
+    """Metric families of the drift results (pure)."""
+    src = "from the drift service's latest evaluation of the model's window"
+    score = _gauge(
+        "nodeml_drift_score",
+        f"Drift test score of a feature (p-value or distance, per `test`), {src}.",
+        ["model", "feature", "test"],
+    )
+    threshold = _gauge(
+        "nodeml_drift_threshold",
+        "Threshold the drift score is compared with (p-values drift below, distances above).",
+        ["model", "feature", "test"],
+    )
+    detected = _gauge(
+        "nodeml_drift_detected", f"1 when the feature drifted, else 0, {src}.", ["model", "feature"]
+    )
+    share = _gauge(
+        "nodeml_dataset_drift_share", f"Share of evaluated features that drifted, {src}.", ["model"]
+    )
+    dataset = _gauge(
+        "nodeml_dataset_drift_detected",
+        "1 when the drifted share reached the model's drift_share (default 0.5), else 0.",
+        ["model"],
+    )
+    rows = _gauge(
+        "nodeml_drift_window_observations",
+        "Observations in the model's current window.",
+        ["model"],
+    )
+    evaluated = _gauge(
+        "nodeml_drift_evaluation_timestamp_seconds",
+        "Unix time of the model's latest drift evaluation.",
+        ["model"],
+    )
+    took = _gauge(
+        "nodeml_drift_evaluation_duration_seconds",
+        "Seconds the model's latest drift evaluation took.",
+        ["model"],
+    )
+    ok = _gauge(
+        "nodeml_drift_evaluation_success",
+        "1 when the model's window could be evaluated for drift, else 0 (empty window, "
+        "no comparable column).",
+        ["model"],
+    )
+    missing = _gauge(
+        "nodeml_drift_missing_ratio",
+        "Share of missing values of a feature in the window.",
+        ["model", "feature"],
+    )
+    out_of_range = _gauge(
+        "nodeml_drift_out_of_range_ratio",
+        "Share of a numerical feature's window values outside the reference's range "
+        "(or the range declared with the reference).",
+        ["model", "feature"],
+    )
+    unseen = _gauge(
+        "nodeml_drift_unseen_categories_ratio",
+        "Share of a categorical feature's window values that never occur in the reference.",
+        ["model", "feature"],
+    )
+    schema = _gauge(
+        "nodeml_drift_schema_change",
+        "1 for each feature missing from the window, extra in it, or of another value type "
+        "than in the reference (`change` is missing, extra or retyped).",
+        ["model", "feature", "change"],
+    )
+    pred_score = _gauge(
+        "nodeml_drift_prediction_score",
+        "Drift test score of the predictions against the reference's prediction column.",
+        ["model", "test"],
+    )
+    pred_detected = _gauge(
+        "nodeml_drift_prediction_detected",
+        "1 when the predictions drifted from the reference's, else 0.",
+        ["model"],
+    )
+    conf_mean = _gauge(
+        "nodeml_drift_prediction_confidence_mean",
+        "Mean confidence of the window's predictions.",
+        ["model"],
+    )
+    conf_le = _gauge(
+        "nodeml_drift_prediction_confidence_observations",
+        "Window predictions with confidence <= le (cumulative, like histogram buckets).",
+        ["model", "le"],
+    )
+    labeled = _gauge(
+        "nodeml_drift_labeled_observations",
+        "Labels in the window joined with a prediction (the base of the accuracy figures).",
+        ["model"],
+    )
+    accuracy = _gauge(
+        "nodeml_drift_accuracy_ratio",
+        "Share of labelled predictions that were correct, from late labels joined by id.",
+        ["model"],
+    )
+    precision = _gauge(
+        "nodeml_drift_precision_ratio",
+        "Precision of one predicted class, from late labels (the most frequent classes only).",
+        ["model", "class"],
+    )
+    recall = _gauge(
+        "nodeml_drift_recall_ratio",
+        "Recall of one actual class, from late labels (the most frequent classes only).",
+        ["model", "class"],
+    )
+    confusion = _gauge(
+        "nodeml_drift_confusion_observations",
+        "Labelled predictions by actual and predicted class; rarer classes pooled as other.",
+        ["model", "actual", "predicted"],
+    )
+    for result in results:
+        model = result.model
+        report = result.report
+        m = {"model": model}
+        add_sample(evaluated, m, result.evaluated_at)
+        add_sample(took, m, result.duration_seconds)
+        add_sample(ok, m, 0.0 if result.error else 1.0)
+        window = report.get("window") or {}
+        if _num(window.get("rows")) is not None:
+            add_sample(rows, m, float(window["rows"]))
+        for feature, col in sorted((report.get("columns") or {}).items()):
+            labels = {**m, "feature": feature, "test": str(col.get("stattest"))}
+            value = _num(col.get("score"))
+            if value is not None:
+                add_sample(score, labels, value)
+            limit = _num(col.get("threshold"))
+            if limit is not None:
+                add_sample(threshold, labels, limit)
+            add_sample(
+                detected, {**m, "feature": feature}, 1.0 if col.get("drift_detected") else 0.0
+            )
+        ds = report.get("dataset")
+        if isinstance(ds, Mapping):
+            value = _num(ds.get("share_of_drifted_columns"))
+            if value is not None:
+                add_sample(share, m, value)
+            add_sample(dataset, m, 1.0 if ds.get("dataset_drift") else 0.0)
+        _quality(report.get("data_quality"), m, missing, out_of_range, unseen, schema)
+        pred = report.get("prediction") or {}
+        drift = pred.get("drift")
+        if isinstance(drift, Mapping):
+            value = _num(drift.get("score"))
+            if value is not None:
+                add_sample(pred_score, {**m, "test": str(drift.get("stattest"))}, value)
+            add_sample(pred_detected, m, 1.0 if drift.get("drift_detected") else 0.0)
+        conf = pred.get("confidence") or {}
+        if conf.get("count"):
+            value = _num(conf.get("mean"))
+            if value is not None:
+                add_sample(conf_mean, m, value)
+            running = 0
+            for edge, count in zip(conf["edges"][1:], conf["counts"], strict=True):
+                running += count
+                add_sample(conf_le, {**m, "le": f"{edge:g}"}, running)
+            add_sample(conf_le, {**m, "le": "+Inf"}, running)
+        lab = report.get("labels") or {}
+        if lab.get("count"):
+            add_sample(labeled, m, lab["count"])
+            value = _num(lab.get("accuracy"))
+            if value is not None:
+                add_sample(accuracy, m, value)
+            for cls, fig in sorted((lab.get("classes") or {}).items()):
+                for family, key in ((precision, "precision"), (recall, "recall")):
+                    value = _num(fig.get(key))
+                    if value is not None:
+                        add_sample(family, {**m, "class": cls}, value)
+            for cell in lab.get("confusion") or []:
+                add_sample(
+                    confusion,
+                    {**m, "actual": str(cell["actual"]), "predicted": str(cell["predicted"])},
+                    cell["count"],
+                )
+    families = [
+        score, threshold, detected, share, dataset, rows, evaluated, took, ok, missing,
+        out_of_range, unseen, schema, pred_score, pred_detected, conf_mean, conf_le, labeled,
+        accuracy, precision, recall, confusion,
+    ]  # fmt: skip
+    return [f for f in families if f.samples]  # no HELP/TYPE lines for series nobody has
+
+
+def _quality(
+    quality: Any,
+    m: Mapping[str, str],
+    missing: GaugeMetricFamily,
+    out_of_range: GaugeMetricFamily,
+    unseen: GaugeMetricFamily,
+    schema: GaugeMetricFamily,
+) -> None:
+    if not isinstance(quality, Mapping):
+        return
+    for feature, q in sorted((quality.get("columns") or {}).items()):
+        if not isinstance(q, Mapping):
+            continue
+        labels = {**m, "feature": feature}
+        for family, key in (
+            (missing, "missing_share"),
+            (out_of_range, "out_of_range_share"),
+            (unseen, "unseen_categories_share"),
+        ):
+            value = _num(q.get(key))
+            if value is not None:
+                add_sample(family, labels, value)
+    changes = quality.get("schema") or {}
+    for change, key in (
+        ("missing", "missing_columns"),
+        ("extra", "extra_columns"),
+        ("retyped", "retyped_columns"),
+    ):
+        for feature in sorted(changes.get(key) or ()):
+            add_sample(schema, {**m, "feature": str(feature), "change": change}, 1.0)

@@ -1,0 +1,600 @@
+"""The serving collector: scrape model servers, window their latency, publish it with its causes.
+
+Targets come from the config file (`serving.targets`), from pods' `nodeml.io/scrape`
+annotations (the kube collector's targets in the previous snapshot) and, with
+--serving.discover, from inference processes listening on a framework's default port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
+from node_exporter_ml.config import ServingTarget
+from node_exporter_ml.exposition import add_sample
+from node_exporter_ml.logonce import OnceLogger
+from node_exporter_ml.registry import register_collector
+from node_exporter_ml.serving import sockets
+from node_exporter_ml.serving.causes import CAUSES
+from node_exporter_ml.serving.data import (
+    ModelStats,
+    ServingCauses,
+    ServingData,
+    TargetStatus,
+)
+from node_exporter_ml.serving.enrich import DERIVED_KEY, LatencyCauses
+from node_exporter_ml.serving.join import owner_gpus, owner_pids
+from node_exporter_ml.serving.profiles import GENERIC, ModelKey, Reading
+from node_exporter_ml.serving.scrape import ScrapeOutcome, Scraper
+from node_exporter_ml.serving.window import ModelWindow
+from node_exporter_ml.snapshot import NvmlData, ProcessData, Snapshot
+
+log = logging.getLogger(__name__)
+
+OWNER_RETRY_SECONDS = 60.0
+DISCOVER_INTERVAL_SECONDS = 60.0
+# (port, path) where each framework serves its metrics by default (fixtures/serving/README).
+DEFAULT_ENDPOINTS: tuple[tuple[int, str], ...] = (
+    (8000, "/metrics"),  # vLLM
+    (30000, "/metrics"),  # SGLang
+    (8002, "/metrics"),  # Triton
+    (8082, "/metrics"),  # TorchServe, MLServer
+    (3000, "/metrics"),  # BentoML, TGI
+    (9000, "/metrics"),  # TGI --prometheus-port
+    (8080, "/metrics"),  # KServe, Ray under KubeRay
+    (8501, "/monitoring/prometheus/metrics"),  # TF Serving
+)
+
+__all__ = ["LatencyCauses", "ServingCollector", "kube_targets"]
+
+
+@dataclass(slots=True)
+class _TargetState:
+    windows: dict[ModelKey, ModelWindow] = field(default_factory=dict)
+    start_time: float | None = None
+    last_t: float | None = None
+    info_model: str | None = None
+    info_tried: bool = False
+    socket_pid: int | None = None
+    owner_checked: float | None = None
+
+
+def _attr(obj: object, name: str) -> Any:
+    return getattr(obj, name, None)
+
+
+def kube_targets(previous: Snapshot | None) -> tuple[ServingTarget, ...]:
+    """Annotation-declared targets from the kube collector's data in `previous`.
+
+    Read by duck typing: `previous.results["kube"].data.targets`, each item a
+    ServingTarget or an object with `url` and optional `name`, `pod` ("namespace/name",
+    or `namespace` + `pod`/`pod_name`), `container_id`, `pid`. Items without a URL are
+    skipped. The lead may replace this with a typed read once kube's type exists.
+    """
+    if previous is None:
+        return ()
+    result = previous.results.get("kube")
+    if result is None or not result.success:
+        return ()
+    items = _attr(result.data, "targets") or ()
+    out: list[ServingTarget] = []
+    for item in items:
+        if isinstance(item, ServingTarget):
+            out.append(item)
+            continue
+        url = _attr(item, "url")
+        if not isinstance(url, str) or not _valid_url(url):
+            continue
+        pod = _attr(item, "pod") or _attr(item, "pod_name")
+        namespace = _attr(item, "namespace")
+        if isinstance(pod, str) and "/" not in pod and isinstance(namespace, str):
+            pod = f"{namespace}/{pod}"
+        pid = _attr(item, "pid")
+        cid = _attr(item, "container_id")
+        name = _attr(item, "name")
+        out.append(
+            ServingTarget(
+                url=url,
+                name=name if isinstance(name, str) and name else None,
+                pid=pid if isinstance(pid, int) else None,
+                container_id=cid if isinstance(cid, str) and cid else None,
+                pod=pod if isinstance(pod, str) and pod and pid is None and not cid else None,
+            )
+        )
+    return tuple(out)
+
+
+def _valid_url(url: str) -> bool:
+    """An http(s) URL with a host and a numeric port, if any (an annotation may hold junk)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _info_url(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/info", "", ""))
+
+
+def _inference_pids(previous: Snapshot | None) -> list[int]:
+    if previous is None:
+        return []
+    pids: set[int] = set()
+    procs = previous.data("process", ProcessData)
+    if procs is not None:
+        pids.update(procs.processes)
+    nvml = previous.data("nvml", NvmlData)
+    if nvml is not None:
+        pids.update(p.pid for g in nvml.devices for p in g.processes)
+    return sorted(pids)
+
+
+@register_collector("serving", default_enabled=True)
+class ServingCollector(AsyncCollector):
+    """Model-server latency: scrapes each target's /metrics (vLLM, Triton, TGI, ... see docs).
+
+    Windowed quantiles, mean, request rate and error ratio per model over --serving.window,
+    from the deltas of the servers' own histograms and counters; with the LatencyCauses
+    enricher, regression ratio and cause scores.
+
+        nodeml_serving_request_latency_seconds{target="vllm",model="llama",quantile="0.9"} 0.82
+    """
+
+    def __init__(self, ctx: CollectContext, *, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(ctx)
+        self.clock = clock
+        file = ctx.config.file
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="nodeml-serving"
+        )
+        # /proc scans (socket owners, discovery) get their own thread: parsing never waits.
+        self._proc_executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="nodeml-serving-proc"
+        )
+        self._owner_job: asyncio.Future[dict[str, int | None]] | None = None
+        self.scraper = Scraper(
+            timeout=file.serving_timeout,
+            max_bytes=file.serving_max_body_bytes,
+            concurrency=file.serving_concurrency,
+            executor=self._executor,
+        )
+        self._states: dict[str, _TargetState] = {}
+        self._errors: dict[tuple[str, str], int] = {}
+        self._discovered: dict[str, ServingTarget] = {}
+        self._discovered_at: float | None = None
+        self._discover_task: asyncio.Task[None] | None = None
+        self._once = OnceLogger(log)
+
+    def reload(self, ctx: CollectContext) -> None:
+        """Take the reloaded targets and scrape limits."""
+        super().reload(ctx)
+        file = ctx.config.file
+        self.scraper.configure(
+            timeout=file.serving_timeout,
+            max_bytes=file.serving_max_body_bytes,
+            concurrency=file.serving_concurrency,
+        )
+
+    async def stop(self) -> None:
+        """Close the HTTP session and the worker thread."""
+        if self._discover_task is not None:
+            self._discover_task.cancel()
+            await asyncio.gather(self._discover_task, return_exceptions=True)
+        await self.scraper.close()
+        if self._owner_job is not None:
+            self._owner_job.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._proc_executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- targets ----------------------------------------------------------------------------
+
+    def targets(self, previous: Snapshot | None) -> list[tuple[ServingTarget, str]]:
+        """Every target to scrape this tick with its source (config, kube, discover)."""
+        out: dict[str, tuple[ServingTarget, str]] = {}
+        for t in self.ctx.config.file.serving_targets:
+            out.setdefault(t.label, (t, "config"))
+        for t in kube_targets(previous):
+            out.setdefault(t.label, (t, "kube"))
+        if self.ctx.config.serving_discover:
+            for t in self._discovered.values():
+                out.setdefault(t.label, (t, "discover"))
+        return list(out.values())
+
+    def _start_discovery(self, previous: Snapshot | None, now: float) -> None:
+        """Probe for new model servers in the background, at most once a minute."""
+        task = self._discover_task
+        if task is not None:
+            if not task.done():
+                return
+            self._discover_task = None
+            if not task.cancelled() and task.exception() is not None:
+                self._once.log(
+                    logging.WARNING, "discover", "serving discovery failed: %s", task.exception()
+                )
+        last = self._discovered_at
+        if last is not None and now - last < DISCOVER_INTERVAL_SECONDS:
+            return
+        self._discovered_at = now
+        self._discover_task = asyncio.create_task(
+            self._discover(previous), name="nodeml-serving-discover"
+        )
+
+    async def _discover(self, previous: Snapshot | None) -> None:
+        pids = _inference_pids(previous)
+        if not pids:
+            self._discovered = {}
+            return
+        procfs = self.ctx.config.procfs
+        loop = asyncio.get_running_loop()
+        ports = {p for p, _ in DEFAULT_ENDPOINTS}
+
+        def listening() -> list[tuple[int, int, str]]:
+            return [
+                (pid, port, host)
+                for pid in pids
+                for port, host in sockets.read_listen_urls(procfs, pid, ports)
+            ]
+
+        found = await loop.run_in_executor(self._proc_executor, listening)
+        candidates: list[tuple[int, str]] = []
+        for pid, port, host in found:
+            shown = f"[{host}]" if ":" in host else host
+            for p, path in DEFAULT_ENDPOINTS:
+                if p == port:
+                    candidates.append((pid, f"http://{shown}:{port}{path}"))
+        outcomes = await asyncio.gather(*(self.scraper.scrape(url) for _, url in candidates))
+        discovered: dict[str, ServingTarget] = {}
+        for (pid, url), outcome in zip(candidates, outcomes, strict=True):
+            reading = outcome.reading
+            if reading is None or (reading.framework == GENERIC.name and not reading.models):
+                continue
+            target = ServingTarget(url=url)
+            if target.label not in discovered:
+                discovered[target.label] = target
+                self._state(target.label).socket_pid = pid
+        self._discovered = discovered
+
+    def _state(self, name: str) -> _TargetState:
+        state = self._states.get(name)
+        if state is None:
+            state = self._states[name] = _TargetState()
+        return state
+
+    def _apply_owners(self) -> None:
+        job = self._owner_job
+        if job is None or not job.done():
+            return
+        self._owner_job = None
+        if job.cancelled():
+            return
+        err = job.exception()
+        if err is not None:
+            self._once.log(logging.WARNING, "owners", "finding socket owners failed: %s", err)
+            return
+        for name, pid in job.result().items():
+            state = self._states.get(name)
+            if state is not None:
+                state.socket_pid = pid
+
+    def _resolve_owners(
+        self, targets: Iterable[ServingTarget], previous: Snapshot | None, now: float
+    ) -> None:
+        """Find the socket owners of targets without an explicit owner, in the background.
+
+        Scanning /proc may take a while on a busy node: it runs in its own thread and its
+        result is taken at a later tick, never delaying the scrapes.
+        """
+        self._apply_owners()
+        if self._owner_job is not None:
+            return
+        todo: list[tuple[str, str, int, int | None]] = []
+        for t in targets:
+            if t.pid is not None or t.container_id or t.pod:
+                continue
+            state = self._state(t.label)
+            if state.owner_checked is None or now - state.owner_checked >= OWNER_RETRY_SECONDS:
+                state.owner_checked = now  # a found owner is re-checked every minute too
+                parts = urlsplit(t.url)
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                todo.append((t.label, parts.hostname or "", port, state.socket_pid))
+        if not todo:
+            return
+        procfs = self.ctx.config.procfs
+        preferred = [pid for *_, pid in todo if pid is not None] + _inference_pids(previous)
+
+        def resolve() -> dict[str, int | None]:
+            seen = set(preferred)
+            order = itertools.chain(
+                preferred, (p for p in sockets.all_pids(procfs) if p not in seen)
+            )
+            pids = sockets.find_listening_pids(procfs, [(h, p) for _, h, p, _ in todo], order)
+            return {name: pid for (name, *_), pid in zip(todo, pids, strict=True)}
+
+        loop = asyncio.get_running_loop()
+        self._owner_job = loop.run_in_executor(self._proc_executor, resolve)
+
+    # --- one tick -------------------------------------------------------------------------
+
+    async def update(self, previous: Snapshot | None) -> ServingData:
+        """Scrape every target once and return their windows."""
+        now = self.clock()
+        if self.ctx.config.serving_discover:
+            self._start_discovery(previous, now)
+        started = time.monotonic()
+        targets = self.targets(previous)
+        self._resolve_owners((t for t, _ in targets), previous, now)
+        # Finish inside the sampler's limit for this collector, however many targets hang.
+        budget = max(0.05, self.ctx.config.timeout * 0.9 - (time.monotonic() - started))
+        outcomes = await self._scrape_all(targets, budget)
+        now = self.clock()
+        statuses = []
+        for (target, source), outcome in zip(targets, outcomes, strict=True):
+            statuses.append(self._status(target, source, outcome, now))
+        names = {t.label for t, _ in targets}
+        for name in [n for n in self._states if n not in names]:
+            del self._states[name]
+        for key in [k for k in self._errors if k[0] not in names]:
+            del self._errors[key]
+        self.scraper.forget({t.url for t, _ in targets})
+        return ServingData(
+            targets=tuple(statuses),
+            errors_total=dict(self._errors),
+            window_seconds=self.ctx.config.serving_window,
+        )
+
+    async def _scrape_all(
+        self, targets: list[tuple[ServingTarget, str]], budget: float
+    ) -> list[ScrapeOutcome]:
+        tasks = [asyncio.ensure_future(self._scrape_one(t)) for t, _ in targets]
+        if not tasks:
+            return []
+        try:
+            _, pending = await asyncio.wait(tasks, timeout=budget)
+        finally:
+            # Also when the sampler cancels this update: no scrape outlives it.
+            unfinished = [t for t in tasks if not t.done()]
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                await asyncio.gather(*unfinished, return_exceptions=True)
+        return [
+            ScrapeOutcome(None, "timeout", budget, "collector time limit")
+            if task in pending or task.cancelled()
+            else task.result()
+            for task in tasks
+        ]
+
+    async def _scrape_one(self, target: ServingTarget) -> ScrapeOutcome:
+        state = self._state(target.label)
+        outcome = await self.scraper.scrape(target.url, state.info_model)
+        reading = outcome.reading
+        if reading is not None and reading.info_url_path and not state.info_tried:
+            # TGI names no model in its metrics: ask its /info once.
+            state.info_tried = True
+            state.info_model = await self.scraper.info_model(_info_url(target.url))
+            if state.info_model:
+                models = {(state.info_model, v): m for (_, v), m in reading.models.items()}
+                outcome = replace(outcome, reading=replace(reading, models=models))
+        return outcome
+
+    def _status(
+        self, target: ServingTarget, source: str, outcome: ScrapeOutcome, now: float
+    ) -> TargetStatus:
+        state = self._state(target.label)
+        base = TargetStatus(
+            name=target.label,
+            url=target.url,
+            source=source,
+            up=False,
+            pid=target.pid,
+            container_id=target.container_id,
+            pod=target.pod,
+            socket_pid=state.socket_pid,
+            scrape_seconds=outcome.seconds,
+        )
+        reading = outcome.reading
+        if reading is None:
+            reason = outcome.reason or "refused"
+            self._errors[(target.label, reason)] = self._errors.get((target.label, reason), 0) + 1
+            self._once.log(
+                logging.WARNING,
+                f"down:{target.label}",
+                "serving target %s (%s) is down: %s",
+                target.label,
+                target.url,
+                outcome.detail or reason,
+            )
+            for w in state.windows.values():
+                w.expire(now)
+            return base
+        if self._once.forget(f"down:{target.label}"):
+            log.info("serving target %s is up again", target.label)
+        return replace(
+            base, up=True, framework=reading.framework, models=self._window(state, reading, now)
+        )
+
+    def _window(self, state: _TargetState, reading: Reading, now: float) -> tuple[ModelStats, ...]:
+        window = self.ctx.config.serving_window
+        restarted = (
+            reading.start_time is not None
+            and state.start_time is not None
+            and reading.start_time != state.start_time
+        )
+        state.start_time = reading.start_time
+        stale = state.last_t is not None and now - state.last_t > window
+        state.last_t = now
+        out = []
+        for key, model_reading in reading.models.items():
+            w = state.windows.get(key)
+            if w is None or w.window != window:
+                w = state.windows[key] = ModelWindow(window)
+            if stale:
+                w.last = None  # after an outage longer than the window, start afresh
+            w.observe(now, model_reading, restarted)
+            stats = w.stats()
+            if stats is not None:
+                out.append(ModelStats(key[0], key[1], stats))
+        for key in [k for k in state.windows if k not in reading.models]:
+            del state.windows[key]
+        return tuple(out)
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+        """The serving families, with the owner's workload labels on per-model series."""
+        if not isinstance(data, ServingData):
+            return []
+        return render_families(data, snapshot)
+
+
+def _model_labels(target: str, m: ModelStats, workload: Mapping[str, str]) -> dict[str, str]:
+    labels = {"target": target, "model": m.model}
+    if m.version is not None:
+        labels["version"] = m.version
+    labels.update(workload)
+    return labels
+
+
+def render_families(data: ServingData, snapshot: Snapshot) -> list[Metric]:
+    """Build the serving metric families from the collector data and the causes (pure)."""
+    window = f"{data.window_seconds:g}s"
+    up = GaugeMetricFamily(
+        "nodeml_serving_target_up",
+        "1 when the last scrape of the model server's metrics endpoint worked, else 0.",
+        labels=["target"],
+    )
+    errors = CounterMetricFamily(
+        "nodeml_serving_scrape_errors",
+        "Failed scrapes of the model server's metrics endpoint, by reason "
+        "(timeout, refused, http_<code>, too_large, parse).",
+        labels=["target", "reason"],
+    )
+    duration = GaugeMetricFamily(
+        "nodeml_serving_scrape_duration_seconds",
+        "Seconds the last scrape of the model server took.",
+        labels=["target"],
+    )
+    info = GaugeMetricFamily(
+        "nodeml_serving_target_info",
+        "A model-server target: its framework (identified from its metric names), owner pid "
+        "and where it came from (config, kube, discover).",
+        labels=[],
+    )
+    gpu_info = GaugeMetricFamily(
+        "nodeml_serving_target_gpu_info",
+        "A GPU the target's owner processes run on (from NVML's per-process lists): the "
+        "join key from a model server to its GPU series.",
+        labels=["target", "gpu", "uuid"],
+    )
+    quantile = GaugeMetricFamily(
+        "nodeml_serving_request_latency_seconds",
+        f"Request latency quantiles over the last {window}, interpolated from the server's own "
+        "histogram as histogram_quantile does.",
+        labels=[],
+    )
+    mean = GaugeMetricFamily(
+        "nodeml_serving_request_latency_mean_seconds",
+        f"Mean request latency over the last {window}, from the server's latency sum and count.",
+        labels=[],
+    )
+    rps = GaugeMetricFamily(
+        "nodeml_serving_requests_per_second",
+        f"Requests completed per second over the last {window}, from the server's counters.",
+        labels=[],
+    )
+    error_ratio = GaugeMetricFamily(
+        "nodeml_serving_request_error_ratio",
+        f"Share of requests that failed over the last {window}, where the server counts errors.",
+        labels=[],
+    )
+    in_flight = GaugeMetricFamily(
+        "nodeml_serving_requests_in_flight",
+        f"Running plus queued requests (the server's own gauges), mean over the last {window}.",
+        labels=[],
+    )
+    regression = GaugeMetricFamily(
+        "nodeml_serving_latency_regression_ratio",
+        "Window mean latency / baseline (median of window latencies over --serving.baseline, "
+        "current window excluded).",
+        labels=[],
+    )
+    baseline = GaugeMetricFamily(
+        "nodeml_serving_latency_baseline_seconds",
+        "Baseline mean latency the regression ratio compares against.",
+        labels=[],
+    )
+    cause = GaugeMetricFamily(
+        "nodeml_serving_latency_cause",
+        "0-1: how strongly each node signal moved with the latency regression "
+        "(noisy_neighbour, gpu_saturation, cpu_throttling, memory_pressure, "
+        "power_thermal_throttling, load).",
+        labels=[],
+    )
+    derived = snapshot.derived.get(DERIVED_KEY)
+    reports = derived.reports if isinstance(derived, ServingCauses) else {}
+    nvml = snapshot.data("nvml", NvmlData)
+    for name, reason in sorted(data.errors_total):
+        add_sample(errors, {"target": name, "reason": reason}, data.errors_total[(name, reason)])
+    for t in data.targets:
+        up.add_metric([t.name], 1.0 if t.up else 0.0)
+        duration.add_metric([t.name], t.scrape_seconds)
+        pids = owner_pids(t, snapshot)
+        workload = dict(snapshot.workload_labels(pids[0])) if pids else {}
+        info_labels = {
+            "target": t.name,
+            "framework": t.framework or "",
+            "pid": str(pids[0]) if pids else "",
+            "source": t.source,
+        }
+        info_labels.update(workload)
+        add_sample(info, info_labels, 1.0)
+        for g in owner_gpus(pids, nvml):
+            gpu_info.add_metric([t.name, str(g.index), g.uuid], 1.0)
+        for m in t.models:
+            labels = _model_labels(t.name, m, workload)
+            w = m.window
+            for q, v in w.quantiles:
+                add_sample(quantile, {**labels, "quantile": f"{q:g}"}, v)
+            if w.mean_seconds is not None:
+                add_sample(mean, labels, w.mean_seconds)
+            add_sample(rps, labels, w.requests_per_second)
+            if w.error_ratio is not None:
+                add_sample(error_ratio, labels, w.error_ratio)
+            if w.in_flight is not None:
+                add_sample(in_flight, labels, w.in_flight)
+            report = reports.get((t.name, m.model, m.version))
+            if report is None or report.regression_ratio is None:
+                continue
+            add_sample(regression, labels, report.regression_ratio)
+            if report.baseline_seconds is not None:
+                add_sample(baseline, labels, report.baseline_seconds)
+            for c in CAUSES:
+                add_sample(cause, {**labels, "cause": c}, report.scores.get(c, 0.0))
+    return [
+        up,
+        errors,
+        duration,
+        info,
+        gpu_info,
+        quantile,
+        mean,
+        rps,
+        error_ratio,
+        in_flight,
+        regression,
+        baseline,
+        cause,
+    ]

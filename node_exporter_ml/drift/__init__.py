@@ -1,0 +1,11 @@
+"""Data drift: Evidently's default drift report, computed with numpy and scipy.
+
+`evaluate(reference, current, **options)` returns the report the drift API serves. Importing
+this package imports neither numpy nor scipy: they load on the first evaluation.
+"""
+
+from node_exporter_ml.drift.errors import DataError, OptionsError
+from node_exporter_ml.drift.report import evaluate, parse_options
+from node_exporter_ml.drift.table import Column, Table, as_table
+
+__all__ = ["Column", "DataError", "OptionsError", "Table", "as_table", "evaluate", "parse_options"]

@@ -1,0 +1,357 @@
+"""The drift HTTP API (aiohttp routes): stateless evaluation, per-model state, report, page.
+
+Every error is JSON ``{"error": "..."}`` with a 4xx status naming what was wrong. Bodies are
+streamed against our own limit (``drift.max_body_bytes``), so the web app's
+``client_max_size`` does not apply. JSON decoding, table building and evaluation run in the
+service's worker threads; SQLite in its database thread; nothing heavy runs on the loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import logging
+import math
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from node_exporter_ml.drift.errors import DataError, OptionsError
+from node_exporter_ml.drift.openapi import openapi_document
+from node_exporter_ml.drift.service import (
+    MODEL_NAME,
+    ApiError,
+    CsvData,
+    UnknownModelError,
+)
+
+if TYPE_CHECKING:
+    from node_exporter_ml.drift.service import DriftService
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CHUNK = 1 << 16
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities replaced by None, so it is valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def error_response(status: int, message: str, **headers: str) -> web.Response:
+    """A JSON error body with `status`."""
+    return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(json_safe(value), separators=(",", ":"), allow_nan=False)
+
+
+def guarded(handler: Handler) -> Handler:
+    """Turn every failure of `handler` into a JSON error (a 500 only for our own bugs)."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as err:
+            return error_response(err.status, err.message, **err.headers)
+        except UnknownModelError as err:
+            return error_response(404, f"unknown model {err.model!r}: PUT its reference first")
+        except OptionsError as err:
+            return error_response(400, f"bad options: {err}")
+        except DataError as err:
+            return error_response(400, f"bad data: {err}")
+        except web.HTTPException as err:
+            if err.status < 400:
+                raise
+            return error_response(err.status, err.reason)
+        except (HttpProcessingError, ConnectionError) as err:
+            # A body cut short or badly framed by the client: its fault, not a bug of ours.
+            return error_response(400, f"incomplete or malformed request body: {err}")
+        except Exception:
+            log.exception("drift API %s %s failed", request.method, request.path)
+            return error_response(500, "internal error (logged by the agent)")
+
+    return wrapped
+
+
+# --- request helpers -----------------------------------------------------------------------
+
+
+def _model(request: web.Request) -> str:
+    name = request.match_info["model"]
+    if not MODEL_NAME.fullmatch(name):
+        raise ApiError(
+            400,
+            f"bad model name {name[:140]!r}: expected 1-128 characters of A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit",
+        )
+    return name
+
+
+def _authorize(service: DriftService, request: web.Request) -> None:
+    token = service.token
+    if token is None:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise ApiError(
+            401, "missing bearer token (Authorization: Bearer <token>)", WWW_Authenticate="Bearer"
+        )
+    if not hmac.compare_digest(given.strip().encode(), token):
+        raise ApiError(401, "invalid bearer token", WWW_Authenticate='Bearer error="invalid_token"')
+
+
+def _check_length(request: web.Request, limit: int) -> None:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ApiError(413, f"body of {length} bytes is over the limit of {limit} bytes")
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    _check_length(request, limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_part(part: BodyPartReader, budget: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await part.read_chunk(CHUNK)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > budget:
+            raise ApiError(413, f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if part.headers.get("Content-Transfer-Encoding", "").lower() == "base64":
+        raise ApiError(400, f"multipart part {part.name!r}: base64 transfer encoding unsupported")
+    return data
+
+
+async def _read_multipart(
+    request: web.Request, limit: int, allowed: tuple[str, ...]
+) -> dict[str, bytes]:
+    _check_length(request, limit)
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError, KeyError) as err:
+        raise ApiError(400, f"malformed multipart body: {err}") from None
+    parts: dict[str, bytes] = {}
+    used = 0
+    try:
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise ApiError(400, "malformed multipart body: nested multipart is not supported")
+            name = part.name
+            if name not in allowed:
+                raise ApiError(
+                    400, f"unexpected multipart field {name!r} (expected {', '.join(allowed)})"
+                )
+            if name in parts:
+                raise ApiError(400, f"multipart field {name!r} given twice")
+            data = await _read_part(part, limit - used, limit)
+            used += len(data)
+            parts[name] = data
+    except ApiError:
+        raise
+    except (ValueError, AssertionError, KeyError, UnicodeDecodeError) as err:
+        raise ApiError(400, f"malformed multipart body: {err}") from None
+    return parts
+
+
+def _media_type(request: web.Request) -> str:
+    if "Content-Type" not in request.headers:
+        return "application/json"
+    return request.content_type.lower()
+
+
+def _is_json(media: str) -> bool:
+    return media == "application/json" or media.endswith("+json")
+
+
+def _unsupported(media: str, expected: str) -> ApiError:
+    return ApiError(415, f"unsupported Content-Type {media!r} (expected {expected})")
+
+
+def _json_response(value: Any, status: int = 200) -> web.Response:
+    return web.Response(text=_dumps(value), status=status, content_type="application/json")
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+def routes(service: DriftService) -> list[web.RouteDef]:
+    """The drift API's routes, bound to `service`."""
+
+    async def evaluate(request: web.Request) -> web.StreamResponse:
+        _authorize(service, request)
+        limit = service.limits.max_body_bytes
+        media = _media_type(request)
+        async with service.admission:
+            if _is_json(media):
+                body = await _read_body(request, limit)
+                report = await service.in_worker(service.evaluate_json_body, body)
+            elif media == "multipart/form-data":
+                parts = await _read_multipart(request, limit, ("reference", "current", "options"))
+                for name in ("reference", "current"):
+                    if name not in parts:
+                        raise ApiError(400, f"multipart field {name!r} is missing (a CSV file)")
+                report = await service.in_worker(
+                    service.evaluate_csv,
+                    CsvData(parts["reference"]),
+                    CsvData(parts["current"]),
+                    parts.get("options"),
+                )
+            else:
+                raise _unsupported(media, "application/json or multipart/form-data")
+        return _json_response(report)
+
+    async def put_reference(request: web.Request) -> web.StreamResponse:
+        _authorize(service, request)
+        model = _model(request)
+        limit = service.limits.max_body_bytes
+        media = _media_type(request)
+        async with service.admission:
+            if _is_json(media):
+                body = await _read_body(request, limit)
+                prepared = await service.in_worker(service.prepare_reference_json, body)
+            elif media == "text/csv":
+                body = await _read_body(request, limit)
+                prepared = await service.in_worker(service.prepare_reference_csv, body, None)
+            elif media == "multipart/form-data":
+                parts = await _read_multipart(request, limit, ("reference", "options"))
+                if "reference" not in parts:
+                    raise ApiError(400, "multipart field 'reference' is missing (a CSV file)")
+                prepared = await service.in_worker(
+                    service.prepare_reference_csv, parts["reference"], parts.get("options")
+                )
+            else:
+                raise _unsupported(media, "application/json, text/csv or multipart/form-data")
+            version = await service.in_db(service.store_reference, model, prepared)
+        return _json_response(
+            {
+                "model": model,
+                "version": version,
+                "rows": prepared.n_rows,
+                "columns": prepared.n_columns,
+            },
+            status=201 if version == 1 else 200,
+        )
+
+    async def append(
+        request: web.Request,
+        parse: Callable[[bytes], Any],
+        store: Callable[[str, Any], Any],
+    ) -> tuple[str, Any]:
+        _authorize(service, request)
+        model = _model(request)
+        media = _media_type(request)
+        if not _is_json(media):
+            raise _unsupported(media, "application/json")
+        async with service.admission:
+            body = await _read_body(request, service.limits.max_body_bytes)
+            parsed = await service.in_worker(parse, body)
+            return model, await service.in_db(store, model, parsed)
+
+    async def post_observations(request: web.Request) -> web.StreamResponse:
+        model, count = await append(request, service.parse_observations, service.store_observations)
+        return _json_response({"model": model, "accepted": count})
+
+    async def post_labels(request: web.Request) -> web.StreamResponse:
+        model, (stored, matched) = await append(request, service.parse_labels, service.store_labels)
+        return _json_response({"model": model, "stored": stored, "matched": matched})
+
+    async def delete_model(request: web.Request) -> web.StreamResponse:
+        _authorize(service, request)
+        model = _model(request)
+        await service.delete_model(model)
+        return _json_response({"model": model, "deleted": True})
+
+    async def get_drift(request: web.Request) -> web.StreamResponse:
+        model = _model(request)
+        result = await service.current_result(model)
+        return _json_response(result.report)
+
+    async def list_models(request: web.Request) -> web.StreamResponse:
+        models = await service.in_db(service.store.models)
+        return _json_response({"models": models})
+
+    async def openapi(request: web.Request) -> web.StreamResponse:
+        return web.json_response(openapi_document())
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        from node_exporter_ml.drift.page import render_error, render_page
+
+        name = request.match_info["model"]
+        if not MODEL_NAME.fullmatch(name):
+            return web.Response(
+                text=render_error("Bad model name", name[:140]),
+                status=400,
+                content_type="text/html",
+            )
+        try:
+            result = await service.current_result(name)
+        except UnknownModelError:
+            return web.Response(
+                text=render_error("Unknown model", name), status=404, content_type="text/html"
+            )
+        html = await service.in_worker(render_page, result)
+        return web.Response(text=html, content_type="text/html")
+
+    known = [
+        ("POST", "/api/v1/drift/evaluate", guarded(evaluate)),
+        ("GET", "/api/v1/models", guarded(list_models)),
+        ("PUT", "/api/v1/models/{model}/reference", guarded(put_reference)),
+        ("POST", "/api/v1/models/{model}/observations", guarded(post_observations)),
+        ("POST", "/api/v1/models/{model}/labels", guarded(post_labels)),
+        ("GET", "/api/v1/models/{model}/drift", guarded(get_drift)),
+        ("DELETE", "/api/v1/models/{model}", guarded(delete_model)),
+        ("GET", "/api/v1/openapi.json", guarded(openapi)),
+    ]
+    shapes = [
+        (method, re.compile(re.escape(path).replace(re.escape("{model}"), "[^/]*") + "$"))
+        for method, path, _ in known
+    ]
+
+    async def fallback(request: web.Request) -> web.StreamResponse:
+        # Under /api/v1 even a wrong path or method answers JSON (an empty model name too).
+        allowed = sorted({m for m, shape in shapes if shape.match(request.path)})
+        if allowed:
+            return error_response(
+                405,
+                f"method {request.method} not allowed here (allowed: {', '.join(allowed)})",
+                Allow=", ".join(allowed),
+            )
+        return error_response(404, f"no drift API endpoint at {request.path}")
+
+    return [
+        *(web.route(method, path, handler) for method, path, handler in known),
+        web.get("/drift/{model}", guarded(page), allow_head=False),
+        web.route("*", r"/api/v1/{tail:[\s\S]*}", fallback),
+    ]

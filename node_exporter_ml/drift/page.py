@@ -1,0 +1,361 @@
+"""The drift page: a model's report as one self-contained HTML document with inline SVG.
+
+No scripts, no external resources: a verdict table, then per column the reference and current
+distributions side by side (histograms over shared bins for numerical columns, bars per
+category for categorical ones), then prediction and label figures.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from node_exporter_ml.drift.service import ModelResult
+    from node_exporter_ml.drift.table import Table
+
+NUM_BINS = 20
+MAX_CATEGORIES = 12
+REF_COLOUR = "#4c78a8"
+CUR_COLOUR = "#f58518"
+
+
+# --- histograms (pure) ----------------------------------------------------------------------
+
+
+def _as_floats(values: Any) -> NDArray[np.float64] | None:
+    """The finite values as floats, or None when they are not all numbers."""
+    import numpy as np
+
+    arr = np.asarray(values)
+    if arr.dtype == bool or arr.dtype.kind in "US":
+        return None
+    if arr.dtype.kind == "O" and any(
+        isinstance(v, bool) or not isinstance(v, int | float) for v in arr.tolist()
+    ):
+        return None
+    try:
+        floats = arr.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return floats[np.isfinite(floats)]
+
+
+def numeric_histogram(ref: Any, cur: Any, bins: int = NUM_BINS) -> dict[str, Any]:
+    """Shares of each side in `bins` equal-width bins over the pooled range (finite values)."""
+    import numpy as np
+
+    r = np.asarray(ref, dtype=np.float64)
+    c = np.asarray(cur, dtype=np.float64)
+    r, c = r[np.isfinite(r)], c[np.isfinite(c)]
+    pooled = np.concatenate([r, c])
+    lo, hi = (float(pooled.min()), float(pooled.max())) if pooled.size else (0.0, 1.0)
+    if hi == lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+
+    def shares(values: NDArray[np.float64]) -> list[float]:
+        counts, _ = np.histogram(values, bins=edges)
+        return (counts / values.size).tolist() if values.size else [0.0] * bins
+
+    return {"kind": "num", "edges": edges.tolist(), "reference": shares(r), "current": shares(c)}
+
+
+def category_histogram(ref: Any, cur: Any, limit: int = MAX_CATEGORIES) -> dict[str, Any]:
+    """Shares of the most frequent categories of both sides; the rest pooled as "other"."""
+    import numpy as np
+
+    def counts(values: Any) -> tuple[Counter[str], int]:
+        arr = np.asarray(values, dtype=object)
+        if arr.size == 0:
+            return Counter(), 0
+        keys, n = np.unique(arr.astype(str), return_counts=True)
+        return Counter(dict(zip(keys.tolist(), n.tolist(), strict=True))), int(arr.size)
+
+    (rc, rn), (cc, cn) = counts(ref), counts(cur)
+    ranked = sorted((rc + cc).items(), key=lambda kv: (-kv[1], kv[0]))
+    kept = [k for k, _ in ranked[:limit]]
+    rest = len(ranked) > limit
+
+    def shares(counter: Counter[str], n: int) -> list[float]:
+        out = [counter[k] / n if n else 0.0 for k in kept]
+        if rest:
+            out.append((n - sum(counter[k] for k in kept)) / n if n else 0.0)
+        return out
+
+    return {
+        "kind": "cat",
+        "categories": kept + (["other"] if rest else []),
+        "reference": shares(rc, rn),
+        "current": shares(cc, cn),
+    }
+
+
+def column_histograms(
+    reference: Table, current: Table, columns: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Histograms of every column both tables share, typed as the report typed them."""
+    out: dict[str, Any] = {}
+    for name, ref_col in reference.columns.items():
+        cur_col = current.columns.get(name)
+        if cur_col is None:
+            continue
+        ref_vals, cur_vals = ref_col.cleaned(), cur_col.cleaned()
+        kind = (columns.get(name) or {}).get("column_type")
+        if kind is None:
+            kind = "num" if cur_col.dtype == "float" else "cat"
+        if kind == "num":
+            r, c = _as_floats(ref_vals), _as_floats(cur_vals)
+            if r is not None and c is not None:
+                out[name] = numeric_histogram(r, c)
+                continue
+        out[name] = category_histogram(ref_vals, cur_vals)
+    return out
+
+
+# --- SVG and HTML ---------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}"
+    return str(value)
+
+
+def histogram_svg(hist: Mapping[str, Any], width: int = 360, height: int = 140) -> str:
+    """Reference and current shares as paired bars, with axis labels, as inline SVG."""
+    ref, cur = list(hist["reference"]), list(hist["current"])
+    n = max(len(ref), 1)
+    top = max([*ref, *cur, 1e-12])
+    pad_l, pad_b, pad_t = 36, 28, 8
+    plot_w, plot_h = width - pad_l - 4, height - pad_b - pad_t
+    slot = plot_w / n
+    bar = max(slot / 2 - 1, 0.5)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img">',
+        f'<line x1="{pad_l}" y1="{pad_t + plot_h}" x2="{width - 4}" y2="{pad_t + plot_h}" '
+        'stroke="#333"/>',
+        f'<text x="2" y="{pad_t + 10}" font-size="10">{top:.0%}</text>',
+    ]
+    for i, (r, c) in enumerate(zip(ref, cur, strict=False)):
+        x = pad_l + i * slot
+        for j, (share, colour) in enumerate(((r, REF_COLOUR), (c, CUR_COLOUR))):
+            h = plot_h * share / top
+            parts.append(
+                f'<rect x="{x + j * bar + 0.5:.1f}" y="{pad_t + plot_h - h:.1f}" '
+                f'width="{bar:.1f}" height="{h:.1f}" fill="{colour}">'
+                f"<title>{'reference' if j == 0 else 'current'}: {share:.1%}</title></rect>"
+            )
+    if hist["kind"] == "num":
+        edges = hist["edges"]
+        for x, v in ((pad_l, edges[0]), (width - 4, edges[-1])):
+            anchor = "start" if x == pad_l else "end"
+            parts.append(
+                f'<text x="{x}" y="{height - 8}" font-size="10" text-anchor="{anchor}">'
+                f"{html.escape(_fmt(float(v)))}</text>"
+            )
+    else:
+        for i, cat in enumerate(hist["categories"]):
+            label = cat if len(cat) <= 8 else cat[:7] + "\u2026"
+            parts.append(
+                f'<text x="{pad_l + (i + 0.5) * slot:.1f}" y="{height - 8}" font-size="9" '
+                f'text-anchor="middle">{html.escape(label)}</text>'
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fff}
+table{border-collapse:collapse;margin:8px 0 20px}
+th,td{border:1px solid #ccc;padding:4px 10px;text-align:left}
+th{background:#f0f0f0}
+.drift{background:#fde2e1;font-weight:bold}.ok{background:#e3f4e1}
+.cols{display:flex;flex-wrap:wrap;gap:16px}
+.col{border:1px solid #ddd;padding:8px;border-radius:4px}
+.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}
+.error{color:#a00}
+"""
+
+
+def _verdict(report: Mapping[str, Any]) -> str:
+    dataset = report.get("dataset")
+    if not dataset:
+        return '<p class="error">Not evaluated: {}</p>'.format(
+            html.escape(str(report.get("error") or "no result"))
+        )
+    cls = "drift" if dataset.get("dataset_drift") else "ok"
+    verdict = "Dataset drift detected" if dataset.get("dataset_drift") else "No dataset drift"
+    return (
+        f'<p class="{cls}" style="padding:8px">{verdict}: '
+        f"{dataset.get('number_of_drifted_columns')} of {dataset.get('number_of_columns')} "
+        f"columns drifted (share {_fmt(dataset.get('share_of_drifted_columns'))}, "
+        f"threshold {_fmt(dataset.get('drift_share'))}).</p>"
+    )
+
+
+def render_page(result: ModelResult) -> str:
+    """The HTML page of one model's latest result."""
+    report = result.report
+    model = html.escape(result.model)
+    window = report.get("window") or {}
+    rows = []
+    for name, col in sorted((report.get("columns") or {}).items()):
+        cls = "drift" if col.get("drift_detected") else "ok"
+        rows.append(
+            f"<tr class='{cls}'><td>{html.escape(name)}</td><td>{_fmt(col.get('column_type'))}</td>"
+            f"<td>{html.escape(str(col.get('stattest')))}</td><td>{_fmt(col.get('score'))}</td>"
+            f"<td>{_fmt(col.get('threshold'))}</td><td>{_fmt(col.get('drift_detected'))}</td></tr>"
+        )
+    charts = []
+    for name, hist in sorted(result.histograms.items()):
+        charts.append(
+            f"<div class='col'><div><b>{html.escape(name)}</b></div>{histogram_svg(hist)}</div>"
+        )
+    body = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>Drift: {model}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>Drift of model {model}</h1>",
+        f"<p>Window: {_fmt(window.get('rows'))} observations "
+        f"({html.escape(str(window.get('kind')))}"
+        f" window of {_fmt(window.get('size'))}); reference: "
+        f"{_fmt((report.get('reference') or {}).get('rows'))} rows; evaluated "
+        f"{html.escape(_time(result.evaluated_at))}.</p>",
+        _verdict(report),
+    ]
+    if rows:
+        body.append(
+            "<table><tr><th>column</th><th>type</th><th>test</th><th>score</th>"
+            "<th>threshold</th><th>drift</th></tr>" + "".join(rows) + "</table>"
+        )
+    if charts:
+        body.append(
+            "<h2>Reference vs current</h2><p class='legend'>"
+            f"<span style='background:{REF_COLOUR}'></span>reference"
+            f"<span style='background:{CUR_COLOUR}'></span>current</p>"
+            f"<div class='cols'>{''.join(charts)}</div>"
+        )
+    body.extend(_quality(report))
+    body.extend(_predictions(report))
+    body.extend(_labels(report))
+    body.append("</body></html>")
+    return "".join(body)
+
+
+def _time(ts: float) -> str:
+    import datetime
+
+    if not ts:
+        return "never"
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _quality(report: Mapping[str, Any]) -> list[str]:
+    quality = report.get("data_quality")
+    if not isinstance(quality, Mapping) or not quality.get("columns"):
+        return []
+    out = [
+        "<h2>Data quality</h2><table><tr><th>column</th><th>missing</th>"
+        "<th>reference missing</th><th>out of range</th><th>unseen categories</th></tr>"
+    ]
+    for name, q in sorted(quality["columns"].items()):
+        out.append(
+            f"<tr><td>{html.escape(name)}</td><td>{_fmt(q.get('missing_share'))}</td>"
+            f"<td>{_fmt(q.get('reference_missing_share'))}</td>"
+            f"<td>{_fmt(q.get('out_of_range_share'))}</td>"
+            f"<td>{_fmt(q.get('unseen_categories_share'))}</td></tr>"
+        )
+    out.append("</table>")
+    schema = quality.get("schema") or {}
+    changes = [
+        f"{label}: {html.escape(', '.join(sorted(map(str, schema.get(key) or ()))))}"
+        for label, key in (
+            ("missing", "missing_columns"),
+            ("extra", "extra_columns"),
+            ("retyped", "retyped_columns"),
+        )
+        if schema.get(key)
+    ]
+    if changes:
+        out.append(f"<p class='error'>Schema changes: {'; '.join(changes)}.</p>")
+    return out
+
+
+def _predictions(report: Mapping[str, Any]) -> list[str]:
+    pred = report.get("prediction") or {}
+    out = []
+    drift = pred.get("drift")
+    if drift:
+        out.append(
+            "<h2>Prediction drift</h2><p>"
+            f"{html.escape(str(drift.get('stattest_name') or drift.get('stattest')))} "
+            f"{_fmt(drift.get('score'))}, "
+            f"threshold {_fmt(drift.get('threshold'))}: "
+            f"{'drift' if drift.get('drift_detected') else 'no drift'}.</p>"
+        )
+    conf = pred.get("confidence") or {}
+    if conf.get("count"):
+        ref_conf = pred.get("reference_confidence") or {}
+        n, rn = conf["count"], ref_conf.get("count") or 0
+        hist = {
+            "kind": "num",
+            "edges": conf["edges"],
+            "current": [c / n for c in conf["counts"]],
+            "reference": [c / rn for c in ref_conf["counts"]]
+            if rn
+            else [0.0] * len(conf["counts"]),
+        }
+        out.append(
+            f"<h2>Confidence</h2><p>mean {_fmt(conf.get('mean'))} over {n} predictions</p>"
+            + histogram_svg(hist)
+        )
+    return out
+
+
+def _labels(report: Mapping[str, Any]) -> list[str]:
+    labels = report.get("labels") or {}
+    if not labels.get("count"):
+        return []
+    out = [
+        f"<h2>Labels</h2><p>accuracy {_fmt(labels.get('accuracy'))} over "
+        f"{labels['count']} labelled predictions</p>",
+        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>support</th></tr>",
+    ]
+    for cls, m in sorted((labels.get("classes") or {}).items()):
+        out.append(
+            f"<tr><td>{html.escape(cls)}</td><td>{_fmt(m.get('precision'))}</td>"
+            f"<td>{_fmt(m.get('recall'))}</td><td>{_fmt(m.get('support'))}</td></tr>"
+        )
+    out.append("</table>")
+    confusion = labels.get("confusion") or []
+    if confusion:
+        out.append("<table><tr><th>actual</th><th>predicted</th><th>count</th></tr>")
+        for c in confusion:
+            out.append(
+                f"<tr><td>{html.escape(str(c['actual']))}</td>"
+                f"<td>{html.escape(str(c['predicted']))}</td><td>{c['count']}</td></tr>"
+            )
+        out.append("</table>")
+    return out
+
+
+def render_error(title: str, detail: str) -> str:
+    """A small HTML error page."""
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
+        f"<p>{html.escape(detail)}</p></body></html>"
+    )

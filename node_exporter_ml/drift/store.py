@@ -1,0 +1,466 @@
+"""Drift state in SQLite under --state.dir: references, observation windows, labels, results.
+
+Every method is blocking and thread-safe (one connection behind a lock); callers on the event
+loop run them in an executor. A method that writes returns only after its transaction has
+committed, so an HTTP 2xx sent after it means the data is on disk.
+
+Durability: the database runs in WAL mode with ``synchronous=FULL``. In WAL mode ``NORMAL``
+already survives the process being killed (the WAL frames are in the OS page cache once
+``COMMIT`` returns), but not a power cut or kernel panic; ``FULL`` fsyncs the WAL at every
+commit, so an acknowledged write survives those too. The cost is one fsync per write request,
+which the API amortises by writing each request's rows in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from node_exporter_ml.collectors.base import StartupError
+
+DB_NAME = "drift.sqlite3"
+SCHEMA_VERSION = 1
+RETAIN_FACTOR = 10
+"""Observations and labels are kept for this many windows, so that late labels still join."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reference (
+    model TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    format TEXT NOT NULL,
+    data BLOB NOT NULL,
+    options TEXT NOT NULL,
+    n_rows INTEGER NOT NULL,
+    n_columns INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS observation (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    ts REAL NOT NULL,
+    obs_id TEXT,
+    features TEXT NOT NULL,
+    prediction TEXT,
+    confidence REAL
+);
+CREATE INDEX IF NOT EXISTS observation_model_seq ON observation (model, seq);
+CREATE INDEX IF NOT EXISTS observation_model_ts ON observation (model, ts);
+CREATE INDEX IF NOT EXISTS observation_model_id ON observation (model, obs_id)
+    WHERE obs_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS label (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    obs_id TEXT NOT NULL,
+    label TEXT NOT NULL,
+    ts REAL NOT NULL,
+    UNIQUE (model, obs_id)
+);
+CREATE INDEX IF NOT EXISTS label_model_seq ON label (model, seq);
+CREATE INDEX IF NOT EXISTS label_model_ts ON label (model, ts);
+CREATE TABLE IF NOT EXISTS result (
+    model TEXT PRIMARY KEY,
+    evaluated_at REAL NOT NULL,
+    report TEXT NOT NULL
+);
+"""
+
+
+class StoreError(StartupError):
+    """The state directory or database cannot be used (named in the message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A model's stored reference data, as it was sent (JSON columns or CSV bytes)."""
+
+    model: str
+    version: int
+    format: str  # "json" (column-oriented {"columns": {...}}) or "csv"
+    data: bytes
+    options: Mapping[str, Any]
+    n_rows: int
+    n_columns: int
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One feature row of a model's traffic with its optional prediction, confidence and id."""
+
+    features: Mapping[str, Any]
+    prediction: Any = None
+    confidence: float | None = None
+    obs_id: str | None = None
+    ts: float | None = None  # None: the time it is stored
+
+
+@dataclass(frozen=True, slots=True)
+class LabeledPrediction:
+    """A late label joined by id with the prediction made for that observation (or None)."""
+
+    obs_id: str
+    label: Any
+    prediction: Any
+    matched: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """How a model's current window is chosen: the newest `rows`, or the last `seconds`."""
+
+    rows: int = 10_000
+    seconds: float | None = None
+    max_rows: int = 1_000_000
+
+    @property
+    def kind(self) -> str:
+        """The window's kind: "time" or "rows"."""
+        return "time" if self.seconds is not None else "rows"
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
+def _encode(value: Any) -> str:
+    # NaN and infinities are kept (Python's json reads them back); the engine drops them.
+    return _ENCODER.encode(value)
+
+
+class Store:
+    """The drift database; open() before use, close() when done."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, DB_NAME)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the state directory and schema if needed and open the database.
+
+        Raises:
+            StoreError: the directory cannot be created or the database cannot be opened.
+        """
+        try:
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as err:
+            raise StoreError(f"--state.dir: {self.path}: cannot open database: {err}") from None
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"--state.dir: {self.path}: WAL journal mode unavailable ({mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.executescript(_SCHEMA)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StoreError(
+                    f"--state.dir: {self.path}: schema version {row[0]}, expected {SCHEMA_VERSION}"
+                )
+        except sqlite3.Error as err:
+            conn.close()
+            raise StoreError(f"--state.dir: {self.path}: {err}") from None
+        except StoreError:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def close(self) -> None:
+        """Close the database (a checkpoint folds the WAL back into the main file)."""
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    self._conn.close()
+                    self._conn = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error)."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("drift store is not open")
+        return self._conn
+
+    # --- references -------------------------------------------------------------------------
+
+    def put_reference(
+        self,
+        model: str,
+        fmt: str,
+        data: bytes,
+        options: Mapping[str, Any],
+        n_rows: int,
+        n_columns: int,
+    ) -> int:
+        """Store (or replace) a model's reference; returns its new version."""
+        blob = zlib.compress(data, 1)
+        now = time.time()
+        with self._tx() as conn:
+            row = conn.execute("SELECT version FROM reference WHERE model = ?", (model,)).fetchone()
+            version = (row[0] if row else 0) + 1
+            conn.execute(
+                "INSERT OR REPLACE INTO reference "
+                "(model, version, format, data, options, n_rows, n_columns, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (model, version, fmt, blob, _encode(dict(options)), n_rows, n_columns, now),
+            )
+        return version
+
+    def get_reference(self, model: str) -> Reference | None:
+        """The model's reference, or None when it has none."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT version, format, data, options, n_rows, n_columns, updated_at "
+                "FROM reference WHERE model = ?",
+                (model,),
+            ).fetchone()
+        if row is None:
+            return None
+        version, fmt, blob, options, n_rows, n_columns, updated_at = row
+        return Reference(
+            model=model,
+            version=version,
+            format=fmt,
+            data=zlib.decompress(blob),
+            options=json.loads(options),
+            n_rows=n_rows,
+            n_columns=n_columns,
+            updated_at=updated_at,
+        )
+
+    def models(self) -> list[str]:
+        """Every model with a reference, sorted."""
+        with self._read() as conn:
+            return [r[0] for r in conn.execute("SELECT model FROM reference ORDER BY model")]
+
+    def has_model(self, model: str) -> bool:
+        """True when the model has a reference."""
+        with self._read() as conn:
+            row = conn.execute("SELECT 1 FROM reference WHERE model = ?", (model,)).fetchone()
+        return row is not None
+
+    def delete_model(self, model: str) -> bool:
+        """Forget a model: reference, observations, labels and result; False if unknown."""
+        with self._tx() as conn:
+            found = conn.execute("DELETE FROM reference WHERE model = ?", (model,)).rowcount > 0
+            conn.execute("DELETE FROM observation WHERE model = ?", (model,))
+            conn.execute("DELETE FROM label WHERE model = ?", (model,))
+            conn.execute("DELETE FROM result WHERE model = ?", (model,))
+        return found
+
+    # --- observations and labels ------------------------------------------------------------
+
+    def add_observations(self, model: str, rows: Sequence[Observation]) -> int:
+        """Append rows to the model's observations in one transaction; returns the count.
+
+        Raises:
+            KeyError: the model has no reference.
+        """
+        now = time.time()
+        params = [
+            (
+                model,
+                now if o.ts is None else o.ts,
+                o.obs_id,
+                _encode(dict(o.features)),
+                None if o.prediction is None else _encode(o.prediction),
+                o.confidence,
+            )
+            for o in rows
+        ]
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM reference WHERE model = ?", (model,)).fetchone() is None:
+                raise KeyError(model)
+            conn.executemany(
+                "INSERT INTO observation (model, ts, obs_id, features, prediction, confidence) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                params,
+            )
+        return len(params)
+
+    def add_labels(self, model: str, labels: Sequence[tuple[str, Any]]) -> tuple[int, int]:
+        """Store late labels by observation id (a later label for an id replaces the earlier).
+
+        Returns:
+            (stored, matched): how many labels were stored, and how many of them match an
+            observation of the model still held.
+
+        Raises:
+            KeyError: the model has no reference.
+        """
+        now = time.time()
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM reference WHERE model = ?", (model,)).fetchone() is None:
+                raise KeyError(model)
+            ids = [(model, obs_id) for obs_id, _ in labels]
+            conn.executemany("DELETE FROM label WHERE model = ? AND obs_id = ?", ids)
+            conn.executemany(
+                "INSERT INTO label (model, obs_id, label, ts) VALUES (?, ?, ?, ?)",
+                [(model, obs_id, _encode(label), now) for obs_id, label in labels],
+            )
+            matched = 0
+            for obs_id, _ in labels:
+                hit = conn.execute(
+                    "SELECT 1 FROM observation WHERE model = ? AND obs_id = ? LIMIT 1",
+                    (model, obs_id),
+                ).fetchone()
+                matched += hit is not None
+        return len(labels), matched
+
+    def window(self, model: str, window: Window, now: float | None = None) -> list[Observation]:
+        """The model's current window of observations, oldest first."""
+        with self._read() as conn:
+            if window.seconds is not None:
+                since = (now if now is not None else time.time()) - window.seconds
+                cur = conn.execute(
+                    "SELECT ts, obs_id, features, prediction, confidence FROM observation "
+                    "WHERE model = ? AND ts >= ? ORDER BY seq DESC LIMIT ?",
+                    (model, since, window.max_rows),
+                )
+            else:
+                cur = conn.execute(
+                    "SELECT ts, obs_id, features, prediction, confidence FROM observation "
+                    "WHERE model = ? ORDER BY seq DESC LIMIT ?",
+                    (model, window.rows),
+                )
+            rows = cur.fetchall()
+        rows.reverse()
+        return [
+            Observation(
+                features=json.loads(features),
+                prediction=None if prediction is None else json.loads(prediction),
+                confidence=confidence,
+                obs_id=obs_id,
+                ts=ts,
+            )
+            for ts, obs_id, features, prediction, confidence in rows
+        ]
+
+    def labeled(
+        self, model: str, window: Window, now: float | None = None
+    ) -> list[LabeledPrediction]:
+        """The model's labels in the current window (by arrival), joined with predictions."""
+        join = (
+            "SELECT l.obs_id, l.label, ("
+            "  SELECT o.prediction FROM observation o WHERE o.model = l.model"
+            "  AND o.obs_id = l.obs_id ORDER BY o.seq DESC LIMIT 1),"
+            " EXISTS (SELECT 1 FROM observation o WHERE o.model = l.model"
+            "  AND o.obs_id = l.obs_id)"
+            " FROM (SELECT * FROM label WHERE model = ? {where} ORDER BY seq DESC LIMIT ?) l"
+        )
+        with self._read() as conn:
+            if window.seconds is not None:
+                since = (now if now is not None else time.time()) - window.seconds
+                cur = conn.execute(
+                    join.format(where="AND ts >= ?"), (model, since, window.max_rows)
+                )
+            else:
+                cur = conn.execute(join.format(where=""), (model, window.rows))
+            rows = cur.fetchall()
+        rows.reverse()
+        return [
+            LabeledPrediction(
+                obs_id=obs_id,
+                label=json.loads(label),
+                prediction=None if prediction is None else json.loads(prediction),
+                matched=bool(matched),
+            )
+            for obs_id, label, prediction, matched in rows
+        ]
+
+    def version(self, model: str) -> tuple[int, int, int]:
+        """(reference version, last observation seq, last label seq): changes with any write."""
+        with self._read() as conn:
+            ref = conn.execute("SELECT version FROM reference WHERE model = ?", (model,)).fetchone()
+            obs = conn.execute("SELECT max(seq) FROM observation WHERE model = ?", (model,))
+            lab = conn.execute("SELECT max(seq) FROM label WHERE model = ?", (model,))
+            return (ref[0] if ref else 0, obs.fetchone()[0] or 0, lab.fetchone()[0] or 0)
+
+    def prune(self, model: str, window: Window, now: float | None = None) -> int:
+        """Drop observations and labels older than RETAIN_FACTOR windows; returns rows dropped."""
+        keep = window.rows * RETAIN_FACTOR
+        dropped = 0
+        with self._tx() as conn:
+            for table in ("observation", "label"):
+                row = conn.execute(
+                    f"SELECT seq FROM {table} WHERE model = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                    (model, keep),
+                ).fetchone()
+                if row is not None:
+                    dropped += conn.execute(
+                        f"DELETE FROM {table} WHERE model = ? AND seq <= ?",
+                        (model, row[0]),
+                    ).rowcount
+                if window.seconds is not None:
+                    since = (now if now is not None else time.time()) - (
+                        window.seconds * RETAIN_FACTOR
+                    )
+                    dropped += conn.execute(
+                        f"DELETE FROM {table} WHERE model = ? AND ts < ?",
+                        (model, since),
+                    ).rowcount
+        return dropped
+
+    def counts(self, model: str) -> tuple[int, int]:
+        """(observations held, labels held) for the model."""
+        with self._read() as conn:
+            obs = conn.execute("SELECT count(*) FROM observation WHERE model = ?", (model,))
+            lab = conn.execute("SELECT count(*) FROM label WHERE model = ?", (model,))
+            return obs.fetchone()[0], lab.fetchone()[0]
+
+    # --- results ----------------------------------------------------------------------------
+
+    def put_result(self, model: str, evaluated_at: float, report: Mapping[str, Any]) -> None:
+        """Keep the model's latest evaluation (served again after a restart)."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO result (model, evaluated_at, report) VALUES (?, ?, ?)",
+                (model, evaluated_at, _encode(dict(report))),
+            )
+
+    def results(self) -> dict[str, dict[str, Any]]:
+        """Every model's latest stored evaluation report."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT r.model, r.report FROM result r JOIN reference f ON f.model = r.model"
+            ).fetchall()
+        return {model: json.loads(report) for model, report in rows}

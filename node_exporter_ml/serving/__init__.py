@@ -1,0 +1,1 @@
+"""Model-server latency: parsing, framework profiles, windows, scraping and latency causes."""

@@ -1,0 +1,39 @@
+"""Shared data and app builders for the drift service tests."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from aiohttp import web
+
+from node_exporter_ml.drift.api import routes
+from node_exporter_ml.drift.service import DriftService
+
+
+def make_rows(
+    n: int, *, shift: float = 0.0, seed: int = 0, ids: bool = False, start: int = 0
+) -> list[dict[str, Any]]:
+    """Rows with a numerical, a categorical and an integer feature, plus prediction/confidence."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        x = rng.gauss(shift, 1.0)
+        row: dict[str, Any] = {
+            "amount": x,
+            "country": rng.choice(["de", "fr", "us"] if shift == 0 else ["de", "us", "us", "jp"]),
+            "items": rng.randint(1, 30),
+            "prediction": "fraud" if x > 1.0 else "ok",
+            "confidence": round(min(1.0, abs(x) / 3), 3),
+        }
+        if ids:
+            row["id"] = f"r{start + i}"
+        rows.append(row)
+    return rows
+
+
+def app_for(service: DriftService) -> web.Application:
+    """An aiohttp app holding only the drift routes."""
+    app = web.Application()
+    app.add_routes(routes(service))
+    return app

@@ -1,0 +1,1 @@
+"""Tests of the kubelet pod-resources client, parser, join and collector."""

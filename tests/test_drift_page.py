@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from node_exporter_ml.drift import Table
+from node_exporter_ml.drift.page import (
+    category_histogram,
+    column_histograms,
+    histogram_svg,
+    numeric_histogram,
+)
+from tests.drift_helpers import make_rows
+
+RUNNER = Path(__file__).with_name("drift_runner.py")
+
+
+def test_numeric_histogram_shares():
+    h = numeric_histogram([0.0, 1.0, 2.0, 3.0], [3.0, 3.0], bins=3)
+    assert h["edges"] == [0.0, 1.0, 2.0, 3.0]
+    assert h["reference"] == [0.25, 0.25, 0.5]
+    assert h["current"] == [0.0, 0.0, 1.0]
+    constant = numeric_histogram([5.0], [5.0], bins=2)
+    assert constant["edges"] == [4.5, 5.0, 5.5]
+    assert constant["reference"] == [0.0, 1.0]
+
+
+def test_category_histogram_pools_the_rest():
+    h = category_histogram(list("aaabbc"), list("ad"), limit=2)
+    assert h["categories"] == ["a", "b", "other"]
+    assert h["reference"] == [0.5, pytest.approx(1 / 3), pytest.approx(1 / 6)]
+    assert h["current"] == [0.5, 0.0, 0.5]
+
+
+def test_column_histograms_follow_report_types():
+    ref = Table.from_columns({"n": [1, 2, 3, 40, 5, 6], "c": ["x", "y", "x", "x", "y", None]})
+    cur = Table.from_columns({"n": [1, 2, 2, 50, 5, 7], "c": ["x", "x", "z", "x", "x", "x"]})
+    hists = column_histograms(ref, cur, {"n": {"column_type": "num"}, "c": {"column_type": "cat"}})
+    assert hists["n"]["kind"] == "num"
+    assert hists["c"] == category_histogram(
+        ["x", "y", "x", "x", "y"], ["x", "x", "z", "x", "x", "x"]
+    )
+
+
+def test_svg_escapes_category_names():
+    svg = histogram_svg(category_histogram(["<script>"], ["a&b"]))
+    assert "<script>" not in svg
+    assert "&lt;script&gt;" in svg
+    assert svg.startswith("<svg")
+    assert svg.endswith("</svg>")
+
+
+# --- the page in a real browser ---------------------------------------------------------
+
+
+def decode_png(data: bytes) -> tuple[int, int, int, bytes]:
+    """(width, height, channels, unfiltered pixel bytes) of an 8-bit RGB(A) PNG."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        chunk = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, colour = struct.unpack(">IIBB", chunk[:10])
+            assert depth == 8, depth
+            assert colour in (2, 6), colour
+            channels = 3 if colour == 2 else 4
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = width * channels
+    out = bytearray(stride * height)
+    prev = bytearray(stride)
+    for y in range(height):
+        f = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        if f == 1:
+            for i in range(channels, stride):
+                line[i] = (line[i] + line[i - channels]) & 0xFF
+        elif f == 2:
+            line = bytearray((a + b) & 0xFF for a, b in zip(line, prev, strict=True))
+        elif f == 3:
+            for i in range(stride):
+                left = line[i - channels] if i >= channels else 0
+                line[i] = (line[i] + ((left + prev[i]) >> 1)) & 0xFF
+        elif f == 4:
+            for i in range(stride):
+                a = line[i - channels] if i >= channels else 0
+                b = prev[i]
+                c = prev[i - channels] if i >= channels else 0
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                line[i] = (line[i] + pred) & 0xFF
+        out[y * stride : (y + 1) * stride] = line
+        prev = line
+    return width, height, channels, bytes(out)
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.fail("chromium is not installed (the Makefile's test-deps installs Debian chromium)")
+    return found
+
+
+@pytest.mark.timeout(90)
+async def test_page_renders_in_headless_chromium(tmp_path):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(RUNNER), "--state-dir", str(tmp_path / "state"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 20)
+    assert line.startswith(b"LISTENING "), line
+    base = f"http://127.0.0.1:{int(line.split()[1])}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            ref = make_rows(500, seed=1)
+            cur = make_rows(300, shift=1.0, seed=2, ids=True)
+            async with http.put(f"{base}/api/v1/models/shop/reference", json={"rows": ref}) as r:
+                assert r.status == 201
+            async with http.post(
+                f"{base}/api/v1/models/shop/observations", json={"rows": cur}
+            ) as r:
+                assert r.status == 200
+            labels = [{"id": row["id"], "label": "ok"} for row in cur[:100]]
+            async with http.post(f"{base}/api/v1/models/shop/labels", json={"labels": labels}) as r:
+                assert r.status == 200
+            async with http.get(f"{base}/drift/shop") as r:
+                assert r.status == 200
+                assert r.content_type == "text/html"
+                page = await r.text()
+        assert "<script" not in page
+        assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        assert page.count("<svg") >= 4  # three features and the confidence histogram
+        for name in ("amount", "country", "items", "Dataset drift detected", "accuracy"):
+            assert name in page
+        shot = tmp_path / "page.png"
+        cmd = [
+            chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1000,900", f"--screenshot={shot}", f"{base}/drift/shop",
+        ]  # fmt: skip
+        env = {**os.environ, "HOME": str(tmp_path)}
+        result = await asyncio.to_thread(
+            subprocess.run, cmd, capture_output=True, timeout=60, env=env, check=False
+        )
+        assert shot.exists(), result.stderr.decode(errors="replace")[-2000:]
+    finally:
+        proc.kill()
+        await proc.wait()
+    data = await asyncio.to_thread(shot.read_bytes)
+    if os.environ.get("DRIFT_PAGE_SCREENSHOT"):
+        await asyncio.to_thread(Path(os.environ["DRIFT_PAGE_SCREENSHOT"]).write_bytes, data)
+    width, height, channels, pixels = await asyncio.to_thread(decode_png, data)
+    assert (width, height) == (1000, 900)
+    n = width * height
+    non_white = sum(
+        1 for i in range(0, len(pixels), channels) if pixels[i : i + 3] != b"\xff\xff\xff"
+    )
+    assert non_white > n * 0.02, f"page looks blank: {non_white} of {n} pixels not white"
+
+    def near(rgb: tuple[int, int, int]) -> int:
+        return sum(
+            1
+            for i in range(0, len(pixels), channels)
+            if all(abs(pixels[i + k] - rgb[k]) <= 6 for k in range(3))
+        )
+
+    # The drift verdict is shaded and the reference/current bars are drawn in their colours.
+    assert near((0x4C, 0x78, 0xA8)) > 200, "no reference bars on the screenshot"
+    assert near((0xF5, 0x85, 0x18)) > 200, "no current bars on the screenshot"

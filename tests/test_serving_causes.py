@@ -1,0 +1,174 @@
+"""Synthetic windows for each of the six causes, and the regression gate."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from node_exporter_ml.serving.causes import (
+    CAUSES,
+    MIN_BASELINE_POINTS,
+    Signals,
+    assess,
+    regression_gate,
+)
+
+WINDOW = 60.0
+BASELINE = 900.0
+TICK = 5.0
+
+# A quiet server: 10 ms at 100 rps, alone on its GPU at 30 % SM, clocks at max, no
+# throttling, memory well below its limit.
+CALM = Signals(
+    t=0.0,
+    latency_seconds=0.010,
+    requests_per_second=100.0,
+    in_flight=2.0,
+    cotenant_sm=0.0,
+    owner_sm=0.3,
+    device_sm_active=0.3,
+    power_thermal=0.0,
+    clock_ratio=1.0,
+    cpu_throttled=0.0,
+    memory_stall=0.0,
+    memory_usage=0.5,
+    oom_kills=0.0,
+)
+
+
+def history(
+    incident: Signals, *, calm: Signals = CALM, calm_ticks: int = 60, incident_ticks: int = 12
+) -> list[Signals]:
+    """calm_ticks of `calm`, then incident_ticks of `incident`, one tick every 5 s."""
+    out = [replace(calm, t=i * TICK) for i in range(calm_ticks)]
+    start = calm_ticks * TICK
+    out += [replace(incident, t=start + i * TICK) for i in range(incident_ticks)]
+    return out
+
+
+def top(report) -> str | None:
+    return report.top()
+
+
+SLOW = 0.030  # three times the baseline latency
+
+INCIDENTS = {
+    "noisy_neighbour": replace(
+        CALM, latency_seconds=SLOW, requests_per_second=40.0, cotenant_sm=0.7, owner_sm=0.2,
+        device_sm_active=0.9,
+    ),
+    "gpu_saturation": replace(
+        CALM, latency_seconds=SLOW, requests_per_second=95.0, owner_sm=0.98, device_sm_active=0.97,
+        in_flight=2.0,
+    ),
+    "cpu_throttling": replace(
+        CALM, latency_seconds=SLOW, requests_per_second=50.0, cpu_throttled=0.6
+    ),
+    "memory_pressure": replace(
+        CALM, latency_seconds=SLOW, requests_per_second=50.0, memory_stall=0.25, memory_usage=0.97
+    ),
+    "power_thermal_throttling": replace(
+        CALM, latency_seconds=SLOW, requests_per_second=60.0, power_thermal=1.0, clock_ratio=0.7
+    ),
+    "load": replace(CALM, latency_seconds=SLOW, requests_per_second=250.0, in_flight=12.0),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("cause", CAUSES)
+def test_each_cause_wins_its_own_incident(cause):
+    report = assess(history(INCIDENTS[cause]), WINDOW, BASELINE)
+    assert report.regression_ratio == pytest.approx(3.0)
+    assert report.baseline_seconds == pytest.approx(0.010)
+    assert top(report) == cause, report.scores
+    assert report.scores[cause] >= 0.7
+    others = [v for c, v in report.scores.items() if c != cause]
+    assert max(others) < report.scores[cause]
+    assert all(0.0 <= v <= 1.0 for v in report.scores.values())
+
+
+@pytest.mark.parametrize("cause", CAUSES)
+def test_signal_moving_without_latency_is_no_cause(cause):
+    quiet = replace(INCIDENTS[cause], latency_seconds=CALM.latency_seconds)
+    report = assess(history(quiet), WINDOW, BASELINE)
+    assert report.regression_ratio == pytest.approx(1.0)
+    assert all(v == 0.0 for v in report.scores.values()), report.scores
+
+
+def test_latency_up_at_flat_throughput_with_nothing_else_is_queueing_load():
+    report = assess(history(replace(CALM, latency_seconds=SLOW, in_flight=None)), WINDOW, BASELINE)
+    assert top(report) == "load"
+    assert report.scores["load"] == pytest.approx(1.0)
+
+
+def test_latency_up_with_throughput_collapsing_and_no_signal_is_unexplained():
+    incident = replace(CALM, latency_seconds=SLOW, requests_per_second=30.0)
+    report = assess(history(incident), WINDOW, BASELINE)
+    assert report.regression_ratio == pytest.approx(3.0)
+    assert all(v == 0.0 for v in report.scores.values()), report.scores
+
+
+def test_power_event_without_clock_drop_explains_nothing():
+    incident = replace(INCIDENTS["power_thermal_throttling"], clock_ratio=1.0)
+    report = assess(history(incident), WINDOW, BASELINE)
+    assert report.scores["power_thermal_throttling"] == 0.0
+
+
+def test_power_event_with_clocks_unknown_counts_half():
+    incident = replace(INCIDENTS["power_thermal_throttling"], clock_ratio=None)
+    report = assess(history(incident, calm=replace(CALM, clock_ratio=None)), WINDOW, BASELINE)
+    assert report.scores["power_thermal_throttling"] == pytest.approx(0.5)
+
+
+def test_oom_kill_in_window_is_memory_pressure():
+    incident = replace(CALM, latency_seconds=SLOW, requests_per_second=60.0, oom_kills=1.0)
+    report = assess(history(incident), WINDOW, BASELINE)
+    assert top(report) == "memory_pressure"
+    assert report.scores["memory_pressure"] == 1.0
+
+
+def test_saturation_by_a_neighbour_is_not_this_workloads_saturation():
+    report = assess(history(INCIDENTS["noisy_neighbour"]), WINDOW, BASELINE)
+    # SM activity rose to 90 %, but the owner holds only 2/9 of it.
+    assert report.scores["gpu_saturation"] < 0.3 * report.scores["noisy_neighbour"]
+
+
+def test_unknown_signals_score_zero():
+    bare = [Signals(t=i * TICK, latency_seconds=0.01) for i in range(60)]
+    bare += [Signals(t=(60 + i) * TICK, latency_seconds=0.03) for i in range(12)]
+    report = assess(bare, WINDOW, BASELINE)
+    assert report.regression_ratio == pytest.approx(3.0)
+    assert all(v == 0.0 for v in report.scores.values())
+
+
+def test_no_baseline_until_enough_history():
+    ticks = [replace(CALM, t=i * TICK) for i in range(12)]  # one window's worth only
+    assert assess(ticks, WINDOW, BASELINE).regression_ratio is None
+    ticks = [replace(CALM, t=i * TICK) for i in range(12 + MIN_BASELINE_POINTS)]
+    report = assess(ticks, WINDOW, BASELINE)
+    assert report.regression_ratio == pytest.approx(1.0)
+    assert report.top() is None
+
+
+def test_baseline_excludes_the_current_window_and_old_history():
+    # Old slow history beyond the baseline horizon does not count; the current
+    # window's own latency does not count either.
+    old = [replace(CALM, t=i * TICK, latency_seconds=1.0) for i in range(10)]
+    calm = [replace(CALM, t=1000.0 + i * TICK) for i in range(40)]
+    now = [replace(CALM, t=1200.0 + i * TICK, latency_seconds=0.05) for i in range(12)]
+    report = assess(old + calm + now, WINDOW, BASELINE)
+    assert report.baseline_seconds == pytest.approx(0.010)
+    assert report.regression_ratio == pytest.approx(5.0)
+
+
+def test_empty_history_and_missing_latency():
+    assert assess([], WINDOW, BASELINE).regression_ratio is None
+    ticks = [*history(CALM), replace(CALM, t=10000.0, latency_seconds=None)]
+    assert assess(ticks, WINDOW, BASELINE).regression_ratio is None
+
+
+@pytest.mark.parametrize(
+    ("ratio", "gate"), [(0.5, 0.0), (1.0, 0.0), (1.2, 0.0), (1.6, 0.5), (2.0, 1.0), (9.0, 1.0)]
+)
+def test_regression_gate(ratio, gate):
+    assert regression_gate(ratio) == pytest.approx(gate)
