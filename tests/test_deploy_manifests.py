@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from .deployfiles import agent_help
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 DAEMONSET = ROOT / "daemonset.yaml"
@@ -209,6 +211,13 @@ def test_probes_and_resources(container):
     text = DAEMONSET.read_text()
     block = text[: text.index("\n          resources:\n")].rsplit("ports:", 1)[-1]
     assert "measure" in block.lower(), "say what the requests and limits are based on"
+
+
+def test_args_are_flags_the_agent_has(container):
+    help_text = agent_help()
+    for arg in container["args"]:
+        flag = arg.split("=", 1)[0]
+        assert re.search(rf"(^|[\s\[|]){re.escape(flag)}([\s\]=|]|$)", help_text, re.M), arg
 
 
 def test_image_matches_the_package_version(container):

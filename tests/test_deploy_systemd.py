@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .deployfiles import agent_help
+
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "node-exporter-ml.service"
 DEFAULTS = ROOT / "systemd" / "node-exporter-ml.default"
@@ -119,6 +121,13 @@ def test_hardening_keeps_nvml_and_proc_working():
     assert "$ARGS" in d["ExecStart"][0]
 
 
+def test_exec_start_flags_exist():
+    help_text = agent_help()
+    for arg in unit_directives()["ExecStart"][0].split()[1:]:
+        if arg.startswith("--"):
+            assert arg.split("=", 1)[0] in help_text, arg
+
+
 def test_default_file_is_an_environment_file():
     parser = configparser.ConfigParser()
     parser.read_string("[env]\n" + DEFAULTS.read_text())
@@ -128,12 +137,6 @@ def test_default_file_is_an_environment_file():
 def test_default_file_documents_flags_the_agent_has():
     flags = set(re.findall(r"(--[a-z][a-z.-]*[a-z])(?=[=\s])", DEFAULTS.read_text()))
     assert {"--config.file", "--web.config.file", "--sampler.interval"} <= flags
-    help_text = subprocess.run(
-        [sys.executable, "-m", "node_exporter_ml", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    help_text = agent_help()
     missing = sorted(f for f in flags if f not in help_text)
     assert not missing, f"flags in {DEFAULTS.name} the agent does not have: {missing}"
