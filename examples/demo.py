@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                     ]
                 },
                 "processes": {"match": [{"cmdline": "model_server\\.py"}]},
+                # The last ~25 s of traffic: drift shows soon after the inputs change.
+                "drift": {"window_rows": 1000},
             }
         )
     )

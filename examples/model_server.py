@@ -141,11 +141,13 @@ class Server:
             except (TimeoutError, ClientError) as err:
                 log.info("waiting for the agent's drift API at %s (%s)", self.args.agent, err)
             await asyncio.sleep(1)
+        first = True
         while True:
             await asyncio.sleep(self.args.feed_interval)
-            rows, self.pending = self.pending, []
-            if not rows:
+            # A drift test on a handful of rows says little: the first batch waits for enough.
+            if not self.pending or (first and len(self.pending) < self.args.first_batch):
                 continue
+            rows, self.pending, first = self.pending, [], False
             try:
                 async with session.post(f"{api}/observations", json={"rows": rows}) as resp:
                     if resp.status != 200:
@@ -179,13 +181,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model", default="fraud-scorer")
-    p.add_argument("--width", type=int, default=256, help="hidden width (more = slower)")
+    p.add_argument("--width", type=int, default=512, help="hidden width (more = slower)")
     p.add_argument("--agent", default="http://127.0.0.1:9847", help="agent URL ('' = no drift)")
     p.add_argument("--clients", type=int, default=4, help="load generator clients")
     p.add_argument("--rps", type=float, default=40.0, help="load generator requests per second")
     p.add_argument("--drift-after", type=float, default=30.0, help="seconds until inputs drift")
     p.add_argument("--feed-interval", type=float, default=2.0, help="seconds between feeds")
     p.add_argument("--reference-rows", type=int, default=1000)
+    p.add_argument("--first-batch", type=int, default=300, help="rows before the first feed")
     return p.parse_args(argv)
 
 

@@ -129,8 +129,23 @@ def test_rbac_is_read_only_pods(objects):
     ]
 
 
+def service(objects, name: str) -> dict[str, Any]:
+    (svc,) = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == name]
+    return svc
+
+
+def test_drift_api_service_stays_on_the_node(objects):
+    svc = service(objects, "node-exporter-ml-api")
+    assert svc["spec"]["internalTrafficPolicy"] == "Local"
+    labels = kind(objects, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    # Not selected by the ServiceMonitor: the agents would be scraped twice.
+    sm = docs(DEPLOY / "servicemonitor.yaml")[0]
+    assert not sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+
+
 def test_headless_service_has_named_metrics_port(objects, container):
-    svc = kind(objects, "Service")
+    svc = service(objects, "node-exporter-ml")
     assert svc["spec"]["clusterIP"] == "None"
     (port,) = svc["spec"]["ports"]
     assert port["name"] == "metrics"
@@ -228,7 +243,7 @@ def test_image_matches_the_package_version(container):
 
 def test_monitors_find_the_agent(objects, pod, container):
     """What kube-linter's dangling-servicemonitor checks: selectors and port names match."""
-    svc = kind(objects, "Service")
+    svc = service(objects, "node-exporter-ml")
     ns = kind(objects, "Namespace")["metadata"]["name"]
     pod_labels = kind(objects, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
     sm = docs(DEPLOY / "servicemonitor.yaml")[0]
