@@ -21,8 +21,9 @@ run: $(BIN)/.installed
 	$(BIN)/node-exporter-ml --web.listen-address=$(LISTEN) --state.dir=$(CURDIR)/.state $(ARGS)
 
 # System packages the tests drive for real: promtool and a Prometheus server, headless
-# Chromium for the pages we serve, node_exporter for the scrape benchmark.
-DEBIAN_TEST_PACKAGES := prometheus chromium prometheus-node-exporter
+# Chromium for the pages we serve, node_exporter for the scrape benchmark, systemd-analyze
+# for the unit file checks.
+DEBIAN_TEST_PACKAGES := prometheus chromium prometheus-node-exporter systemd
 test-deps:
 	@missing=""; \
 	for pkg in $(DEBIAN_TEST_PACKAGES); do \
