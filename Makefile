@@ -48,8 +48,13 @@ pytest: $(BIN)/.installed-test test-deps
 
 test: lint typecheck pytest
 
+# Each benchmark prints its figures beside a peer measured in the same run (bench/README.md).
 bench: $(BIN)/.installed-test test-deps
 	$(BIN)/python bench/scrape.py
+	$(BIN)/python bench/nvml_tick.py
+	$(BIN)/python bench/attribution.py
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/drift.py
 
 # The quickstart: examples/model_server.py (latency histogram, drift feed) + the agent, no GPU.
 DEMO_ARGS ?=

@@ -32,6 +32,7 @@ from node_exporter_ml.collectors.nvml import NvmlCollector
 from node_exporter_ml.config import Config
 from node_exporter_ml.nvml.replay import Replay
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
+from node_exporter_ml.textformat import LabelCache, render_text
 
 SHARED = Path(os.environ.get("NODEML_SHARED", "/work/shared")) / "fixtures" / "nvml"
 GOAL_MS_PER_GPU = 5.0
@@ -120,7 +121,8 @@ def main() -> int:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(source)
 
-    update_s, families_s, render_s, size = [], [], [], 0
+    update_s, families_s, render_s, peer_s, size = [], [], [], [], 0
+    labels = LabelCache()
     for tick in range(args.ticks + 2):
         now[0] = 1_000_000.0 + (tick % len(doc["frames"])) + 0.5
         if tick % len(doc["frames"]) == 0:
@@ -137,12 +139,15 @@ def main() -> int:
         )
         source.families = list(collector.families(data, snapshot))
         t2 = time.process_time()
-        text = generate_latest(registry)
+        text = render_text(source.families, labels)  # what the agent does each tick
         t3 = time.process_time()
+        generate_latest(registry)  # the peer: client_python's own formatter
+        t4 = time.process_time()
         if tick >= 2:  # the first ticks read static facts and open GPM
             update_s.append(t1 - t0)
             families_s.append(t2 - t1)
             render_s.append(t3 - t2)
+            peer_s.append(t4 - t3)
             size = len(text)
 
     per_tick = [u + f + r for u, f, r in zip(update_s, families_s, render_s, strict=True)]
@@ -163,8 +168,12 @@ def main() -> int:
         f"{statistics.mean(families_s) * 1000:8.2f} ms CPU/tick"
     )
     print(
-        f"  client_python text formatting:               "
+        f"  text formatting (agent, cached labels):      "
         f"{statistics.mean(render_s) * 1000:8.2f} ms CPU/tick"
+    )
+    print(
+        f"  text formatting (client_python, the peer):   "
+        f"{statistics.mean(peer_s) * 1000:8.2f} ms CPU/tick"
     )
     print(f"  collector's own work per GPU:                {own_ms / args.gpus:8.2f} ms CPU/tick")
     print(
@@ -182,7 +191,7 @@ def main() -> int:
     for what, figure in (("collector's own work", own), ("with text formatting", per_gpu)):
         verdict = "meets" if figure <= GOAL_MS_PER_GPU else "misses"
         print(f"  -> {what}: {figure:.2f} ms/GPU {verdict} the {GOAL_MS_PER_GPU} ms/GPU goal")
-    return 0 if own <= GOAL_MS_PER_GPU else 1
+    return 0 if per_gpu <= GOAL_MS_PER_GPU else 1
 
 
 if __name__ == "__main__":

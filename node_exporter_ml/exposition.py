@@ -10,14 +10,14 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OM
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from node_exporter_ml import __version__
 from node_exporter_ml.collectors.base import Collector
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.snapshot import Snapshot
+from node_exporter_ml.textformat import LabelCache, render_openmetrics, render_text
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +30,6 @@ Format = tuple[bool, bool]
 """(openmetrics, gzip): one of the four bodies a scrape can ask for."""
 
 
-class _Families:
-    """A registry-like view over one tick's already collected families."""
-
-    def __init__(self, families: Sequence[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> Sequence[Metric]:
-        return self._families
-
-
 class Rendered:
     """One tick's metric families, and the bodies formatted from them so far.
 
@@ -48,9 +38,12 @@ class Rendered:
     scraped recently, and a scrape asking for a new one formats it once, off the loop.
     """
 
-    def __init__(self, families: Sequence[Metric], taken_at: float) -> None:
+    def __init__(
+        self, families: Sequence[Metric], taken_at: float, labels: LabelCache | None = None
+    ) -> None:
         self.families = tuple(families)
         self.taken_at = taken_at
+        self._labels = labels if labels is not None else LabelCache()
         self._bodies: dict[Format, bytes] = {}
         self._lock = threading.Lock()
 
@@ -74,10 +67,8 @@ class Rendered:
     def _format(self, fmt: Format) -> bytes:
         body = self._bodies.get(fmt)
         if body is None:
-            view = _Families(self.families)
-            om = generate_openmetrics(view) if fmt[0] else None  # type: ignore[no-untyped-call]
-            body = om if om is not None else generate_latest(view)
-            self._bodies[fmt] = body
+            render = render_openmetrics if fmt[0] else render_text
+            body = self._bodies[fmt] = render(self.families, self._labels)
         return body
 
     @property
@@ -193,6 +184,7 @@ class Renderer:
         process_metrics: bool = True,
     ) -> None:
         self.source = SnapshotCollector(collectors, interval, extra)
+        self.labels = LabelCache()  # formatted label sets, reused across ticks
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.source)
         if process_metrics:
@@ -204,7 +196,7 @@ class Renderer:
     def render(self, snapshot: Snapshot, formats: Iterable[Format] = ((False, False),)) -> Rendered:
         """Collect one snapshot's families and pre-format `formats` (call off the loop)."""
         self.source.snapshot = snapshot
-        rendered = Rendered(list(self.registry.collect()), snapshot.taken_at)
+        rendered = Rendered(list(self.registry.collect()), snapshot.taken_at, self.labels)
         for fmt in formats:
             rendered.ensure(fmt)
         return rendered
