@@ -410,6 +410,13 @@ class Cluster:
             self.nodes[spec.name] = Node(spec, agent, frames, api)
         for node in self.nodes.values():
             node.agent.wait_ready(timeout=30)
+        # Ready means one snapshot; the kube collector's first list may still be under way.
+        # Prometheus starts once every collector has succeeded, as on a settled node.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not all(
+            collectors_ok(n.agent.metrics()) for n in self.nodes.values()
+        ):
+            time.sleep(0.2)
         scrape = {
             "job_name": "node-exporter-ml",
             "static_configs": [
@@ -448,6 +455,16 @@ class Cluster:
     def logs(self) -> str:
         """Every agent's log, for failure messages."""
         return "\n".join(f"--- {n.name}\n{n.agent.output()[-3000:]}" for n in self.nodes.values())
+
+
+def collectors_ok(exposition: str) -> bool:
+    """Whether every nodeml_collector_success sample of an exposition is 1."""
+    samples = [
+        line.rsplit(" ", 1)[1]
+        for line in exposition.splitlines()
+        if line.startswith("nodeml_collector_success{")
+    ]
+    return bool(samples) and all(float(v) == 1 for v in samples)
 
 
 def _print_state(cluster: Cluster) -> None:
