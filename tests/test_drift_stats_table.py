@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from node_exporter_ml.drift import DataError, Table, as_table
+from node_exporter_ml.drift import DataError, Table, as_table, evaluate
 
 TYPING = json.loads((Path(__file__).parent / "fixtures" / "drift" / "typing.json").read_text())
 
@@ -186,6 +186,10 @@ def test_dataframe_dtypes_map_as_evidently_reads_them() -> None:
         "n": "other",
     }
     assert table.columns["c"].values.tolist() == ["x", None]
+    report = evaluate(frame, frame, data_quality=False)
+    assert sorted(report["columns"]) == ["b", "c", "f", "i"]
+    assert report["not_evaluated"]["o"].startswith("text column")  # 1 distinct of 1 present
+    assert report["not_evaluated"]["n"].startswith("columns of pandas extension dtypes")
 
 
 LAZY_IMPORTS = """

@@ -215,6 +215,11 @@ def column_kind(column: Column) -> tuple[str, str | None]:
         return "cat", None
     if dtype == "datetime":
         return "datetime", "datetime columns are not evaluated"
+    if dtype == "other":
+        return "unknown", (
+            "columns of pandas extension dtypes (Int64, boolean, ...) are not evaluated, "
+            "as in Evidently"
+        )
     if dtype == "uint":
         return "unknown", "uint64 columns (integers above 2**63) are not evaluated, as in Evidently"
     present = column.values[~none_mask(column.values)].tolist()
@@ -311,8 +316,10 @@ def evaluate(reference: Any, current: Any, **options: Any) -> dict[str, Any]:
         else:
             columns[name] = outcome
     if not columns:
-        detail = "; ".join(f"{k}: {v}" for k, v in not_evaluated.items()) or "no columns"
-        raise DataError(f"no column can be evaluated ({detail})")
+        reasons = [f"{k}: {v}" for k, v in not_evaluated.items()]
+        if len(reasons) > 5:
+            reasons[5:] = [f"and {len(reasons) - 5} more"]
+        raise DataError(f"no column can be evaluated ({'; '.join(reasons) or 'no columns'})")
     drifted = sum(1 for c in columns.values() if c["drift_detected"])
     share = drifted / len(columns)
     report: dict[str, Any] = {

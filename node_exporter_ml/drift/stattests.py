@@ -465,6 +465,10 @@ def tvd(sample: Sample, iterations: int = 1000) -> float:
     Evidently seeds numpy's legacy generator with 0 and draws each permuted reference with
     ``np.random.choice(pooled, n, replace=False)``, which is ``permutation(len(pooled))[:n]``;
     the same stream here gives the same permutations without touching global random state.
+    Distances are computed in floats as Evidently computes them, so a permuted distance equal
+    to the observed one in exact arithmetic is counted as Evidently counts it: by rounding.
+    Evidently sums string labels in hash order, so on tie-heavy small samples its own answer
+    changes with PYTHONHASHSEED; this sums them in first-seen order, the same on every run.
     """
     labels, ref_counts, cur_counts = sample.labels()
     n, m = sample.n_ref, sample.n_cur
