@@ -127,20 +127,29 @@ class Server:
                     await resp.read()
             await asyncio.sleep(pause * rng.uniform(0.5, 1.5))
 
-    async def feed_drift(self, session: ClientSession) -> None:
-        """PUT the training data as reference once, then POST served rows every few seconds."""
-        api = f"{self.args.agent}/api/v1/models/{self.model.name}"
-        reference = sample_features(np.random.default_rng(0), False, self.args.reference_rows)
+    async def put_reference(self, session: ClientSession, reference: list[dict[str, Any]]) -> None:
+        """PUT the training data as the model's reference, retrying until the agent takes it."""
+        url = f"{self.args.agent}/api/v1/models/{self.model.name}/reference"
         while True:
             try:
-                async with session.put(f"{api}/reference", json={"rows": reference}) as resp:
+                async with session.put(url, json={"rows": reference}) as resp:
                     if resp.status in (200, 201):
                         log.info("reference of %d rows stored by the agent", len(reference))
-                        break
+                        return
                     log.warning("agent refused the reference: %s", await resp.text())
             except (TimeoutError, ClientError) as err:
                 log.info("waiting for the agent's drift API at %s (%s)", self.args.agent, err)
             await asyncio.sleep(1)
+
+    async def feed_drift(self, session: ClientSession) -> None:
+        """PUT the reference once, then POST served rows every few seconds.
+
+        An agent that answers 404 for the model has lost its state (a new pod, a wiped
+        --state.dir): the reference is PUT again, as a real model server should do.
+        """
+        url = f"{self.args.agent}/api/v1/models/{self.model.name}/observations"
+        reference = sample_features(np.random.default_rng(0), False, self.args.reference_rows)
+        await self.put_reference(session, reference)
         first = True
         while True:
             await asyncio.sleep(self.args.feed_interval)
@@ -149,8 +158,11 @@ class Server:
                 continue
             rows, self.pending, first = self.pending, [], False
             try:
-                async with session.post(f"{api}/observations", json={"rows": rows}) as resp:
-                    if resp.status != 200:
+                async with session.post(url, json={"rows": rows}) as resp:
+                    if resp.status == 404:
+                        log.warning("the agent does not know the model any more: new reference")
+                        await self.put_reference(session, reference)
+                    elif resp.status != 200:
                         log.warning("agent refused observations: %s", await resp.text())
             except (TimeoutError, ClientError) as err:
                 log.warning("could not post %d observations: %s", len(rows), err)
