@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LISTEN ?= :9847
 ARGS ?=
 
-.PHONY: run test lint typecheck pytest test-deps bench clean proto
+.PHONY: run test lint typecheck pytest test-deps bench clean proto demo demo-cluster
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,9 @@ run: $(BIN)/.installed
 	$(BIN)/node-exporter-ml --web.listen-address=$(LISTEN) --state.dir=$(CURDIR)/.state $(ARGS)
 
 # System packages the tests drive for real: promtool and a Prometheus server, headless
-# Chromium for the pages we serve, node_exporter for the scrape benchmark.
-DEBIAN_TEST_PACKAGES := prometheus chromium prometheus-node-exporter
+# Chromium for the pages we serve, node_exporter for the scrape benchmark, systemd-analyze
+# for the unit file checks.
+DEBIAN_TEST_PACKAGES := prometheus chromium prometheus-node-exporter systemd
 test-deps:
 	@missing=""; \
 	for pkg in $(DEBIAN_TEST_PACKAGES); do \
@@ -55,6 +56,15 @@ bench: $(BIN)/.installed-test test-deps
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/drift_http.py --rows 200000
+
+# The quickstart: examples/model_server.py (latency histogram, drift feed) + the agent, no GPU.
+DEMO_ARGS ?=
+demo: $(BIN)/.installed
+	$(BIN)/python examples/demo.py $(DEMO_ARGS)
+
+# Four agents replaying different GPU recordings, one Prometheus with the shipped rules.
+demo-cluster: $(BIN)/.installed-test test-deps
+	$(BIN)/python -m tests.cluster
 
 # The kubelet pod-resources API: proto/podresources/v1/api.proto -> committed Python modules.
 # The -I mapping makes the generated _pb2_grpc import its _pb2 by its package path.

@@ -1,0 +1,327 @@
+"""Kubernetes manifests: kubernetes-validate --strict for 1.28..1.37, and what issue 7 asks."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .deployfiles import agent_help
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+DAEMONSET = ROOT / "daemonset.yaml"
+PROMETHEUS_RULE = DEPLOY / "prometheusrule.yaml"
+RULE_FILES = [
+    DEPLOY / "prometheus" / "rules" / "node-exporter-ml.rules.yml",
+    DEPLOY / "prometheus" / "rules" / "node-exporter-ml.alerts.yml",
+]
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "node-exporter-ml.json"
+DASHBOARD_CONFIGMAP = DEPLOY / "grafana" / "dashboard-configmap.yaml"
+MANIFESTS = [
+    DAEMONSET,
+    DEPLOY / "servicemonitor.yaml",
+    DEPLOY / "podmonitor.yaml",
+    PROMETHEUS_RULE,
+    DASHBOARD_CONFIGMAP,
+]
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+KUBE_VERSIONS = [f"1.{minor}.0" for minor in range(28, 38)]
+
+
+def docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def kind(objs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (obj,) = [o for o in objs if o["kind"] == name]
+    return obj
+
+
+@pytest.fixture(scope="module")
+def objects() -> list[dict[str, Any]]:
+    return docs(DAEMONSET)
+
+
+@pytest.fixture(scope="module")
+def pod(objects) -> dict[str, Any]:
+    return kind(objects, "DaemonSet")["spec"]["template"]["spec"]
+
+
+@pytest.fixture(scope="module")
+def container(pod) -> dict[str, Any]:
+    (c,) = pod["containers"]
+    return c
+
+
+def kubernetes_validate() -> str:
+    exe = Path(sys.executable).parent / "kubernetes-validate"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("kubernetes-validate")
+    assert found, "kubernetes-validate comes with the test extra (pip install -e '.[test]')"
+    return found
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_kubernetes_validate_strict(version):
+    """The real CLI, strict (unknown fields fail); CRDs it has no schema for only warn."""
+    proc = subprocess.run(
+        [kubernetes_validate(), "-k", version, "--strict", *map(str, MANIFESTS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    for line in out.splitlines():
+        if line.startswith("WARN"):
+            assert re.search(r"Couldn't find schema for kind (\w+)", line), line
+            crd = re.search(r"kind (\w+)", line)
+            assert crd, line
+            assert crd.group(1) in CRD_KINDS, line
+        else:
+            assert line.startswith("INFO"), line
+            assert " passed " in line, line
+    passed = sum(" passed " in line for line in out.splitlines())
+    builtin = sum(1 for m in MANIFESTS for d in docs(m) if d["kind"] not in CRD_KINDS)
+    assert passed == builtin, out
+
+
+def test_strict_validation_catches_a_typo(tmp_path):
+    """The check above can fail: a misspelt hostPID is rejected in strict mode."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DAEMONSET.read_text().replace("hostPID: true", "hostPid: true"))
+    proc = subprocess.run(
+        [kubernetes_validate(), "-k", "1.30.0", "--strict", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "hostPid" in proc.stdout + proc.stderr
+
+
+def test_rbac_is_read_only_pods(objects):
+    role = kind(objects, "ClusterRole")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+    ]
+    binding = kind(objects, "ClusterRoleBinding")
+    sa = kind(objects, "ServiceAccount")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": sa["metadata"]["name"],
+            "namespace": sa["metadata"]["namespace"],
+        }
+    ]
+
+
+def service(objects, name: str) -> dict[str, Any]:
+    (svc,) = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == name]
+    return svc
+
+
+def test_drift_api_service_stays_on_the_node(objects):
+    svc = service(objects, "node-exporter-ml-api")
+    assert svc["spec"]["internalTrafficPolicy"] == "Local"
+    labels = kind(objects, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    # Not selected by the ServiceMonitor: the agents would be scraped twice.
+    sm = docs(DEPLOY / "servicemonitor.yaml")[0]
+    assert not sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+
+
+def test_headless_service_has_named_metrics_port(objects, container):
+    svc = service(objects, "node-exporter-ml")
+    assert svc["spec"]["clusterIP"] == "None"
+    (port,) = svc["spec"]["ports"]
+    assert port["name"] == "metrics"
+    assert port["targetPort"] == "metrics"
+    assert {"name": "metrics", "containerPort": 9847, "protocol": "TCP"} in container["ports"]
+    labels = kind(objects, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+
+
+def test_daemonset_targets_gpu_nodes(objects, pod):
+    ds = kind(objects, "DaemonSet")
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    exprs = [e for t in terms["nodeSelectorTerms"] for e in t["matchExpressions"]]
+    assert {"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]} in exprs
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert ds["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+
+
+def test_hostpid_with_its_reason(pod):
+    assert pod["hostPID"] is True
+    assert pod.get("hostNetwork") is not True
+    text = DAEMONSET.read_text()
+    comment = text[: text.index("hostPID: true")].rsplit("\n\n", 1)[-1]
+    assert "hostPID" in comment
+    assert "/proc/<pid>/cgroup" in comment
+
+
+def test_nvml_through_the_nvidia_runtime(pod, container):
+    assert pod["runtimeClassName"] == "nvidia"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NVIDIA_VISIBLE_DEVICES"]["value"] == "all"
+    assert env["NVIDIA_DRIVER_CAPABILITIES"]["value"] == "utility"
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    # The agent does not take a GPU away from the workloads it watches.
+    for section in ("requests", "limits"):
+        assert not any(k.startswith("nvidia.com/") for k in container["resources"][section])
+
+
+def test_locked_down_container(pod, container):
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc.get("privileged", False) is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert "add" not in sc["capabilities"]
+    seccomp = sc.get("seccompProfile") or pod["securityContext"]["seccompProfile"]
+    assert seccomp == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_volumes_cgroupfs_read_only_and_state(pod, container):
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    args = container["args"]
+    cgroup = next(
+        n for n, v in volumes.items() if v.get("hostPath", {}).get("path") == "/sys/fs/cgroup"
+    )
+    assert mounts[cgroup]["readOnly"] is True
+    assert f"--path.cgroupfs={mounts[cgroup]['mountPath']}" in args
+    state_arg = next(a for a in args if a.startswith("--state.dir="))
+    state_mount = next(m for m in mounts.values() if m["mountPath"] == state_arg.split("=", 1)[1])
+    assert not state_mount.get("readOnly", False)
+    # Every hostPath except the state is read-only.
+    for name, vol in volumes.items():
+        if "hostPath" in vol:
+            assert mounts[name].get("readOnly") is True, name
+
+
+def test_probes_and_resources(container):
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    res = container["resources"]
+    for section in ("requests", "limits"):
+        assert set(res[section]) == {"cpu", "memory"}, section
+    text = DAEMONSET.read_text()
+    block = text[: text.index("\n          resources:\n")].rsplit("ports:", 1)[-1]
+    assert "measure" in block.lower(), "say what the requests and limits are based on"
+
+
+def test_args_are_flags_the_agent_has(container):
+    help_text = agent_help()
+    for arg in container["args"]:
+        flag = arg.split("=", 1)[0]
+        assert re.search(rf"(^|[\s\[|]){re.escape(flag)}([\s\]=|]|$)", help_text, re.M), arg
+
+
+def test_image_matches_the_package_version(container):
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert container["image"].endswith(f":{version}")
+    assert container["image"] in (ROOT / "Containerfile").read_text()
+
+
+def test_monitors_find_the_agent(objects, pod, container):
+    """What kube-linter's dangling-servicemonitor checks: selectors and port names match."""
+    svc = service(objects, "node-exporter-ml")
+    ns = kind(objects, "Namespace")["metadata"]["name"]
+    pod_labels = kind(objects, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
+    sm = docs(DEPLOY / "servicemonitor.yaml")[0]
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["namespaceSelector"]["matchNames"] == [ns]
+    port_names = {p["name"] for p in svc["spec"]["ports"]}
+    pm = docs(DEPLOY / "podmonitor.yaml")[0]
+    assert pm["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert pm["spec"]["namespaceSelector"]["matchNames"] == [ns]
+    container_ports = {p["name"] for p in container["ports"]}
+    for monitor, endpoints, ports in (
+        (sm, sm["spec"]["endpoints"], port_names),
+        (pm, pm["spec"]["podMetricsEndpoints"], container_ports),
+    ):
+        assert monitor["metadata"]["labels"].get("release"), "kube-prometheus-stack selects by it"
+        for ep in endpoints:
+            assert ep["port"] in ports
+            assert ep["path"] == "/metrics"
+            # The agent's own workload labels must survive: the target's pod/namespace go.
+            drops = [r for r in ep["relabelings"] if r.get("action") == "labeldrop"]
+            assert drops
+            assert all(re.fullmatch(drops[0]["regex"], label) for label in ("namespace", "pod"))
+
+
+def prometheus_rule_document() -> dict[str, Any]:
+    groups = [g for f in RULE_FILES for g in yaml.safe_load(f.read_text())["groups"]]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": "node-exporter-ml",
+            "namespace": "node-exporter-ml",
+            "labels": {
+                "app.kubernetes.io/name": "node-exporter-ml",
+                "release": "kube-prometheus-stack",
+            },
+        },
+        "spec": {"groups": groups},
+    }
+
+
+def dashboard_configmap_document() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "node-exporter-ml-dashboard",
+            "namespace": "node-exporter-ml",
+            "labels": {"app.kubernetes.io/name": "node-exporter-ml", "grafana_dashboard": "1"},
+        },
+        "data": {DASHBOARD.name: DASHBOARD.read_text()},
+    }
+
+
+GENERATED = {
+    PROMETHEUS_RULE: (
+        prometheus_rule_document,
+        "# Generated from deploy/prometheus/rules/*.yml by tests/test_deploy_manifests.py\n"
+        "# (pytest --update-golden rewrites it). The same rules, for prometheus-operator.\n",
+    ),
+    DASHBOARD_CONFIGMAP: (
+        dashboard_configmap_document,
+        "# Generated from deploy/grafana/dashboards/node-exporter-ml.json by\n"
+        "# tests/test_deploy_manifests.py (pytest --update-golden rewrites it). The dashboard\n"
+        '# for the Grafana sidecar of kube-prometheus-stack (label grafana_dashboard: "1").\n',
+    ),
+}
+
+
+@pytest.mark.parametrize("path", list(GENERATED), ids=lambda p: p.name)
+def test_generated_manifests_match_their_sources(path, update_golden):
+    build, header = GENERATED[path]
+    text = header + yaml.safe_dump(build(), sort_keys=False, width=100)
+    if update_golden:
+        path.write_text(text)
+    assert path.read_text() == text, f"{path.name} is stale: run pytest --update-golden"
+
+
+def test_dashboard_configmap_fits_kubectl_apply():
+    # kubectl apply stores the object in an annotation limited to 256 KiB.
+    assert len(json.dumps(dashboard_configmap_document())) < 256 * 1024
