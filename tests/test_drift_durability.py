@@ -1,4 +1,4 @@
-"""kill -9 after a 2xx loses nothing: the acknowledged rows are there after a restart."""
+"""kill -9 of the real agent after a 2xx loses nothing: acknowledged rows survive a restart."""
 
 from __future__ import annotations
 
@@ -12,29 +12,37 @@ import aiohttp
 import pytest
 
 from node_exporter_ml.drift.store import Store, Window
+from tests.conftest import free_port
 from tests.drift_helpers import make_rows
 
-RUNNER = Path(__file__).with_name("drift_runner.py")
 BATCHES = 24
 BATCH_ROWS = 40
 
 
 async def start_runner(state_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
+    """The real agent, drift collector only, on a free port; returns once it is ready."""
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(RUNNER),
-        "--state-dir",
-        str(state_dir),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 20)
-    if not line.startswith(b"LISTENING "):
-        proc.kill()
-        _, err = await proc.communicate()
-        raise AssertionError(f"runner did not start: {line!r} {err.decode()[-2000:]}")
-    return proc, f"http://127.0.0.1:{int(line.split()[1])}"
+        sys.executable, "-m", "node_exporter_ml", f"--web.listen-address=127.0.0.1:{port}",
+        f"--state.dir={state_dir}", "--collector.disable-defaults", "--collector.drift",
+        "--sampler.interval=1s", "--drift.interval=1h",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            if proc.returncode is not None:
+                _, err = await proc.communicate()
+                raise AssertionError(f"agent exited: {err.decode()[-2000:]}")
+            try:
+                async with http.get(f"{base}/readyz") as r:
+                    if r.status == 200:
+                        return proc, base
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    proc.kill()
+    raise AssertionError("agent not ready after 20 s")
 
 
 def kill9(proc: asyncio.subprocess.Process) -> None:
