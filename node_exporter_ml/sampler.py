@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import dataclasses
 import logging
 import time
@@ -134,7 +133,9 @@ class Sampler:
     async def close(self) -> None:
         """Stop collectors and worker threads (a hung thread is left to die with us)."""
         for c in self.collectors:
-            with contextlib.suppress(Exception):
+            try:
                 await c.stop()
+            except Exception:
+                log.exception("collector %s failed to stop cleanly", c.name)
         for ex in (*self._executors.values(), self._enrich_executor):
             ex.shutdown(wait=False, cancel_futures=True)
