@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from dataclasses import replace
 
 import pytest
@@ -31,6 +32,18 @@ def render(collector: DriftCollector, data: DriftData) -> dict[str, list]:
     registry.register(_Families(list(collector.families(data, snapshot))))
     text = generate_latest(registry).decode()
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def promtool_is_silent(collector: DriftCollector, data: DriftData) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(list(collector.families(data, Snapshot(0.0, {})))))
+    proc = subprocess.run(
+        ["promtool", "check", "metrics"], input=generate_latest(registry), capture_output=True,
+        timeout=30, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == b"", proc.stdout
+    assert proc.stderr.strip() == b"", proc.stderr
 
 
 def value(samples, **labels):
@@ -93,6 +106,7 @@ async def test_continuous_evaluation_publishes_series(aiohttp_client, config):
         finally:
             await collector.stop()
     fams = render(collector, data)
+    await asyncio.to_thread(promtool_is_silent, collector, data)
     report = data.results[0].report
     amount = report["columns"]["amount"]
     assert value(fams["nodeml_drift_score"], model="fraud", feature="amount",
@@ -107,10 +121,8 @@ async def test_continuous_evaluation_publishes_series(aiohttp_client, config):
     assert value(fams["nodeml_drift_unseen_categories_ratio"], model="fraud", feature="country") > 0
     assert value(fams["nodeml_drift_missing_ratio"], model="fraud", feature="amount") == 0.0
     assert value(fams["nodeml_drift_prediction_detected"], model="fraud") == 1.0
-    assert (
-        value(fams["nodeml_drift_prediction_confidence_observations"], model="fraud", le="+Inf")
-        == 300
-    )
+    assert value(fams["nodeml_drift_prediction_confidence"], model="fraud", le="+Inf") == 300
+    assert value(fams["nodeml_drift_prediction_confidence_gcount"], model="fraud") == 300
     acc = sum(r["prediction"] == "fraud" for r in cur[:50]) / 50
     assert value(fams["nodeml_drift_accuracy_ratio"], model="fraud") == pytest.approx(acc)
     assert value(fams["nodeml_drift_labeled_observations"], model="fraud") == 50

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
 from node_exporter_ml.drift.service import DriftService, Limits, ModelResult
@@ -207,10 +207,11 @@ def drift_families(results: Iterable[ModelResult]) -> list[Metric]:
         "Mean confidence of the window's predictions.",
         ["model"],
     )
-    conf_le = _gauge(
-        "nodeml_drift_prediction_confidence_observations",
-        "Window predictions with confidence <= le (cumulative, like histogram buckets).",
-        ["model", "le"],
+    # A gauge histogram: the buckets describe the current window, they do not only grow.
+    conf_hist = GaugeHistogramMetricFamily(
+        "nodeml_drift_prediction_confidence",
+        "Confidence of the window's predictions (a gauge histogram over the window).",
+        labels=["model"],
     )
     labeled = _gauge(
         "nodeml_drift_labeled_observations",
@@ -277,11 +278,13 @@ def drift_families(results: Iterable[ModelResult]) -> list[Metric]:
             value = _num(conf.get("mean"))
             if value is not None:
                 add_sample(conf_mean, m, value)
-            running = 0
+            running, buckets = 0.0, []
             for edge, count in zip(conf["edges"][1:], conf["counts"], strict=True):
                 running += count
-                add_sample(conf_le, {**m, "le": f"{edge:g}"}, running)
-            add_sample(conf_le, {**m, "le": "+Inf"}, running)
+                buckets.append((f"{edge:g}", running))
+            buckets.append(("+Inf", running))
+            total = value * running if value is not None else None
+            conf_hist.add_metric([m["model"]], buckets, gsum_value=total)
         lab = report.get("labels") or {}
         if lab.get("count"):
             add_sample(labeled, m, lab["count"])
@@ -301,7 +304,7 @@ def drift_families(results: Iterable[ModelResult]) -> list[Metric]:
                 )
     families = [
         score, threshold, detected, share, dataset, rows, evaluated, took, ok, missing,
-        out_of_range, unseen, schema, pred_score, pred_detected, conf_mean, conf_le, labeled,
+        out_of_range, unseen, schema, pred_score, pred_detected, conf_mean, conf_hist, labeled,
         accuracy, precision, recall, confusion,
     ]  # fmt: skip
     return [f for f in families if f.samples]  # no HELP/TYPE lines for series nobody has
