@@ -172,6 +172,9 @@ def _pod_of(labels: Mapping[str, str]) -> tuple[str, str] | None:
     return labels.get("namespace", ""), pod
 
 
+MPS_SERVER_COMM = "nvidia-cuda-mps"  # comm of nvidia-cuda-mps-server, cut to 15 characters
+
+
 def join_allocations(
     allocations: Iterable[GpuAllocation],
     gpus: Sequence[GpuSample],
@@ -189,7 +192,8 @@ def join_allocations(
     the GPU (or its MIG instance) is allocated to, or a workload outside any pod (a
     systemd unit). Only what can be proven is flagged: not a process with no workload
     labels at all, nor one of a pod holding a device that found no GPU (a MIG UUID when
-    the NVML data lists no MIG devices, say).
+    the NVML data lists no MIG devices, say), nor the MPS server (its clients are the
+    processes that count).
     """
     index = _GpuIndex(gpus)
     series: dict[AllocationSeries, None] = {}
@@ -222,6 +226,8 @@ def join_allocations(
     for gpu in gpus:
         held = holders[gpu.uuid]
         for proc in gpu.processes:
+            if proc.comm.startswith(MPS_SERVER_COMM):
+                continue  # the MPS server runs in the device plugin's pod, which holds no GPU
             labels = workload_labels(proc.pid)
             if not labels:
                 continue

@@ -55,6 +55,16 @@ def test_host_process_is_flagged_unattributed_is_not():
     assert joined.unallocated == (UnallocatedUse("0", U0, 10),)
 
 
+def test_mps_server_is_not_flagged_its_unallocated_clients_are():
+    # Under MPS the server runs in the device plugin's daemon pod, which holds no GPU.
+    server = GpuProcessSample(50, comm="nvidia-cuda-mps")
+    clients = (GpuProcessSample(100, mps_client=True), GpuProcessSample(200, mps_client=True))
+    gpus = [GpuSample(0, U0, processes=(server, *clients))]
+    mps_pod = {"namespace": "gpu-operator", "pod": "mps-control-daemon", "container": "mps"}
+    joined = join_allocations([alloc(U0)], gpus, workloads({50: mps_pod, 100: POD_A, 200: POD_B}))
+    assert joined.unallocated == (UnallocatedUse("0", U0, 200),)
+
+
 def test_gpu_allocated_to_nobody_used_by_a_pod_is_flagged():
     gpus = [GpuSample(0, U0, processes=(GpuProcessSample(100),))]
     joined = join_allocations([], gpus, workloads({100: POD_A}))
