@@ -91,7 +91,7 @@ class ServingTarget:
         if self.name:
             return self.name
         host, port = self.endpoint
-        return f"{host}:{port}"
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,7 +207,9 @@ def annotation_targets(
         scheme, path = a.get(SCHEME_ANNOTATION, "http"), a.get(PATH_ANNOTATION, "/metrics")
         owner = f"{pod.namespace}/{pod.name}"
         targets.append(
-            ServingTarget(url=f"{scheme}://{host}:{port}{path}", name=f"{owner}:{port}", pod=owner)
+            # No name: the `target` label is host:port, as DESIGN.md says for unnamed targets;
+            # the series also carry the pod's namespace/pod/container labels.
+            ServingTarget(url=f"{scheme}://{host}:{port}{path}", pod=owner)
         )
     return targets
 

@@ -216,7 +216,8 @@ def test_annotation_targets(pod: PodMeta, url: str | None) -> None:
     assert [t.url for t in targets] == ([url] if url else [])
     for t in targets:
         assert t.pod == "ml/vllm-0"
-        assert t.name == "ml/vllm-0:8000"
+        assert t.name is None  # unnamed: the target label is host:port (DESIGN.md)
+        assert t.label == url.split("/")[2]
 
 
 def test_annotation_problem_says_why() -> None:
@@ -506,7 +507,7 @@ async def test_bad_annotation_logged_once(
         assert warnings == [
             "kube: pod ml/triton-0: nodeml.io/port: expected a port number 1-65535, got 'grpc'"
         ]
-        assert [t.name for t in data.targets] == ["ml/vllm-0:8000"]
+        assert [t.pod for t in data.targets] == ["ml/vllm-0"]
     finally:
         await collector.stop()
 
