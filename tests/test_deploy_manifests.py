@@ -228,6 +228,26 @@ def test_probes_and_resources(container):
     assert "measure" in block.lower(), "say what the requests and limits are based on"
 
 
+def test_drift_api_is_guarded_and_uploads_fit_the_memory_limit(objects, pod, container):
+    from node_exporter_ml.config import parse_config_file
+
+    args = dict(a.split("=", 1) for a in container["args"] if "=" in a)
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    token_dir = args["--drift.token-file"].rsplit("/", 1)[0]
+    assert volumes[mounts[token_dir]]["secret"]["secretName"] == "node-exporter-ml-drift-token"
+    config_dir = args["--config.file"].rsplit("/", 1)[0]
+    config_map = volumes[mounts[config_dir]]["configMap"]["name"]
+    cm = next(
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == config_map
+    )
+    parsed = parse_config_file(cm["data"]["config.yaml"], "daemonset.yaml ConfigMap")
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi")
+    # A drift upload peaks at 10-15x its body size while it is typed (daemonset.yaml).
+    assert parsed.drift_max_body_bytes * 15 + 100 * 2**20 <= int(limit[:-2]) * 2**20
+
+
 def test_args_are_flags_the_agent_has(container):
     help_text = agent_help()
     for arg in container["args"]:
