@@ -393,6 +393,14 @@ def test_a_lost_gpu_is_dropped_and_flagged_while_the_others_stay(caplog):
     data = collector.update(None)
     assert [d.uuid for d in data.devices] == [u1]
     assert [(g.index, g.uuid) for g in data.lost] == [(0, u0)]
+    # It keeps failing its readings (the replay stays on the last frame): still one line each,
+    # never "answers again" in between, since its handle still answers.
+    for _ in range(3):
+        clock.now += 1.0
+        collector.update(None)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("GPU 0" in m and "is lost" in m for m in messages) == 1
+    assert not any("GPU 0" in m and "answers again" in m for m in messages)
 
 
 def test_no_driver_reports_no_data_and_retries_every_minute(caplog):

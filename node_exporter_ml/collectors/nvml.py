@@ -351,8 +351,6 @@ class NvmlCollector(BlockingCollector):
             st.handle = handle
         if st.info is None:
             st.info = read_device_info(nvml, index, st.handle)
-        if self._once.forget(f"lost:{index}"):
-            log.info("GPU %d (%s) answers again", index, st.info.uuid)
         info, h = st.info, st.handle
         now = self._clock()
         dt = 0.0 if st.last_tick is None else max(0.0, now - st.last_tick)
@@ -365,6 +363,10 @@ class NvmlCollector(BlockingCollector):
         st.last_tick = now
         instances = self._instances(nvml, migs, gpm)
         sample = self._sample(info, reading, processes, gpm.get(None, {}), energy, instances, migs)
+        # Only a whole successful read clears a lost GPU: a GPU that answers its handle but
+        # fails its readings stays lost, logged once, not "lost"/"back" every tick.
+        if self._once.forget(f"lost:{index}"):
+            log.info("GPU %d (%s) answers again", index, info.uuid)
         return dataclasses.replace(sample, idle_energy_joules_total=idle)
 
     def _processes(
