@@ -76,7 +76,7 @@ async def serve(config: Config, web_config: WebConfig) -> int:
     log.info(
         "listening on %s://%s:%d (version %s, collectors: %s)",
         scheme,
-        host or "0.0.0.0",
+        f"[{host}]" if ":" in host else host or "0.0.0.0",
         port,
         __version__,
         ",".join(sorted(config.collectors)) or "none",
@@ -115,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"node-exporter-ml: error: {err}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
+    # A SIGHUP before the loop's handler is installed must not end the agent (its default).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         return uvloop.run(serve(config, web_config))
     except ConfigError as err:  # e.g. a collector rejecting its settings at start

@@ -131,7 +131,7 @@ class YamlReader:
     def fail(self, key: str, expected: str, got: object) -> ConfigError:
         """The one-line error naming the file, the key, what was expected and what came."""
         shown = repr(got) if not isinstance(got, Mapping | list) else type(got).__name__
-        return ConfigError(f"{self.source}: {key}: expected {expected}, got {shown}")
+        return ConfigError(f"{self.source}: {key or 'top level'}: expected {expected}, got {shown}")
 
     def mapping(self, value: object, key: str, allowed: Sequence[str]) -> Mapping[str, Any]:
         """A mapping with only `allowed` keys ({} for None)."""
@@ -423,8 +423,21 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
         metavar="URL",
         help="API server URL (default: in-cluster from KUBERNETES_SERVICE_HOST)",
     )
-    a("--kube.token-file", dest="kube_token_file", default=DEFAULT_TOKEN_FILE)
-    a("--kube.ca-file", dest="kube_ca_file", default=DEFAULT_CA_FILE)
+    # Defaults are the in-cluster service account's files; a path given here must exist.
+    a(
+        "--kube.token-file",
+        dest="kube_token_file",
+        default=None,
+        metavar="FILE",
+        help=f"API server bearer token (default: {DEFAULT_TOKEN_FILE})",
+    )
+    a(
+        "--kube.ca-file",
+        dest="kube_ca_file",
+        default=None,
+        metavar="FILE",
+        help=f"API server CA bundle (default: {DEFAULT_CA_FILE})",
+    )
     a(
         "--kube.node-name",
         dest="kube_node_name",
@@ -452,6 +465,18 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
     return p
 
 
+_RESERVED_PATHS = ("/", "/healthz", "/readyz")
+_RESERVED_PREFIXES = ("/api/", "/drift/")
+
+
+def _check_telemetry_path(path: str) -> None:
+    if not path.startswith("/") or path in _RESERVED_PATHS or path.startswith(_RESERVED_PREFIXES):
+        raise ConfigError(
+            f"--web.telemetry-path: expected a path starting with / other than "
+            f"{', '.join(_RESERVED_PATHS)} and /api/..., /drift/..., got {path!r}"
+        )
+
+
 def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Config:
     """Parse flags and the config file into a Config.
 
@@ -475,12 +500,25 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
     ):
         if not os.path.isdir(path):
             raise ConfigError(f"{flag}: {path}: expected a readable directory")
-    if ns.nvml_replay and not os.path.isfile(ns.nvml_replay):
-        raise ConfigError(f"--nvml.replay: {ns.nvml_replay}: no such file")
-    if ns.web_config_file and not os.path.isfile(ns.web_config_file):
-        raise ConfigError(f"--web.config.file: {ns.web_config_file}: no such file")
-    if ns.drift_token_file and not os.path.isfile(ns.drift_token_file):
-        raise ConfigError(f"--drift.token-file: {ns.drift_token_file}: no such file")
+    for flag, path in (
+        ("--nvml.replay", ns.nvml_replay),
+        ("--web.config.file", ns.web_config_file),
+        ("--drift.token-file", ns.drift_token_file),
+        ("--kube.token-file", ns.kube_token_file),
+        ("--kube.ca-file", ns.kube_ca_file),
+    ):
+        if path and not os.path.isfile(path):
+            what = "expected a file, got a directory" if os.path.isdir(path) else "no such file"
+            raise ConfigError(f"{flag}: {path}: {what}")
+    _check_telemetry_path(ns.telemetry_path)
+    for flag, url in (
+        ("--kube.api-url", ns.kube_api_url),
+        ("--kube.kubelet-url", ns.kube_kubelet_url),
+    ):
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(f"{flag}: expected an http(s) URL, got {url!r}")
     return Config(
         listen_address=ns.listen_address,
         web_config_file=ns.web_config_file,
@@ -500,8 +538,8 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
         serving_baseline=ns.serving_baseline,
         serving_discover=ns.serving_discover,
         kube_api_url=ns.kube_api_url,
-        kube_token_file=ns.kube_token_file,
-        kube_ca_file=ns.kube_ca_file,
+        kube_token_file=ns.kube_token_file or DEFAULT_TOKEN_FILE,
+        kube_ca_file=ns.kube_ca_file or DEFAULT_CA_FILE,
         kube_node_name=ns.kube_node_name or os.environ.get("NODE_NAME") or None,
         kube_kubelet_url=ns.kube_kubelet_url,
         kube_pod_resources_socket=ns.kube_pod_resources_socket,

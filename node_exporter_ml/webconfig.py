@@ -178,7 +178,10 @@ def load_web_config(path: str | None) -> WebConfig:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read web config file: {err}") from None
     config = parse_web_config(text, path, Path(path).resolve().parent)
-    config.ssl_context()  # fail at startup, not at the first connection
+    try:
+        config.ssl_context()  # fail at startup, not at the first connection
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     return config
 
 

@@ -146,6 +146,13 @@ def test_bad_config_exits_2_with_one_line(tmp_path, capsys):
         (["--path.procfs=/nonexistent"], "--path.procfs: /nonexistent: expected a readable dir"),
         (["--nvml.replay=/nonexistent.json"], "--nvml.replay: /nonexistent.json: no such file"),
         (["--web.config.file=/nonexistent.yml"], "--web.config.file: /nonexistent.yml"),
+        (["--nvml.replay=/"], "--nvml.replay: /: expected a file, got a directory"),
+        (["--kube.token-file=/nonexistent"], "--kube.token-file: /nonexistent: no such file"),
+        (["--kube.ca-file=/nonexistent"], "--kube.ca-file: /nonexistent: no such file"),
+        (["--kube.api-url=notaurl"], "--kube.api-url: expected an http(s) URL, got 'notaurl'"),
+        (["--web.telemetry-path=metrics"], "--web.telemetry-path: expected a path starting"),
+        (["--web.telemetry-path=/healthz"], "--web.telemetry-path: expected a path starting"),
+        (["--web.telemetry-path=/api/v1/x"], "--web.telemetry-path: expected a path starting"),
     ],
 )
 def test_unreadable_paths_exit_2(args, message, capsys):
