@@ -720,3 +720,20 @@ def test_no_gpu_at_all_is_no_data(tmp_path):
     )
     with pytest.raises(NoDataError, match="no NVIDIA GPU"):
         make_collector(path, Clock()).update(None)
+
+
+def test_nvlink_counters_in_bytes(tmp_path):
+    # Fields 138/139 (NVLINK_THROUGHPUT_DATA_TX/RX) count KiB; the series are bytes.
+    doc = json.loads(scenario("lost-gpu").read_text())
+    for frame in doc["frames"]:
+        for dev in frame["devices"]:
+            dev.setdefault("field_values", {}).update({"138": 1000 + frame["t"], "139": 2000})
+    path = tmp_path / "nvlink.nvml.json"
+    path.write_text(json.dumps(doc))
+    clock = Clock()
+    collector = make_collector(path, clock)
+    data = run_to(collector, clock, 1)
+    text = render(collector, data)
+    u0 = "GPU-11111111-2222-3333-4444-555555555555"
+    assert value(text, "nodeml_gpu_nvlink_transmit_bytes_total", uuid=u0) == 1001 * 1024
+    assert value(text, "nodeml_gpu_nvlink_receive_bytes_total", uuid=u0) == 2000 * 1024
