@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -382,6 +382,17 @@ def _tables(draw: Any) -> dict[str, list[Any]]:
 
 @settings(max_examples=150, deadline=None)
 @given(_tables(), _tables(), _OPTIONS)
+@example(  # found by this test: scipy's anderson_ksamp raised IndexError on one value a side
+    reference={"p": [None], "r": [False]},
+    current={"p": [None], "r": [1.0], "q": [None]},
+    options={
+        "stattest": "TVD",
+        "drift_share": 0.0,
+        "stattest_threshold": 0.0,
+        "cat_stattest": "chisquare",
+        "num_stattest": "anderson",
+    },
+)
 def test_any_input_gives_a_report_or_a_clear_error(
     reference: dict[str, list[Any]], current: dict[str, list[Any]], options: dict[str, Any]
 ) -> None:

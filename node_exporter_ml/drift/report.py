@@ -379,9 +379,10 @@ def _evaluate_column(job: tuple[str, Column, Column | None], opts: Options) -> d
     try:
         with np.errstate(all="ignore"):  # overflow to inf, 0/0: the score says so (null)
             score = test.compute(sample, kind)
-    except (TypeError, ValueError, ArithmeticError, Warning) as err:
-        # e.g. scipy's Anderson-Darling with a single distinct value, Epps-Singleton on fewer
-        # than 5 values, or labels of mixed types that cannot be ordered
+    except (TypeError, ValueError, ArithmeticError, LookupError, Warning) as err:
+        # e.g. scipy's Anderson-Darling with a single distinct value (or one value a side:
+        # an IndexError inside scipy), Epps-Singleton on fewer than 5 values, or labels of
+        # mixed types that cannot be ordered
         return f"{test.name} cannot be computed on these values: {err}"
     return {
         "column_type": kind,
