@@ -47,3 +47,12 @@ def free_port() -> int:
 def agent_args(tmp_path) -> dict[str, object]:
     """Config fields that point every collector at fixtures instead of this machine."""
     return {"state_dir": str(tmp_path / "state")}
+
+
+# CI runs a fixed set of examples (a random failure there would block a landing without
+# pointing at a change); developers' runs keep exploring new ones.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    _hypothesis_settings.load_profile("ci")
