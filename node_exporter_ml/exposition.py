@@ -45,7 +45,7 @@ class Rendered:
         self.taken_at = taken_at
         self._labels = labels if labels is not None else LabelCache()
         self._bodies: dict[Format, bytes] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # ensure() of a gzip body ensures the plain one
 
     def get(self, fmt: Format) -> bytes | None:
         """The body in this format if it was formatted already (never blocks)."""
@@ -57,19 +57,12 @@ class Rendered:
             body = self._bodies.get(fmt)
             if body is None:
                 om, gz = fmt
-                if gz:
-                    body = gzip.compress(self._format((om, False)), GZIP_LEVEL, mtime=0)
+                if gz:  # compress the plain body of the same format, itself made once
+                    body = gzip.compress(self.ensure((om, False)), GZIP_LEVEL, mtime=0)
                 else:
-                    body = self._format(fmt)
+                    body = (render_openmetrics if om else render_text)(self.families, self._labels)
                 self._bodies[fmt] = body
             return body
-
-    def _format(self, fmt: Format) -> bytes:
-        body = self._bodies.get(fmt)
-        if body is None:
-            render = render_openmetrics if fmt[0] else render_text
-            body = self._bodies[fmt] = render(self.families, self._labels)
-        return body
 
     @property
     def text(self) -> bytes:
@@ -140,11 +133,9 @@ class SnapshotCollector:
         self,
         collectors: Sequence[Collector],
         interval: float,
-        extra: Sequence[object] = (),
     ) -> None:
         self.collectors = {c.name: c for c in collectors}
         self.interval = interval
-        self.extra = list(extra)
         self.snapshot: Snapshot | None = None
         self._once = OnceLogger(log)
 
@@ -159,10 +150,6 @@ class SnapshotCollector:
             if collector is None or not result.success:
                 continue
             yield from self._guarded(name, collector.families(result.data, snapshot))
-        for source in self.extra:
-            families = getattr(source, "families", None)
-            if callable(families):
-                yield from self._guarded(type(source).__name__, families(snapshot))
 
     def _guarded(self, name: str, families: Iterable[Metric]) -> Iterable[Metric]:
         # A bug in one collector's rendering must not take /metrics down for the others.
@@ -180,10 +167,9 @@ class Renderer:
         self,
         collectors: Sequence[Collector],
         interval: float,
-        extra: Sequence[object] = (),
         process_metrics: bool = True,
     ) -> None:
-        self.source = SnapshotCollector(collectors, interval, extra)
+        self.source = SnapshotCollector(collectors, interval)
         self.labels = LabelCache()  # formatted label sets, reused across ticks
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.source)
@@ -236,9 +222,3 @@ def negotiate(headers: Mapping[str, str]) -> tuple[Format, str]:
     om = wants_openmetrics(headers.get("Accept", ""))
     gz = accepts_gzip(headers.get("Accept-Encoding", ""))
     return (om, gz), (CONTENT_TYPE_OM if om else CONTENT_TYPE_TEXT)
-
-
-def select(rendered: Rendered, headers: Mapping[str, str]) -> tuple[bytes, str, bool]:
-    """Pick body, content type and whether it is gzipped (formats if needed: off the loop)."""
-    fmt, content_type = negotiate(headers)
-    return rendered.ensure(fmt), content_type, fmt[1]

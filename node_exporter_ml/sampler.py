@@ -7,7 +7,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from node_exporter_ml.collectors.base import (
     AsyncCollector,
@@ -40,7 +40,7 @@ class Sampler:
         interval: float,
         timeout: float,
         enrichers: Sequence[Enricher] = (),
-        publish: Callable[[Snapshot], object] | None = None,
+        publish: Callable[[Snapshot], Awaitable[None]] | None = None,
     ) -> None:
         self.collectors = list(collectors)
         self.interval = interval
@@ -113,9 +113,7 @@ class Sampler:
         snapshot = await loop.run_in_executor(self._enrich_executor, self._enrich, snapshot)
         self.latest = snapshot
         if self.publish is not None:
-            outcome = self.publish(snapshot)
-            if asyncio.iscoroutine(outcome):
-                await outcome
+            await self.publish(snapshot)
         return snapshot
 
     async def run(self) -> None:

@@ -11,7 +11,7 @@ from node_exporter_ml.exposition import (
     CONTENT_TYPE_TEXT,
     Renderer,
     accepts_gzip,
-    select,
+    negotiate,
     wants_openmetrics,
 )
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
@@ -84,9 +84,11 @@ def test_rendered_formats_are_consistent_and_precompressed():
         "process_resident_memory_bytes",
         "nodeml_test_thing_value",
     } <= names
-    body, ctype, gz = select(rendered, {"Accept": "application/openmetrics-text"})
+    fmt, ctype = negotiate({"Accept": "application/openmetrics-text"})
+    body, gz = rendered.ensure(fmt), fmt[1]
     assert (body, ctype, gz) == (rendered.openmetrics, CONTENT_TYPE_OPENMETRICS, False)
-    body, ctype, gz = select(rendered, {"Accept-Encoding": "gzip"})
+    fmt, ctype = negotiate({"Accept-Encoding": "gzip"})
+    body, gz = rendered.ensure(fmt), fmt[1]
     assert (body, ctype, gz) == (rendered.text_gzip, CONTENT_TYPE_TEXT, True)
 
 
