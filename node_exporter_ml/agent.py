@@ -99,9 +99,7 @@ class Agent:
     async def _run(self) -> None:
         try:
             await self.sampler.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
+        except Exception:  # CancelledError is not an Exception: a stop passes through
             log.exception("sampler loop crashed")  # never expected: per-collector guards
             raise
 
