@@ -123,19 +123,14 @@ class ProcessCollector(BlockingCollector):
 
     def _owners(self, config: Config, previous: Snapshot | None) -> _Owners:
         kube = kube_data(previous)
-        pods, containers = set(), set()
-        for target in config.file.serving_targets:
-            if target.container_id:
-                containers.add(target.container_id)
-            elif target.pod and kube is not None and target.pod in kube.by_name:
-                pods.add(kube.by_name[target.pod].uid)
-                pods.add(kube.by_name[target.pod].config_hash or "")
+        targets = config.file.serving_targets
+        containers = {t.container_id for t in targets if t.container_id}
+        pods: set[str] = set()
         if kube is not None:
-            for target in kube.targets:
-                pod = kube.by_name.get(target.pod or "")
-                if pod is not None:
-                    pods.update(x for x in (pod.uid, pod.config_hash) if x)
-        pods.discard("")
+            names = [t.pod for t in targets if not t.container_id and t.pod]
+            names += [t.pod for t in kube.targets if t.pod]
+            for pod in filter(None, map(kube.by_name.get, names)):
+                pods.update(x for x in (pod.uid, pod.config_hash) if x)
         return _Owners(frozenset(pods), frozenset(containers))
 
     def _identity(self, pid: int) -> CgroupIdentity:

@@ -170,7 +170,6 @@ class PodResourcesClient:
         self.polls = 0
         self._channel: grpc.aio.Channel | None = None
         self._task: asyncio.Task[None] | None = None
-        self._outage_logged = False
         self._once = OnceLogger(log)
         self._step_failed_logged = False
         self._changed = asyncio.Event()
@@ -235,7 +234,9 @@ class PodResourcesClient:
         pods = pods_from_response(response)
         allocations, ignored = parse_allocations(pods)
         for raw in ignored:
-            self._once.log(logging.DEBUG, raw, "ignoring GPU device id of unknown form: %s", raw)
+            self._once.log(
+                logging.DEBUG, f"id:{raw}", "ignoring GPU device id of unknown form: %s", raw
+            )
         return PodResourcesData(
             allocations, listed_at=self.clock(), pods=len(pods), ignored=ignored
         )
@@ -264,27 +265,28 @@ class PodResourcesClient:
         while True:
             state = await self._step()
             if state.data is not None:
-                if self._outage_logged:
+                if self._once.forget("outage"):
                     log.info("kubelet pod-resources API at %s answers again", self.socket_path)
-                    self._outage_logged = False
                 failures = 0
             else:
                 failures += 1
-                if not self._outage_logged:
-                    self._outage_logged = True
-                    if state.missing and self.polls == 1:
-                        log.info(
-                            "no kubelet pod-resources socket at %s (not a Kubernetes node?); "
-                            "GPU allocation metrics are off until it appears",
-                            self.socket_path,
-                        )
-                    else:
-                        log.warning(
-                            "kubelet pod-resources API unavailable (%s); retrying with backoff "
-                            "up to %gs",
-                            state.error,
-                            self.backoff_max,
-                        )
+                if state.missing and self.polls == 1:
+                    self._once.log(
+                        logging.INFO,
+                        "outage",
+                        "no kubelet pod-resources socket at %s (not a Kubernetes node?); "
+                        "GPU allocation metrics are off until it appears",
+                        self.socket_path,
+                    )
+                else:
+                    self._once.log(
+                        logging.WARNING,
+                        "outage",
+                        "kubelet pod-resources API unavailable (%s); retrying with backoff "
+                        "up to %gs",
+                        state.error,
+                        self.backoff_max,
+                    )
             # interval while it answers; interval, 2x, 4x ... up to backoff_max while not.
             delay = self.interval * 2 ** min(max(failures - 1, 0), 16)
             await asyncio.sleep(min(self.backoff_max, delay))
