@@ -6,8 +6,8 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from node_exporter_ml.collectors.serving import kube_targets, render_families
-from node_exporter_ml.config import Config, ServingTarget
+from node_exporter_ml.collectors.serving import render_families
+from node_exporter_ml.config import Config
 from node_exporter_ml.serving.causes import CAUSES
 from node_exporter_ml.serving.data import ModelStats, ServingCauses, ServingData, TargetStatus
 from node_exporter_ml.serving.enrich import LatencyCauses, cgroup_signals
@@ -219,29 +219,6 @@ class _KubeTarget:
 @dataclass
 class _KubeData:
     targets: tuple
-
-
-def test_kube_targets_by_duck_typing():
-    data = _KubeData(
-        (
-            _KubeTarget("http://10.1.2.3:8000/metrics", namespace="ml", pod="vllm-0"),
-            ServingTarget(url="http://10.1.2.4:8002/metrics", pod="ml/triton-0"),
-            _KubeTarget(""),  # no URL: skipped
-            _KubeTarget("http://10.1.2.5:port/metrics"),  # bad port: skipped
-            _KubeTarget("http://[::1/metrics"),  # bad address: skipped
-            _KubeTarget("ftp://10.1.2.6/metrics"),  # not http: skipped
-            object(),  # not a target at all: skipped
-        )
-    )
-    previous = Snapshot(taken_at=0.0, results={"kube": CollectorResult("kube", True, 0.0, data)})
-    got = kube_targets(previous)
-    assert [(t.url, t.pod) for t in got] == [
-        ("http://10.1.2.3:8000/metrics", "ml/vllm-0"),
-        ("http://10.1.2.4:8002/metrics", "ml/triton-0"),
-    ]
-    failed = Snapshot(taken_at=0.0, results={"kube": CollectorResult("kube", False, 0.0, None)})
-    assert kube_targets(failed) == ()
-    assert kube_targets(None) == ()
 
 
 def test_families_render_as_text_and_openmetrics():

@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -23,6 +22,7 @@ from node_exporter_ml.collectors.process import inference_pids
 from node_exporter_ml.config import ServingTarget
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.host.sockets import find_listening_pids, read_listen_urls
+from node_exporter_ml.kube import kube_targets
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.serving.causes import CAUSES
@@ -55,7 +55,7 @@ DEFAULT_ENDPOINTS: tuple[tuple[int, str], ...] = (
     (8501, "/monitoring/prometheus/metrics"),  # TF Serving
 )
 
-__all__ = ["LatencyCauses", "ServingCollector", "kube_targets"]
+__all__ = ["LatencyCauses", "ServingCollector"]
 
 
 @dataclass(slots=True)
@@ -67,61 +67,6 @@ class _TargetState:
     info_tried: bool = False
     socket_pid: int | None = None
     owner_checked: float | None = None
-
-
-def _attr(obj: object, name: str) -> Any:
-    return getattr(obj, name, None)
-
-
-def kube_targets(previous: Snapshot | None) -> tuple[ServingTarget, ...]:
-    """Annotation-declared targets from the kube collector's data in `previous`.
-
-    Read by duck typing: `previous.results["kube"].data.targets`, each item a
-    ServingTarget or an object with `url` and optional `name`, `pod` ("namespace/name",
-    or `namespace` + `pod`/`pod_name`), `container_id`, `pid`. Items without a URL are
-    skipped. The lead may replace this with a typed read once kube's type exists.
-    """
-    if previous is None:
-        return ()
-    result = previous.results.get("kube")
-    if result is None or not result.success:
-        return ()
-    items = _attr(result.data, "targets") or ()
-    out: list[ServingTarget] = []
-    for item in items:
-        if isinstance(item, ServingTarget):
-            out.append(item)
-            continue
-        url = _attr(item, "url")
-        if not isinstance(url, str) or not _valid_url(url):
-            continue
-        pod = _attr(item, "pod") or _attr(item, "pod_name")
-        namespace = _attr(item, "namespace")
-        if isinstance(pod, str) and "/" not in pod and isinstance(namespace, str):
-            pod = f"{namespace}/{pod}"
-        pid = _attr(item, "pid")
-        cid = _attr(item, "container_id")
-        name = _attr(item, "name")
-        out.append(
-            ServingTarget(
-                url=url,
-                name=name if isinstance(name, str) and name else None,
-                pid=pid if isinstance(pid, int) else None,
-                container_id=cid if isinstance(cid, str) and cid else None,
-                pod=pod if isinstance(pod, str) and pod and pid is None and not cid else None,
-            )
-        )
-    return tuple(out)
-
-
-def _valid_url(url: str) -> bool:
-    """An http(s) URL with a host and a numeric port, if any (an annotation may hold junk)."""
-    try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _info_url(url: str) -> str:
