@@ -197,6 +197,10 @@ class NvmlBinding:
         if fn is None:
             self._missing.add(name)
             raise _FunctionMissing(name)
+        return self._call(name, fn, *args)
+
+    def _call(self, name: str, fn: Callable[..., Any], *args: object) -> Any:
+        """Call `fn` as NVML's `name`, translating FunctionNotFound and lost-GPU errors."""
         try:
             return fn(*args)
         except NVMLError as err:
@@ -385,7 +389,12 @@ class NvmlBinding:
         """Framebuffer memory; v2 (with reserved split out of used) where the driver has it."""
         if "nvmlDeviceGetMemoryInfo_v2" not in self._missing:
             try:
-                m = self._raw_memory_v2(h)
+                m = self._call(
+                    "nvmlDeviceGetMemoryInfo_v2",
+                    self._lib.nvmlDeviceGetMemoryInfo,
+                    h,
+                    pynvml.nvmlMemory_v2,
+                )
             except _FunctionMissing:
                 self._once.log(
                     logging.WARNING,
@@ -407,19 +416,6 @@ class NvmlBinding:
                 )
         m = self._query("nvmlDeviceGetMemoryInfo", h)
         return None if m is None else MemoryInfo(int(m.total), int(m.free), int(m.used))
-
-    def _raw_memory_v2(self, h: Handle) -> Any:
-        fn = self._lib.nvmlDeviceGetMemoryInfo
-        try:
-            return fn(h, pynvml.nvmlMemory_v2)
-        except NVMLError as err:
-            code = getattr(err, "value", None)
-            if code == ERR_FUNCTION_NOT_FOUND:
-                self._missing.add("nvmlDeviceGetMemoryInfo_v2")
-                raise _FunctionMissing("nvmlDeviceGetMemoryInfo_v2") from err
-            if code in _LOST:
-                raise DeviceLost("nvmlDeviceGetMemoryInfo_v2", str(err)) from err
-            raise
 
     def power_mw(self, h: Handle) -> int | None:
         """Power draw in milliwatts."""
