@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 import time
@@ -362,12 +361,14 @@ class NvmlCollector(BlockingCollector):
         gpm = self._gpm(nvml, st, h, info, migs, now)
         st.last_tick = now
         instances = self._instances(nvml, migs, gpm)
-        sample = self._sample(info, reading, processes, gpm.get(None, {}), energy, instances, migs)
+        sample = self._sample(
+            info, reading, processes, gpm.get(None, {}), energy, idle, instances, migs
+        )
         # Only a whole successful read clears a lost GPU: a GPU that answers its handle but
         # fails its readings stays lost, logged once, not "lost"/"back" every tick.
         if self._once.forget(f"lost:{index}"):
             log.info("GPU %d (%s) answers again", index, info.uuid)
-        return dataclasses.replace(sample, idle_energy_joules_total=idle)
+        return sample
 
     def _processes(
         self,
@@ -523,6 +524,7 @@ class NvmlCollector(BlockingCollector):
         processes: tuple[GpuProcessSample, ...],
         gpm: Mapping[int, float],
         energy: float | None,
+        idle_energy: float | None,
         instances: tuple[GpuInstanceSample, ...],
         migs: list[MigDevice],
     ) -> GpuSample:
@@ -559,6 +561,7 @@ class NvmlCollector(BlockingCollector):
             power_watts=None if r.power_mw is None else r.power_mw / 1000.0,
             power_limit_watts=None if r.power_limit_mw is None else r.power_limit_mw / 1000.0,
             energy_joules_total=energy,
+            idle_energy_joules_total=idle_energy,
             temperature_celsius=None if r.temperature_c is None else float(r.temperature_c),
             memory_temperature_celsius=f.get(FI_MEMORY_TEMP),
             sm_clock_hertz=mhz(r.sm_clock_mhz),
