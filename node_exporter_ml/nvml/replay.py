@@ -32,18 +32,27 @@ from node_exporter_ml.nvml.binding import (
     NvmlUnavailable,
     nvml_error,
 )
+from node_exporter_ml.nvml.devices import (
+    GPM_ANY_TENSOR_UTIL,
+    GPM_DRAM_BW_UTIL,
+    GPM_GRAPHICS_UTIL,
+    GPM_PCIE_RX_PER_SEC,
+    GPM_PCIE_TX_PER_SEC,
+    GPM_SM_OCCUPANCY,
+    GPM_SM_UTIL,
+)
 
 FORMAT = "nodeml-nvml-replay/1"
 _CLOCK_KEYS = {CLOCK_SM: "sm", CLOCK_MEM: "mem", CLOCK_GRAPHICS: "graphics"}
 # GPM metric ids (NVML_GPM_METRIC_*) -> the keys of a frame's `gpm` object.
 GPM_KEYS = {
-    1: "graphics_util",
-    2: "sm_util",
-    3: "sm_occupancy",
-    5: "tensor_util",
-    10: "dram_bw_util",
-    20: "pcie_tx_mib_per_s",
-    21: "pcie_rx_mib_per_s",
+    GPM_GRAPHICS_UTIL: "graphics_util",
+    GPM_SM_UTIL: "sm_util",
+    GPM_SM_OCCUPANCY: "sm_occupancy",
+    GPM_ANY_TENSOR_UTIL: "tensor_util",
+    GPM_DRAM_BW_UTIL: "dram_bw_util",
+    GPM_PCIE_TX_PER_SEC: "pcie_tx_mib_per_s",
+    GPM_PCIE_RX_PER_SEC: "pcie_rx_mib_per_s",
 }
 _NOT_SUPPORTED = ERROR_CODES["NotSupported"]
 _EVENT_POLL_S = 0.02
