@@ -78,6 +78,8 @@ GPM_MIN_WINDOW_SECONDS = 0.1  # DCGM's hard minimum between two GPM samples (NVI
 XID_WAIT_MS = 500
 MIB = 1024 * 1024
 
+_Shares = tuple[float, float, float, float]  # a process's SM, memory, encoder, decoder shares
+
 
 @dataclass
 class _GpuState:
@@ -402,15 +404,17 @@ class NvmlCollector(BlockingCollector):
             if util is not None:
                 st.since_us = max([since, *(u.timestamp_us for u in util)])
         by_pid = {u.pid: u for u in util or ()}
-        rows: dict[tuple[int, int | None, int | None], tuple[ProcessInfo, tuple[float, ...]]] = {}
+        rows: dict[tuple[int, int | None, int | None], tuple[ProcessInfo, _Shares | None]] = {}
         for p in sorted(procs, key=lambda p: (p.pid, p.gpu_instance or 0, p.compute_instance or 0)):
             key = (p.pid, p.gpu_instance, p.compute_instance)
             if key not in rows:
                 u = by_pid.get(p.pid)
-                shares: tuple[float, ...] = (
-                    (u.sm / 100, u.mem / 100, u.enc / 100, u.dec / 100) if u else (0.0,) * 4
-                )
-                rows[key] = (p, shares if util is not None else ())
+                shares: _Shares | None = None
+                if util is not None:
+                    shares = (
+                        (u.sm / 100, u.mem / 100, u.enc / 100, u.dec / 100) if u else (0.0,) * 4
+                    )
+                rows[key] = (p, shares)
         prev, st.energy_prev = st.energy_prev, energy
         split = energy is not None and util is not None
         delta = 0.0 if energy is None or prev is None or energy < prev else energy - prev
@@ -418,7 +422,7 @@ class NvmlCollector(BlockingCollector):
         scale = delta / busy if busy > 1.0 else delta
         out = []
         for key, (p, shares) in rows.items():
-            sm = shares[0] if shares else None
+            sm, mem, enc, dec = shares or (None, None, None, None)
             if sm is not None:
                 st.sm_seconds[key] = st.sm_seconds.get(key, 0.0) + min(sm, 1.0) * dt
             joules = None
@@ -430,9 +434,9 @@ class NvmlCollector(BlockingCollector):
                     comm=self._comm(nvml, p.pid),
                     used_memory_bytes=p.used_memory_bytes,
                     sm_ratio=sm,
-                    memory_ratio=shares[1] if shares else None,
-                    encoder_ratio=shares[2] if shares else None,
-                    decoder_ratio=shares[3] if shares else None,
+                    memory_ratio=mem,
+                    encoder_ratio=enc,
+                    decoder_ratio=dec,
                     sm_seconds_total=st.sm_seconds.get(key, 0.0),
                     gpu_instance=p.gpu_instance,
                     compute_instance=p.compute_instance,
