@@ -637,26 +637,23 @@ class NvmlBinding:
 
     def wait_xid(self, event_set: Any, timeout_ms: int) -> XidEvent | None:
         """Wait up to `timeout_ms` for one event; None on timeout or a non-XID event."""
-        name = (
-            "nvmlEventSetWait" if "nvmlEventSetWait_v2" in self._missing else "nvmlEventSetWait_v2"
-        )
-        try:
+        for name in ("nvmlEventSetWait_v2", "nvmlEventSetWait"):  # _raw skips a missing one
             try:
                 data = self._raw(name, event_set, timeout_ms)
             except _FunctionMissing:
-                data = self._raw("nvmlEventSetWait", event_set, timeout_ms)
-        except _FunctionMissing as err:
-            raise NvmlUnavailable("no nvmlEventSetWait entry point") from err
-        except NVMLError as err:
-            code = getattr(err, "value", None)
-            if code == ERR_TIMEOUT:
-                return None
-            if code in _UNAVAILABLE:
-                raise NvmlUnavailable(f"{name}: {err}") from err
-            raise
+                continue
+            except NVMLError as err:
+                code = getattr(err, "value", None)
+                if code == ERR_TIMEOUT:
+                    return None
+                if code in _UNAVAILABLE:
+                    raise NvmlUnavailable(f"{name}: {err}") from err
+                raise
+            break
+        else:
+            raise NvmlUnavailable("no nvmlEventSetWait entry point")
         if not int(data.eventType) & XID_EVENT:
             return None
-        uuid = None
         try:
             uuid = self.uuid(data.device)
         except DeviceLost:
