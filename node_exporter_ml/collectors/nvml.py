@@ -319,7 +319,7 @@ class NvmlCollector(BlockingCollector):
             driver_version=nvml.driver_version,
             devices=tuple(devices),
             lost=tuple(lost),
-            xid_errors=self._xid_counts(devices, lost),
+            xid_errors=self._xid_counts(lost),
         )
 
     def _lost(self, index: int, err: DeviceLost) -> LostGpu:
@@ -334,8 +334,9 @@ class NvmlCollector(BlockingCollector):
             st.handle = None
         return LostGpu(index, uuid, str(err))
 
-    def _xid_counts(self, devices: list[GpuSample], lost: list[LostGpu]) -> tuple[XidCount, ...]:
-        index_of = {d.uuid: d.index for d in devices} | {g.uuid: g.index for g in lost}
+    def _xid_counts(self, lost: list[LostGpu]) -> tuple[XidCount, ...]:
+        # Every GPU read this tick has its info in _gpus, which wins the merge anyway.
+        index_of = {g.uuid: g.index for g in lost}
         index_of |= {st.info.uuid: i for i, st in self._gpus.items() if st.info is not None}
         with self._xid_lock:
             counts = sorted(self._xid.items())
