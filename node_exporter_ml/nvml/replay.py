@@ -106,6 +106,14 @@ def _fail(source: str, where: str, expected: str) -> ReplayError:
     return ReplayError(f"{source}: {where}: expected {expected}")
 
 
+def _clock_of(clocks: Mapping[str, Any], clock: int) -> int:
+    """The MHz of `clock` (CLOCK_SM, ...) in a recorded {"sm": ..., "mem": ...} object."""
+    key = _CLOCK_KEYS.get(clock)
+    if key is None or key not in clocks:
+        raise nvml_error("NotSupported")
+    return int(clocks[key])
+
+
 def _validate(data: object, source: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _fail(source, "top level", "a JSON object")
@@ -338,11 +346,7 @@ class Replay:
 
     def nvmlDeviceGetMaxClockInfo(self, h: Any, clock: int) -> int:  # noqa: N802
         """Maximum clock in MHz."""
-        clocks = self._static("nvmlDeviceGetMaxClockInfo", h, "max_clock_mhz")
-        key = _CLOCK_KEYS.get(clock)
-        if key not in clocks:
-            raise nvml_error("NotSupported")
-        return int(clocks[key])
+        return _clock_of(self._static("nvmlDeviceGetMaxClockInfo", h, "max_clock_mhz"), clock)
 
     def nvmlDeviceGetSupportedClocksEventReasons(self, h: Any) -> int:  # noqa: N802
         """Supported clock-event reasons mask."""
@@ -425,11 +429,7 @@ class Replay:
 
     def nvmlDeviceGetClockInfo(self, h: Any, clock: int) -> int:  # noqa: N802
         """Current clock in MHz."""
-        clocks = self._reading("nvmlDeviceGetClockInfo", h, "clock_mhz")
-        key = _CLOCK_KEYS.get(clock)
-        if key not in clocks:
-            raise nvml_error("NotSupported")
-        return int(clocks[key])
+        return _clock_of(self._reading("nvmlDeviceGetClockInfo", h, "clock_mhz"), clock)
 
     def nvmlDeviceGetPerformanceState(self, h: Any) -> int:  # noqa: N802
         """P-state number."""
