@@ -36,10 +36,12 @@ GOLDEN_FRAMES = (5, 24, 36)
 SERVER, NEIGHBOUR_PID = "415", "476"
 
 
-def run_to(collector: NvmlCollector, clock: Clock, last: int, step: int = 1) -> NvmlData:
-    """Tick once per `step` frames from frame 0 to `last` (inclusive); the last tick's data."""
+def run_to(
+    collector: NvmlCollector, clock: Clock, last: int, step: int = 1, *, first: int = 0
+) -> NvmlData:
+    """Tick once per `step` frames from `first` to `last` (inclusive); the last tick's data."""
     data = None
-    for i in range(0, last + 1, step):
+    for i in range(first, last + 1, step):
         clock.at_frame(i)
         data = collector.update(None)
     assert data is not None
@@ -651,19 +653,10 @@ def _split_sums(replay_path: Path, last: int) -> tuple[float, float]:
     clock = Clock()
     collector = make_collector(replay_path, clock)
     first = run_to(collector, clock, 0).devices[0].energy_joules_total
-    data = run_to_from(collector, clock, 1, last)
+    data = run_to(collector, clock, last, first=1)
     gpu = data.devices[0]
     split = sum(p.energy_joules_total for p in gpu.processes) + gpu.idle_energy_joules_total
     return split, gpu.energy_joules_total - first
-
-
-def run_to_from(collector: NvmlCollector, clock: Clock, first: int, last: int) -> NvmlData:
-    data = None
-    for i in range(first, last + 1):
-        clock.at_frame(i)
-        data = collector.update(None)
-    assert data is not None
-    return data
 
 
 @pytest.mark.parametrize(
@@ -706,7 +699,7 @@ def test_energy_used_while_a_gpu_was_lost_is_not_attributed():
     clock = Clock()
     collector = make_collector(scenario("lost-gpu"), clock)
     before = run_to(collector, clock, 1).devices[1]
-    after = run_to_from(collector, clock, 2, 4).devices[1]  # lost at frames 2-3
+    after = run_to(collector, clock, 4, first=2).devices[1]  # lost at frames 2-3
     spent = sum(p.energy_joules_total for p in after.processes) + after.idle_energy_joules_total
     spent_before = sum(p.energy_joules_total for p in before.processes)
     spent_before += before.idle_energy_joules_total

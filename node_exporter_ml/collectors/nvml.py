@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 import time
@@ -78,6 +77,8 @@ INIT_RETRY_SECONDS = 60.0
 GPM_MIN_WINDOW_SECONDS = 0.1  # DCGM's hard minimum between two GPM samples (NVIDIA/DCGM#310)
 XID_WAIT_MS = 500
 MIB = 1024 * 1024
+
+_Shares = tuple[float, float, float, float]  # a process's SM, memory, encoder, decoder shares
 
 
 @dataclass
@@ -318,7 +319,7 @@ class NvmlCollector(BlockingCollector):
             driver_version=nvml.driver_version,
             devices=tuple(devices),
             lost=tuple(lost),
-            xid_errors=self._xid_counts(devices, lost),
+            xid_errors=self._xid_counts(lost),
         )
 
     def _lost(self, index: int, err: DeviceLost) -> LostGpu:
@@ -333,8 +334,9 @@ class NvmlCollector(BlockingCollector):
             st.handle = None
         return LostGpu(index, uuid, str(err))
 
-    def _xid_counts(self, devices: list[GpuSample], lost: list[LostGpu]) -> tuple[XidCount, ...]:
-        index_of = {d.uuid: d.index for d in devices} | {g.uuid: g.index for g in lost}
+    def _xid_counts(self, lost: list[LostGpu]) -> tuple[XidCount, ...]:
+        # Every GPU read this tick has its info in _gpus, which wins the merge anyway.
+        index_of = {g.uuid: g.index for g in lost}
         index_of |= {st.info.uuid: i for i, st in self._gpus.items() if st.info is not None}
         with self._xid_lock:
             counts = sorted(self._xid.items())
@@ -362,12 +364,14 @@ class NvmlCollector(BlockingCollector):
         gpm = self._gpm(nvml, st, h, info, migs, now)
         st.last_tick = now
         instances = self._instances(nvml, migs, gpm)
-        sample = self._sample(info, reading, processes, gpm.get(None, {}), energy, instances, migs)
+        sample = self._sample(
+            info, reading, processes, gpm.get(None, {}), energy, idle, instances, migs
+        )
         # Only a whole successful read clears a lost GPU: a GPU that answers its handle but
         # fails its readings stays lost, logged once, not "lost"/"back" every tick.
         if self._once.forget(f"lost:{index}"):
             log.info("GPU %d (%s) answers again", index, info.uuid)
-        return dataclasses.replace(sample, idle_energy_joules_total=idle)
+        return sample
 
     def _processes(
         self,
@@ -401,15 +405,17 @@ class NvmlCollector(BlockingCollector):
             if util is not None:
                 st.since_us = max([since, *(u.timestamp_us for u in util)])
         by_pid = {u.pid: u for u in util or ()}
-        rows: dict[tuple[int, int | None, int | None], tuple[ProcessInfo, tuple[float, ...]]] = {}
+        rows: dict[tuple[int, int | None, int | None], tuple[ProcessInfo, _Shares | None]] = {}
         for p in sorted(procs, key=lambda p: (p.pid, p.gpu_instance or 0, p.compute_instance or 0)):
             key = (p.pid, p.gpu_instance, p.compute_instance)
             if key not in rows:
                 u = by_pid.get(p.pid)
-                shares: tuple[float, ...] = (
-                    (u.sm / 100, u.mem / 100, u.enc / 100, u.dec / 100) if u else (0.0,) * 4
-                )
-                rows[key] = (p, shares if util is not None else ())
+                shares: _Shares | None = None
+                if util is not None:
+                    shares = (
+                        (u.sm / 100, u.mem / 100, u.enc / 100, u.dec / 100) if u else (0.0,) * 4
+                    )
+                rows[key] = (p, shares)
         prev, st.energy_prev = st.energy_prev, energy
         split = energy is not None and util is not None
         delta = 0.0 if energy is None or prev is None or energy < prev else energy - prev
@@ -417,7 +423,7 @@ class NvmlCollector(BlockingCollector):
         scale = delta / busy if busy > 1.0 else delta
         out = []
         for key, (p, shares) in rows.items():
-            sm = shares[0] if shares else None
+            sm, mem, enc, dec = shares or (None, None, None, None)
             if sm is not None:
                 st.sm_seconds[key] = st.sm_seconds.get(key, 0.0) + min(sm, 1.0) * dt
             joules = None
@@ -429,9 +435,9 @@ class NvmlCollector(BlockingCollector):
                     comm=self._comm(nvml, p.pid),
                     used_memory_bytes=p.used_memory_bytes,
                     sm_ratio=sm,
-                    memory_ratio=shares[1] if shares else None,
-                    encoder_ratio=shares[2] if shares else None,
-                    decoder_ratio=shares[3] if shares else None,
+                    memory_ratio=mem,
+                    encoder_ratio=enc,
+                    decoder_ratio=dec,
                     sm_seconds_total=st.sm_seconds.get(key, 0.0),
                     gpu_instance=p.gpu_instance,
                     compute_instance=p.compute_instance,
@@ -523,6 +529,7 @@ class NvmlCollector(BlockingCollector):
         processes: tuple[GpuProcessSample, ...],
         gpm: Mapping[int, float],
         energy: float | None,
+        idle_energy: float | None,
         instances: tuple[GpuInstanceSample, ...],
         migs: list[MigDevice],
     ) -> GpuSample:
@@ -559,6 +566,7 @@ class NvmlCollector(BlockingCollector):
             power_watts=None if r.power_mw is None else r.power_mw / 1000.0,
             power_limit_watts=None if r.power_limit_mw is None else r.power_limit_mw / 1000.0,
             energy_joules_total=energy,
+            idle_energy_joules_total=idle_energy,
             temperature_celsius=None if r.temperature_c is None else float(r.temperature_c),
             memory_temperature_celsius=f.get(FI_MEMORY_TEMP),
             sm_clock_hertz=mhz(r.sm_clock_mhz),

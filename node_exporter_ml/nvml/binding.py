@@ -197,6 +197,10 @@ class NvmlBinding:
         if fn is None:
             self._missing.add(name)
             raise _FunctionMissing(name)
+        return self._call(name, fn, *args)
+
+    def _call(self, name: str, fn: Callable[..., Any], *args: object) -> Any:
+        """Call `fn` as NVML's `name`, translating FunctionNotFound and lost-GPU errors."""
         try:
             return fn(*args)
         except NVMLError as err:
@@ -227,6 +231,16 @@ class NvmlBinding:
         except NVMLError as err:
             self._failed(name, err)
             return None
+
+    def _int(self, name: str, *args: object) -> int | None:
+        """`_query` for an entry point that answers a number."""
+        v = self._query(name, *args)
+        return None if v is None else int(v)
+
+    def _str(self, name: str, *args: object) -> str | None:
+        """`_query` for an entry point that answers a string (bytes decoded)."""
+        v = self._query(name, *args)
+        return None if v is None else _text(v)
 
     def _warn_missing(self, name: str) -> None:
         self._once.log(
@@ -280,8 +294,7 @@ class NvmlBinding:
             raise NvmlUnavailable(f"nvmlInit: {err}") from err
         except OSError as err:  # a broken libnvidia-ml.so
             raise NvmlUnavailable(f"nvmlInit: {err}") from err
-        version = self._query("nvmlSystemGetDriverVersion")
-        self.driver_version = _text(version) if version is not None else ""
+        self.driver_version = self._str("nvmlSystemGetDriverVersion") or ""
 
     def shutdown(self) -> None:
         """Release NVML (errors ignored: we are leaving)."""
@@ -315,18 +328,15 @@ class NvmlBinding:
 
     def name(self, h: Handle) -> str | None:
         """Product name."""
-        v = self._query("nvmlDeviceGetName", h)
-        return None if v is None else _text(v)
+        return self._str("nvmlDeviceGetName", h)
 
     def uuid(self, h: Handle) -> str | None:
         """GPU (or MIG device) UUID."""
-        v = self._query("nvmlDeviceGetUUID", h)
-        return None if v is None else _text(v)
+        return self._str("nvmlDeviceGetUUID", h)
 
     def serial(self, h: Handle) -> str | None:
         """Board serial number."""
-        v = self._query("nvmlDeviceGetSerial", h)
-        return None if v is None else _text(v)
+        return self._str("nvmlDeviceGetSerial", h)
 
     def pci_bus_id(self, h: Handle) -> str | None:
         """PCI bus id ("00000000:00:06.0")."""
@@ -345,8 +355,7 @@ class NvmlBinding:
 
     def max_clock_mhz(self, h: Handle, clock: int) -> int | None:
         """Maximum clock of `clock` (CLOCK_SM, CLOCK_MEM) in MHz."""
-        v = self._query("nvmlDeviceGetMaxClockInfo", h, clock)
-        return None if v is None else int(v)
+        return self._int("nvmlDeviceGetMaxClockInfo", h, clock)
 
     def supported_clocks_event_reasons(self, h: Handle) -> int | None:
         """Bit mask of the clock-event reasons this GPU reports."""
@@ -385,7 +394,12 @@ class NvmlBinding:
         """Framebuffer memory; v2 (with reserved split out of used) where the driver has it."""
         if "nvmlDeviceGetMemoryInfo_v2" not in self._missing:
             try:
-                m = self._raw_memory_v2(h)
+                m = self._call(
+                    "nvmlDeviceGetMemoryInfo_v2",
+                    self._lib.nvmlDeviceGetMemoryInfo,
+                    h,
+                    pynvml.nvmlMemory_v2,
+                )
             except _FunctionMissing:
                 self._once.log(
                     logging.WARNING,
@@ -408,53 +422,33 @@ class NvmlBinding:
         m = self._query("nvmlDeviceGetMemoryInfo", h)
         return None if m is None else MemoryInfo(int(m.total), int(m.free), int(m.used))
 
-    def _raw_memory_v2(self, h: Handle) -> Any:
-        fn = self._lib.nvmlDeviceGetMemoryInfo
-        try:
-            return fn(h, pynvml.nvmlMemory_v2)
-        except NVMLError as err:
-            code = getattr(err, "value", None)
-            if code == ERR_FUNCTION_NOT_FOUND:
-                self._missing.add("nvmlDeviceGetMemoryInfo_v2")
-                raise _FunctionMissing("nvmlDeviceGetMemoryInfo_v2") from err
-            if code in _LOST:
-                raise DeviceLost("nvmlDeviceGetMemoryInfo_v2", str(err)) from err
-            raise
-
     def power_mw(self, h: Handle) -> int | None:
         """Power draw in milliwatts."""
-        v = self._query("nvmlDeviceGetPowerUsage", h)
-        return None if v is None else int(v)
+        return self._int("nvmlDeviceGetPowerUsage", h)
 
     def power_limit_mw(self, h: Handle) -> int | None:
         """Enforced power limit in milliwatts."""
-        v = self._query("nvmlDeviceGetEnforcedPowerLimit", h)
-        return None if v is None else int(v)
+        return self._int("nvmlDeviceGetEnforcedPowerLimit", h)
 
     def energy_mj(self, h: Handle) -> int | None:
         """Energy used since the driver loaded, in millijoules (Volta and newer)."""
-        v = self._query("nvmlDeviceGetTotalEnergyConsumption", h)
-        return None if v is None else int(v)
+        return self._int("nvmlDeviceGetTotalEnergyConsumption", h)
 
     def temperature_c(self, h: Handle) -> int | None:
         """GPU core temperature in Celsius."""
-        v = self._query("nvmlDeviceGetTemperature", h, TEMPERATURE_GPU)
-        return None if v is None else int(v)
+        return self._int("nvmlDeviceGetTemperature", h, TEMPERATURE_GPU)
 
     def clock_mhz(self, h: Handle, clock: int) -> int | None:
         """Current clock of `clock` in MHz."""
-        v = self._query("nvmlDeviceGetClockInfo", h, clock)
-        return None if v is None else int(v)
+        return self._int("nvmlDeviceGetClockInfo", h, clock)
 
     def performance_state(self, h: Handle) -> int | None:
         """Performance state (0 = P0, the fastest)."""
-        v = self._query("nvmlDeviceGetPerformanceState", h)
-        return None if v is None else int(v)
+        return self._int("nvmlDeviceGetPerformanceState", h)
 
     def persistence_mode(self, h: Handle) -> int | None:
         """1 when persistence mode is on."""
-        v = self._query("nvmlDeviceGetPersistenceMode", h)
-        return None if v is None else int(v)
+        return self._int("nvmlDeviceGetPersistenceMode", h)
 
     def clocks_event_reasons(self, h: Handle) -> int | None:
         """Bit mask of the clock-event (throttle) reasons active now."""
@@ -568,13 +562,11 @@ class NvmlBinding:
 
     def gpu_instance_id(self, mig: Handle) -> int | None:
         """The GPU instance id of a MIG device."""
-        v = self._query("nvmlDeviceGetGpuInstanceId", mig)
-        return None if v is None else int(v)
+        return self._int("nvmlDeviceGetGpuInstanceId", mig)
 
     def compute_instance_id(self, mig: Handle) -> int | None:
         """The compute instance id of a MIG device."""
-        v = self._query("nvmlDeviceGetComputeInstanceId", mig)
-        return None if v is None else int(v)
+        return self._int("nvmlDeviceGetComputeInstanceId", mig)
 
     # --- GPM -----------------------------------------------------------------------------
 
@@ -645,26 +637,23 @@ class NvmlBinding:
 
     def wait_xid(self, event_set: Any, timeout_ms: int) -> XidEvent | None:
         """Wait up to `timeout_ms` for one event; None on timeout or a non-XID event."""
-        name = (
-            "nvmlEventSetWait" if "nvmlEventSetWait_v2" in self._missing else "nvmlEventSetWait_v2"
-        )
-        try:
+        for name in ("nvmlEventSetWait_v2", "nvmlEventSetWait"):  # _raw skips a missing one
             try:
                 data = self._raw(name, event_set, timeout_ms)
             except _FunctionMissing:
-                data = self._raw("nvmlEventSetWait", event_set, timeout_ms)
-        except _FunctionMissing as err:
-            raise NvmlUnavailable("no nvmlEventSetWait entry point") from err
-        except NVMLError as err:
-            code = getattr(err, "value", None)
-            if code == ERR_TIMEOUT:
-                return None
-            if code in _UNAVAILABLE:
-                raise NvmlUnavailable(f"{name}: {err}") from err
-            raise
+                continue
+            except NVMLError as err:
+                code = getattr(err, "value", None)
+                if code == ERR_TIMEOUT:
+                    return None
+                if code in _UNAVAILABLE:
+                    raise NvmlUnavailable(f"{name}: {err}") from err
+                raise
+            break
+        else:
+            raise NvmlUnavailable("no nvmlEventSetWait entry point")
         if not int(data.eventType) & XID_EVENT:
             return None
-        uuid = None
         try:
             uuid = self.uuid(data.device)
         except DeviceLost:

@@ -32,18 +32,27 @@ from node_exporter_ml.nvml.binding import (
     NvmlUnavailable,
     nvml_error,
 )
+from node_exporter_ml.nvml.devices import (
+    GPM_ANY_TENSOR_UTIL,
+    GPM_DRAM_BW_UTIL,
+    GPM_GRAPHICS_UTIL,
+    GPM_PCIE_RX_PER_SEC,
+    GPM_PCIE_TX_PER_SEC,
+    GPM_SM_OCCUPANCY,
+    GPM_SM_UTIL,
+)
 
 FORMAT = "nodeml-nvml-replay/1"
 _CLOCK_KEYS = {CLOCK_SM: "sm", CLOCK_MEM: "mem", CLOCK_GRAPHICS: "graphics"}
 # GPM metric ids (NVML_GPM_METRIC_*) -> the keys of a frame's `gpm` object.
 GPM_KEYS = {
-    1: "graphics_util",
-    2: "sm_util",
-    3: "sm_occupancy",
-    5: "tensor_util",
-    10: "dram_bw_util",
-    20: "pcie_tx_mib_per_s",
-    21: "pcie_rx_mib_per_s",
+    GPM_GRAPHICS_UTIL: "graphics_util",
+    GPM_SM_UTIL: "sm_util",
+    GPM_SM_OCCUPANCY: "sm_occupancy",
+    GPM_ANY_TENSOR_UTIL: "tensor_util",
+    GPM_DRAM_BW_UTIL: "dram_bw_util",
+    GPM_PCIE_TX_PER_SEC: "pcie_tx_mib_per_s",
+    GPM_PCIE_RX_PER_SEC: "pcie_rx_mib_per_s",
 }
 _NOT_SUPPORTED = ERROR_CODES["NotSupported"]
 _EVENT_POLL_S = 0.02
@@ -95,6 +104,14 @@ class _GpmMetricsGet:
 
 def _fail(source: str, where: str, expected: str) -> ReplayError:
     return ReplayError(f"{source}: {where}: expected {expected}")
+
+
+def _clock_of(clocks: Mapping[str, Any], clock: int) -> int:
+    """The MHz of `clock` (CLOCK_SM, ...) in a recorded {"sm": ..., "mem": ...} object."""
+    key = _CLOCK_KEYS.get(clock)
+    if key is None or key not in clocks:
+        raise nvml_error("NotSupported")
+    return int(clocks[key])
 
 
 def _validate(data: object, source: str) -> dict[str, Any]:
@@ -329,11 +346,7 @@ class Replay:
 
     def nvmlDeviceGetMaxClockInfo(self, h: Any, clock: int) -> int:  # noqa: N802
         """Maximum clock in MHz."""
-        clocks = self._static("nvmlDeviceGetMaxClockInfo", h, "max_clock_mhz")
-        key = _CLOCK_KEYS.get(clock)
-        if key not in clocks:
-            raise nvml_error("NotSupported")
-        return int(clocks[key])
+        return _clock_of(self._static("nvmlDeviceGetMaxClockInfo", h, "max_clock_mhz"), clock)
 
     def nvmlDeviceGetSupportedClocksEventReasons(self, h: Any) -> int:  # noqa: N802
         """Supported clock-event reasons mask."""
@@ -416,11 +429,7 @@ class Replay:
 
     def nvmlDeviceGetClockInfo(self, h: Any, clock: int) -> int:  # noqa: N802
         """Current clock in MHz."""
-        clocks = self._reading("nvmlDeviceGetClockInfo", h, "clock_mhz")
-        key = _CLOCK_KEYS.get(clock)
-        if key not in clocks:
-            raise nvml_error("NotSupported")
-        return int(clocks[key])
+        return _clock_of(self._reading("nvmlDeviceGetClockInfo", h, "clock_mhz"), clock)
 
     def nvmlDeviceGetPerformanceState(self, h: Any) -> int:  # noqa: N802
         """P-state number."""
