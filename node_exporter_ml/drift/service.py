@@ -479,17 +479,11 @@ class DriftService:
     # --- stateless evaluation (worker threads) --------------------------------------------
 
     def _table(self, obj: Any, side: str) -> Table:
-        if isinstance(obj, CsvData):
-            try:
-                return Table.from_csv(
-                    obj.data, max_rows=self.limits.max_rows, max_columns=self.limits.max_columns
-                )
-            except DataError as err:
-                raise _limit_error(err, side) from None
+        limits = {"max_rows": self.limits.max_rows, "max_columns": self.limits.max_columns}
         try:
-            return Table.from_json(
-                obj, max_rows=self.limits.max_rows, max_columns=self.limits.max_columns
-            )
+            if isinstance(obj, CsvData):
+                return Table.from_csv(obj.data, **limits)
+            return Table.from_json(obj, **limits)
         except DataError as err:
             raise _limit_error(err, side) from None
 
@@ -526,16 +520,14 @@ class DriftService:
         obj = _object(parse_json(body), "body", ("columns", "rows", "options"))
         data = {k: v for k, v in obj.items() if k in ("columns", "rows")}
         table = self._table(data, "reference")
-        options = _options(obj.get("options"))
-        self._check_reference(table, options)
-        return PreparedReference(
-            TABLE_FORMAT, pack_table(table), options, table.n_rows, len(table.columns)
-        )
+        return self._prepared(table, _options(obj.get("options")))
 
     def prepare_reference_csv(self, data: bytes, extra: bytes | None) -> PreparedReference:
         """Validate a CSV reference, with optional JSON evaluation options."""
         options = _options(parse_json(extra)) if extra else {}
-        table = self._table(CsvData(data), "reference")
+        return self._prepared(self._table(CsvData(data), "reference"), options)
+
+    def _prepared(self, table: Table, options: dict[str, Any]) -> PreparedReference:
         self._check_reference(table, options)
         return PreparedReference(
             TABLE_FORMAT, pack_table(table), options, table.n_rows, len(table.columns)
