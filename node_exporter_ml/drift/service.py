@@ -604,9 +604,8 @@ class DriftService:
         version = await self.in_db(self.store.version, model)
         if version[0] == 0:
             raise UnknownModelError(model)
-        with self._latest_lock:
-            cached = self._latest.get(model)
-        if cached is not None and cached.version == version and self.window.seconds is None:
+        cached = self._fresh(model, version)
+        if cached is not None:
             return cached
         if self._evaluator is None:
             raise ApiError(503, "the drift service is not running")
@@ -621,10 +620,7 @@ class DriftService:
                 del self._latest[gone]
         for model in models:
             try:
-                version = self.store.version(model)
-                with self._latest_lock:
-                    cached = self._latest.get(model)
-                if cached is None or cached.version != version or self.window.seconds is not None:
+                if self._fresh(model, self.store.version(model)) is None:
                     self.evaluate_model(model)
                 self.store.prune(model, self.window)
                 self._once.forget(f"crash:{model}")
@@ -633,6 +629,14 @@ class DriftService:
             except Exception:  # one model's bug must not stop the others
                 if self._once.log(logging.ERROR, f"crash:{model}", "drift of %s failed", model):
                     log.exception("drift evaluation of %s failed", model)
+
+    def _fresh(self, model: str, version: tuple[int, int, int]) -> ModelResult | None:
+        """The kept result while it still holds: same data, row window (a time window moves)."""
+        if self.window.seconds is not None:
+            return None
+        with self._latest_lock:
+            cached = self._latest.get(model)
+        return cached if cached is not None and cached.version == version else None
 
     def _reference(self, model: str) -> LoadedReference:
         ref = self.store.get_reference(model)
