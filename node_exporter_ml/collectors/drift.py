@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
+from node_exporter_ml.drift.quality import SCHEMA_CHANGES
 from node_exporter_ml.drift.service import DriftService, Limits, ModelResult
 from node_exporter_ml.drift.store import RETAIN_FACTOR, Window
 from node_exporter_ml.exposition import add_sample
@@ -325,10 +326,6 @@ def _quality(
         ):
             _add_num(family, labels, q.get(key))
     changes = quality.get("schema") or {}
-    for change, key in (
-        ("missing", "missing_columns"),
-        ("extra", "extra_columns"),
-        ("retyped", "retyped_columns"),
-    ):
+    for change, key in SCHEMA_CHANGES:
         for feature in sorted(changes.get(key) or ()):
             add_sample(schema, {**m, "feature": str(feature), "change": change}, 1.0)
