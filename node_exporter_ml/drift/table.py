@@ -134,11 +134,6 @@ class Table:
     columns: dict[str, Column]
     n_rows: int
 
-    @property
-    def names(self) -> list[str]:
-        """The column names, in order."""
-        return list(self.columns)
-
     @classmethod
     def from_columns(
         cls,
