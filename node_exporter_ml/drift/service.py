@@ -466,15 +466,11 @@ class DriftService:
 
     async def in_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call in the database thread."""
-        if self._db is None:
-            raise ApiError(503, "the drift service is not running")
-        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+        return await _run_in(self._db, fn, *args)
 
     async def in_worker(self, fn: Callable[..., T], *args: Any) -> T:
         """Run parsing or numerical work in the API worker pool."""
-        if self._workers is None:
-            raise ApiError(503, "the drift service is not running")
-        return await asyncio.get_running_loop().run_in_executor(self._workers, fn, *args)
+        return await _run_in(self._workers, fn, *args)
 
     # --- stateless evaluation (worker threads) --------------------------------------------
 
@@ -607,10 +603,7 @@ class DriftService:
         cached = self._fresh(model, version)
         if cached is not None:
             return cached
-        if self._evaluator is None:
-            raise ApiError(503, "the drift service is not running")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._evaluator, self.evaluate_model, model)
+        return await _run_in(self._evaluator, self.evaluate_model, model)
 
     def evaluate_all(self) -> None:
         """Evaluate every model whose data changed since its last result, then prune."""
@@ -672,6 +665,15 @@ class DriftService:
         else:
             self._once.log(logging.WARNING, f"model:{model}", "drift of %s: %s", model, error)
         return result
+
+
+async def _run_in(
+    executor: concurrent.futures.Executor | None, fn: Callable[..., T], *args: Any
+) -> T:
+    """Run `fn` in one of the service's executors; 503 while the service is not running."""
+    if executor is None:
+        raise ApiError(503, "the drift service is not running")
+    return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
 
 def _head(column: Any, n: int) -> Any:
