@@ -29,7 +29,7 @@ from node_exporter_ml.drift.labels import (
     prediction_summary,
 )
 from node_exporter_ml.drift.store import Observation, Reference, Store, StoreError, Window
-from node_exporter_ml.drift.table import Table
+from node_exporter_ml.drift.table import Column, Table
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.tasks import cancel_task
 
@@ -325,8 +325,6 @@ def unpack_table(data: bytes) -> Table:
     import io
 
     import numpy as np
-
-    from node_exporter_ml.drift.table import Column
 
     size = int.from_bytes(data[:4], "big")
     header = json.loads(data[4 : 4 + size])
@@ -676,9 +674,7 @@ async def _run_in(
     return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
 
-def _head(column: Any, n: int) -> Any:
-    from node_exporter_ml.drift.table import Column
-
+def _head(column: Column, n: int) -> Column:
     return Column(column.name, column.dtype, column.values[:n])
 
 
