@@ -433,14 +433,11 @@ class DriftService:
         await cancel_task(self._task)
         self._task = None
         loop = asyncio.get_running_loop()
-        for ex in (self._workers, self._evaluator):
-            if ex is not None:
-                # Waits in the db thread, so the loop never blocks on a running evaluation.
-                if self._db is not None:
+        if self._db is not None:  # start() makes all three executors at once
+            for ex in (self._workers, self._evaluator):
+                if ex is not None:
+                    # Waits in the db thread, so the loop never blocks on a running evaluation.
                     await loop.run_in_executor(self._db, ex.shutdown, True)
-                else:  # pragma: no cover - the db executor exists whenever these do
-                    ex.shutdown(wait=False)
-        if self._db is not None:
             await loop.run_in_executor(self._db, self.store.close)
             self._db.shutdown(wait=False)
         self._db = self._workers = self._evaluator = None
