@@ -80,11 +80,11 @@ class StoreError(StartupError):
 
 @dataclass(frozen=True, slots=True)
 class Reference:
-    """A model's stored reference data, as it was sent (JSON columns or CSV bytes)."""
+    """A model's stored reference data, in the service's storage format (see `format`)."""
 
     model: str
     version: int
-    format: str  # "json" (column-oriented {"columns": {...}}) or "csv"
+    format: str  # how `data` is encoded: the service writes "table-v1" (service.pack_table)
     data: bytes
     options: Mapping[str, Any]
     n_rows: int
