@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
+from node_exporter_ml.drift.quality import SCHEMA_CHANGES
 from node_exporter_ml.drift.service import DriftService, Limits, ModelResult
 from node_exporter_ml.drift.store import RETAIN_FACTOR, Window
 from node_exporter_ml.exposition import add_sample
@@ -119,6 +120,13 @@ def _num(value: Any) -> float | None:
     if isinstance(value, int | float) and math.isfinite(value):
         return float(value)
     return None
+
+
+def _add_num(family: Metric, labels: Mapping[str, str], value: Any) -> None:
+    """Add a sample when `value` is a finite number (a bool as 0/1); no sample otherwise."""
+    number = _num(value)
+    if number is not None:
+        add_sample(family, labels, number)
 
 
 def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
@@ -246,32 +254,23 @@ def drift_families(results: Iterable[ModelResult]) -> list[Metric]:
         add_sample(took, m, result.duration_seconds)
         add_sample(ok, m, 0.0 if result.error else 1.0)
         window = report.get("window") or {}
-        if _num(window.get("rows")) is not None:
-            add_sample(rows, m, float(window["rows"]))
+        _add_num(rows, m, window.get("rows"))
         for feature, col in sorted((report.get("columns") or {}).items()):
             labels = {**m, "feature": feature, "test": str(col.get("stattest"))}
-            value = _num(col.get("score"))
-            if value is not None:
-                add_sample(score, labels, value)
-            limit = _num(col.get("threshold"))
-            if limit is not None:
-                add_sample(threshold, labels, limit)
+            _add_num(score, labels, col.get("score"))
+            _add_num(threshold, labels, col.get("threshold"))
             add_sample(
                 detected, {**m, "feature": feature}, 1.0 if col.get("drift_detected") else 0.0
             )
         ds = report.get("dataset")
         if isinstance(ds, Mapping):
-            value = _num(ds.get("share_of_drifted_columns"))
-            if value is not None:
-                add_sample(share, m, value)
+            _add_num(share, m, ds.get("share_of_drifted_columns"))
             add_sample(dataset, m, 1.0 if ds.get("dataset_drift") else 0.0)
         _quality(report.get("data_quality"), m, missing, out_of_range, unseen, schema)
         pred = report.get("prediction") or {}
         drift = pred.get("drift")
         if isinstance(drift, Mapping):
-            value = _num(drift.get("score"))
-            if value is not None:
-                add_sample(pred_score, {**m, "test": str(drift.get("stattest"))}, value)
+            _add_num(pred_score, {**m, "test": str(drift.get("stattest"))}, drift.get("score"))
             add_sample(pred_detected, m, 1.0 if drift.get("drift_detected") else 0.0)
         conf = pred.get("confidence") or {}
         if conf.get("count"):
@@ -288,14 +287,10 @@ def drift_families(results: Iterable[ModelResult]) -> list[Metric]:
         lab = report.get("labels") or {}
         if lab.get("count"):
             add_sample(labeled, m, lab["count"])
-            value = _num(lab.get("accuracy"))
-            if value is not None:
-                add_sample(accuracy, m, value)
+            _add_num(accuracy, m, lab.get("accuracy"))
             for cls, fig in sorted((lab.get("classes") or {}).items()):
                 for family, key in ((precision, "precision"), (recall, "recall")):
-                    value = _num(fig.get(key))
-                    if value is not None:
-                        add_sample(family, {**m, "class": cls}, value)
+                    _add_num(family, {**m, "class": cls}, fig.get(key))
             for cell in lab.get("confusion") or []:
                 add_sample(
                     confusion,
@@ -329,14 +324,8 @@ def _quality(
             (out_of_range, "out_of_range_share"),
             (unseen, "unseen_categories_share"),
         ):
-            value = _num(q.get(key))
-            if value is not None:
-                add_sample(family, labels, value)
+            _add_num(family, labels, q.get(key))
     changes = quality.get("schema") or {}
-    for change, key in (
-        ("missing", "missing_columns"),
-        ("extra", "extra_columns"),
-        ("retyped", "retyped_columns"),
-    ):
+    for change, key in SCHEMA_CHANGES:
         for feature in sorted(changes.get(key) or ()):
             add_sample(schema, {**m, "feature": str(feature), "change": change}, 1.0)

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
@@ -122,30 +122,30 @@ def _check_length(request: web.Request, limit: int) -> None:
         raise ApiError(413, f"body of {length} bytes is over the limit of {limit} bytes")
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    _check_length(request, limit)
-    chunks: list[bytes] = []
+async def _gather(chunks: AsyncIterable[bytes], budget: int, limit: int) -> bytes:
+    """The chunks joined; 413 once they pass `budget` (what is left of `limit`)."""
+    out: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _read_part(part: BodyPartReader, budget: int, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await part.read_chunk(CHUNK)
-        if not chunk:
-            break
+    async for chunk in chunks:
         size += len(chunk)
         if size > budget:
             raise ApiError(413, f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    data = b"".join(chunks)
+        out.append(chunk)
+    return b"".join(out)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    _check_length(request, limit)
+    return await _gather(request.content.iter_chunked(CHUNK), limit, limit)
+
+
+async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(CHUNK):
+        yield chunk
+
+
+async def _read_part(part: BodyPartReader, budget: int, limit: int) -> bytes:
+    data = await _gather(_part_chunks(part), budget, limit)
     if part.headers.get("Content-Transfer-Encoding", "").lower() == "base64":
         raise ApiError(400, f"multipart part {part.name!r}: base64 transfer encoding unsupported")
     return data

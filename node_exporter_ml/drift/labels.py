@@ -147,7 +147,6 @@ def prediction_drift(
     current: Sequence[Any],
     evaluate: Evaluate,
     make_table: Callable[[Mapping[str, Sequence[Any]]], Any],
-    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Drift of the prediction column: reference predictions against the window's.
 
@@ -159,8 +158,6 @@ def prediction_drift(
     cur = [v for v in current if v is not None]
     if not ref or not cur:
         return None
-    report = evaluate(
-        make_table({"prediction": ref}), make_table({"prediction": cur}), **dict(options or {})
-    )
+    report = evaluate(make_table({"prediction": ref}), make_table({"prediction": cur}))
     column = report["columns"].get("prediction")
     return dict(column) if column is not None else None

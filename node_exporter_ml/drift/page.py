@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from node_exporter_ml.drift.quality import SCHEMA_CHANGES
+
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
@@ -282,11 +284,7 @@ def _quality(report: Mapping[str, Any]) -> list[str]:
     schema = quality.get("schema") or {}
     changes = [
         f"{label}: {html.escape(', '.join(sorted(map(str, schema.get(key) or ()))))}"
-        for label, key in (
-            ("missing", "missing_columns"),
-            ("extra", "extra_columns"),
-            ("retyped", "retyped_columns"),
-        )
+        for label, key in SCHEMA_CHANGES
         if schema.get(key)
     ]
     if changes:

@@ -17,6 +17,12 @@ from node_exporter_ml.drift.table import Column, Table
 
 MAX_LISTED_CATEGORIES = 10
 """At most this many unseen categories are listed by name (all are counted)."""
+SCHEMA_CHANGES = (
+    ("missing", "missing_columns"),
+    ("extra", "extra_columns"),
+    ("retyped", "retyped_columns"),
+)
+"""Each schema change's name and its key in the report's ``schema`` section."""
 
 
 def value_family(column: Column) -> str:

@@ -29,7 +29,7 @@ from node_exporter_ml.drift.labels import (
     prediction_summary,
 )
 from node_exporter_ml.drift.store import Observation, Reference, Store, StoreError, Window
-from node_exporter_ml.drift.table import Table
+from node_exporter_ml.drift.table import Column, Table
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.tasks import cancel_task
 
@@ -326,8 +326,6 @@ def unpack_table(data: bytes) -> Table:
 
     import numpy as np
 
-    from node_exporter_ml.drift.table import Column
-
     size = int.from_bytes(data[:4], "big")
     header = json.loads(data[4 : 4 + size])
     pos = 4 + size
@@ -435,14 +433,11 @@ class DriftService:
         await cancel_task(self._task)
         self._task = None
         loop = asyncio.get_running_loop()
-        for ex in (self._workers, self._evaluator):
-            if ex is not None:
-                # Waits in the db thread, so the loop never blocks on a running evaluation.
-                if self._db is not None:
+        if self._db is not None:  # start() makes all three executors at once
+            for ex in (self._workers, self._evaluator):
+                if ex is not None:
+                    # Waits in the db thread, so the loop never blocks on a running evaluation.
                     await loop.run_in_executor(self._db, ex.shutdown, True)
-                else:  # pragma: no cover - the db executor exists whenever these do
-                    ex.shutdown(wait=False)
-        if self._db is not None:
             await loop.run_in_executor(self._db, self.store.close)
             self._db.shutdown(wait=False)
         self._db = self._workers = self._evaluator = None
@@ -466,30 +461,20 @@ class DriftService:
 
     async def in_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call in the database thread."""
-        if self._db is None:
-            raise ApiError(503, "the drift service is not running")
-        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+        return await _run_in(self._db, fn, *args)
 
     async def in_worker(self, fn: Callable[..., T], *args: Any) -> T:
         """Run parsing or numerical work in the API worker pool."""
-        if self._workers is None:
-            raise ApiError(503, "the drift service is not running")
-        return await asyncio.get_running_loop().run_in_executor(self._workers, fn, *args)
+        return await _run_in(self._workers, fn, *args)
 
     # --- stateless evaluation (worker threads) --------------------------------------------
 
     def _table(self, obj: Any, side: str) -> Table:
-        if isinstance(obj, CsvData):
-            try:
-                return Table.from_csv(
-                    obj.data, max_rows=self.limits.max_rows, max_columns=self.limits.max_columns
-                )
-            except DataError as err:
-                raise _limit_error(err, side) from None
+        limits = {"max_rows": self.limits.max_rows, "max_columns": self.limits.max_columns}
         try:
-            return Table.from_json(
-                obj, max_rows=self.limits.max_rows, max_columns=self.limits.max_columns
-            )
+            if isinstance(obj, CsvData):
+                return Table.from_csv(obj.data, **limits)
+            return Table.from_json(obj, **limits)
         except DataError as err:
             raise _limit_error(err, side) from None
 
@@ -526,16 +511,14 @@ class DriftService:
         obj = _object(parse_json(body), "body", ("columns", "rows", "options"))
         data = {k: v for k, v in obj.items() if k in ("columns", "rows")}
         table = self._table(data, "reference")
-        options = _options(obj.get("options"))
-        self._check_reference(table, options)
-        return PreparedReference(
-            TABLE_FORMAT, pack_table(table), options, table.n_rows, len(table.columns)
-        )
+        return self._prepared(table, _options(obj.get("options")))
 
     def prepare_reference_csv(self, data: bytes, extra: bytes | None) -> PreparedReference:
         """Validate a CSV reference, with optional JSON evaluation options."""
         options = _options(parse_json(extra)) if extra else {}
-        table = self._table(CsvData(data), "reference")
+        return self._prepared(self._table(CsvData(data), "reference"), options)
+
+    def _prepared(self, table: Table, options: dict[str, Any]) -> PreparedReference:
         self._check_reference(table, options)
         return PreparedReference(
             TABLE_FORMAT, pack_table(table), options, table.n_rows, len(table.columns)
@@ -612,14 +595,10 @@ class DriftService:
         version = await self.in_db(self.store.version, model)
         if version[0] == 0:
             raise UnknownModelError(model)
-        with self._latest_lock:
-            cached = self._latest.get(model)
-        if cached is not None and cached.version == version and self.window.seconds is None:
+        cached = self._fresh(model, version)
+        if cached is not None:
             return cached
-        if self._evaluator is None:
-            raise ApiError(503, "the drift service is not running")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._evaluator, self.evaluate_model, model)
+        return await _run_in(self._evaluator, self.evaluate_model, model)
 
     def evaluate_all(self) -> None:
         """Evaluate every model whose data changed since its last result, then prune."""
@@ -629,10 +608,7 @@ class DriftService:
                 del self._latest[gone]
         for model in models:
             try:
-                version = self.store.version(model)
-                with self._latest_lock:
-                    cached = self._latest.get(model)
-                if cached is None or cached.version != version or self.window.seconds is not None:
+                if self._fresh(model, self.store.version(model)) is None:
                     self.evaluate_model(model)
                 self.store.prune(model, self.window)
                 self._once.forget(f"crash:{model}")
@@ -641,6 +617,14 @@ class DriftService:
             except Exception:  # one model's bug must not stop the others
                 if self._once.log(logging.ERROR, f"crash:{model}", "drift of %s failed", model):
                     log.exception("drift evaluation of %s failed", model)
+
+    def _fresh(self, model: str, version: tuple[int, int, int]) -> ModelResult | None:
+        """The kept result while it still holds: same data, row window (a time window moves)."""
+        if self.window.seconds is not None:
+            return None
+        with self._latest_lock:
+            cached = self._latest.get(model)
+        return cached if cached is not None and cached.version == version else None
 
     def _reference(self, model: str) -> LoadedReference:
         ref = self.store.get_reference(model)
@@ -678,9 +662,16 @@ class DriftService:
         return result
 
 
-def _head(column: Any, n: int) -> Any:
-    from node_exporter_ml.drift.table import Column
+async def _run_in(
+    executor: concurrent.futures.Executor | None, fn: Callable[..., T], *args: Any
+) -> T:
+    """Run `fn` in one of the service's executors; 503 while the service is not running."""
+    if executor is None:
+        raise ApiError(503, "the drift service is not running")
+    return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
+
+def _head(column: Column, n: int) -> Column:
     return Column(column.name, column.dtype, column.values[:n])
 
 

@@ -519,11 +519,6 @@ class StatTest:
             return score >= threshold
         return score > threshold
 
-    @property
-    def score_kind(self) -> str:
-        """``p_value`` or ``distance``."""
-        return "p_value" if self.direction.startswith("p") else "distance"
-
 
 def _plain(func: Callable[[Sample], float]) -> Callable[[Sample, ColumnKind], float]:
     return lambda sample, _kind: func(sample)

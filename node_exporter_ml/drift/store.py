@@ -80,11 +80,11 @@ class StoreError(StartupError):
 
 @dataclass(frozen=True, slots=True)
 class Reference:
-    """A model's stored reference data, as it was sent (JSON columns or CSV bytes)."""
+    """A model's stored reference data, in the service's storage format (see `format`)."""
 
     model: str
     version: int
-    format: str  # "json" (column-oriented {"columns": {...}}) or "csv"
+    format: str  # how `data` is encoded: the service writes "table-v1" (service.pack_table)
     data: bytes
     options: Mapping[str, Any]
     n_rows: int
@@ -133,6 +133,12 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 def _encode(value: Any) -> str:
     # NaN and infinities are kept (Python's json reads them back); the engine drops them.
     return _ENCODER.encode(value)
+
+
+def _require_reference(conn: sqlite3.Connection, model: str) -> None:
+    """Raise KeyError unless the model has a reference."""
+    if conn.execute("SELECT 1 FROM reference WHERE model = ?", (model,)).fetchone() is None:
+        raise KeyError(model)
 
 
 class Store:
@@ -272,12 +278,6 @@ class Store:
         with self._read() as conn:
             return [r[0] for r in conn.execute("SELECT model FROM reference ORDER BY model")]
 
-    def has_model(self, model: str) -> bool:
-        """True when the model has a reference."""
-        with self._read() as conn:
-            row = conn.execute("SELECT 1 FROM reference WHERE model = ?", (model,)).fetchone()
-        return row is not None
-
     def delete_model(self, model: str) -> bool:
         """Forget a model: reference, observations, labels and result; False if unknown."""
         with self._tx() as conn:
@@ -308,8 +308,7 @@ class Store:
             for o in rows
         ]
         with self._tx() as conn:
-            if conn.execute("SELECT 1 FROM reference WHERE model = ?", (model,)).fetchone() is None:
-                raise KeyError(model)
+            _require_reference(conn, model)
             conn.executemany(
                 "INSERT INTO observation (model, ts, obs_id, features, prediction, confidence) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -329,8 +328,7 @@ class Store:
         """
         now = time.time()
         with self._tx() as conn:
-            if conn.execute("SELECT 1 FROM reference WHERE model = ?", (model,)).fetchone() is None:
-                raise KeyError(model)
+            _require_reference(conn, model)
             ids = [(model, obs_id) for obs_id, _ in labels]
             conn.executemany("DELETE FROM label WHERE model = ? AND obs_id = ?", ids)
             conn.executemany(

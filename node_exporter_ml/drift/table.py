@@ -134,11 +134,6 @@ class Table:
     columns: dict[str, Column]
     n_rows: int
 
-    @property
-    def names(self) -> list[str]:
-        """The column names, in order."""
-        return list(self.columns)
-
     @classmethod
     def from_columns(
         cls,
@@ -325,27 +320,24 @@ class Table:
         return cls(columns, len(frame))
 
 
-def as_table(data: Any, *, max_rows: int | None = None, max_columns: int | None = None) -> Table:
+def as_table(data: Any) -> Table:
     """A Table from any accepted input: a Table, the JSON shapes, a mapping of lists, a DataFrame.
+
+    No size limits here: the API applies them when it parses a request.
 
     Raises:
         DataError: the input is none of those or is malformed.
     """
     if isinstance(data, Table):
-        _check_limit("rows", data.n_rows, max_rows)
-        _check_limit("columns", len(data.columns), max_columns)
         return data
     if hasattr(data, "dtypes") and hasattr(data, "columns") and hasattr(data, "to_numpy"):
-        table = Table.from_dataframe(data)
-        _check_limit("rows", table.n_rows, max_rows)
-        _check_limit("columns", len(table.columns), max_columns)
-        return table
+        return Table.from_dataframe(data)
     if isinstance(data, Mapping):
         if set(data) in ({"columns"}, {"rows"}):
-            return Table.from_json(data, max_rows=max_rows, max_columns=max_columns)
-        return Table.from_columns(data, max_rows=max_rows, max_columns=max_columns)
+            return Table.from_json(data)
+        return Table.from_columns(data)
     if isinstance(data, bytes | bytearray):
-        return Table.from_csv(bytes(data), max_rows=max_rows, max_columns=max_columns)
+        return Table.from_csv(bytes(data))
     raise DataError(
         'data must be {"columns": {...}}, {"rows": [...]}, a mapping of lists, CSV bytes, '
         "a Table or a pandas DataFrame"
