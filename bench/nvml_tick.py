@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ from node_exporter_ml.nvml.replay import Replay
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
 from node_exporter_ml.textformat import LabelCache, render_text
 
-SHARED = Path(os.environ.get("NODEML_SHARED", "/work/shared")) / "fixtures" / "nvml"
+RECORDINGS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "nvml-recordings"
 GOAL_MS_PER_GPU = 5.0
 # The NVML calls one tick makes per GPU (no MIG), keyed as h100-probe.json's timing_us; the
 # energy counter rides in the field-value batch (the probe's batch held it too).
@@ -110,7 +109,7 @@ def main() -> int:
     ap.add_argument("--ticks", type=int, default=200)
     args = ap.parse_args()
 
-    recording = SHARED / "h100-neighbour.nvml.json"
+    recording = RECORDINGS / "h100-neighbour.nvml.json"
     doc = widen(json.loads(recording.read_text()), args.gpus, args.processes)
     now = [1_000_000.0]
     replay = Replay(doc, clock=lambda: now[0], source="widened neighbour")
@@ -155,7 +154,7 @@ def main() -> int:
     mean_ms = statistics.mean(per_tick) * 1000
     p99_ms = sorted(per_tick)[int(len(per_tick) * 0.99) - 1] * 1000
     per_gpu = mean_ms / args.gpus
-    probe = json.loads((SHARED / "h100-probe.json").read_text())["timing_us"]
+    probe = json.loads((RECORDINGS / "h100-probe.json").read_text())["timing_us"]
     nvml_ms = sum(probe[k] for k in PER_TICK_CALLS) / 1000
     print(f"nvml collector tick, {args.gpus} GPUs x {args.processes} processes, "
           f"{len(per_tick)} ticks (Python {sys.version.split()[0]})")  # fmt: skip

@@ -1,7 +1,7 @@
 """Scrape cost: node-exporter-ml vs node_exporter, side by side on loopback, same client.
 
-Starts the agent (every default collector on; NVML from the H100 replay when the shared
-fixtures are present) and Debian's prometheus-node-exporter, waits until both are warm,
+Starts the agent (every default collector on; NVML from the H100 replay in
+tests/fixtures/nvml-recordings) and Debian's prometheus-node-exporter, waits until both are warm,
 then scrapes each the same number of times over one keep-alive connection, as Prometheus
 does, asking for gzip as Prometheus does. Prints p50/p99 latency, bytes per scrape, CPU
 seconds per scrape (from /proc/<pid>/stat), peak RSS and the ratios agent/node_exporter.
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-REPLAY = ROOT.parent / "shared" / "fixtures" / "nvml" / "h100-neighbour.nvml.json"
+REPLAY = ROOT / "tests" / "fixtures" / "nvml-recordings" / "h100-neighbour.nvml.json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ACCEPT = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.1"
 
@@ -111,8 +111,7 @@ def main() -> int:
         f"--state.dir={tmp}/state",
         "--sampler.interval=1s",
     ]
-    if REPLAY.is_file():
-        agent_args.append(f"--nvml.replay={REPLAY}")
+    agent_args.append(f"--nvml.replay={REPLAY}")
     procs = [
         subprocess.Popen(agent_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         subprocess.Popen(

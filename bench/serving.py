@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
 import resource
 import socket
 import statistics
@@ -33,9 +32,7 @@ from node_exporter_ml.serving.parse import parse_exposition
 from node_exporter_ml.serving.scrape import parse_body
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "serving"
-if not FIXTURES.is_dir():
-    FIXTURES = Path(os.environ.get("NODEML_SHARED", "/work/shared")) / "fixtures" / "serving"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "serving"
 FRAMEWORKS = sorted(p.name.removesuffix(".prom") for p in FIXTURES.glob("*.prom")
                     if not p.name.endswith(".later.prom"))  # fmt: skip
 

@@ -27,15 +27,13 @@ from typing import Any
 import yaml
 
 from .agentproc import AgentProcess
-from .conftest import SHARED
+from .conftest import NEIGHBOUR_NVML, NEIGHBOUR_SERVING
 from .fake_kube import TOKEN, FakeApi, pod_json
 from .host_trees import CgroupStats, FakeProc, build_cgroup_tree, make_v2_root, write_proc
 from .promserver import PrometheusServer
 
 ROOT = Path(__file__).resolve().parents[1]
 NVML_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nvml"
-NEIGHBOUR_NVML = SHARED / "fixtures" / "nvml" / "h100-neighbour.nvml.json"
-NEIGHBOUR_SERVING = SHARED / "fixtures" / "nvml" / "h100-neighbour.serving.json"
 RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
 MODEL = "mlp-8x4096"
 SERVER_PID, NEIGHBOUR_PID = 415, 476

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-if not SHARED.is_dir():  # CI lays shared/ beside the clone; a worktree may sit elsewhere
-    SHARED = Path(os.environ.get("NODEML_SHARED", "/work/shared"))
+# Every file a test reads is in the repository (tests/fixtures/README.md says what is where).
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# The real H100 recording: NVML replay frames and the model server's /metrics at the same seconds.
+NEIGHBOUR_NVML = FIXTURES / "nvml-recordings" / "h100-neighbour.nvml.json"
+NEIGHBOUR_SERVING = FIXTURES / "nvml-recordings" / "h100-neighbour.serving.json"
+SERVING_FIXTURES = FIXTURES / "serving"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

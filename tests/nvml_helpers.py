@@ -13,9 +13,9 @@ from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.nvml import NvmlCollector
 from node_exporter_ml.config import Config
 from node_exporter_ml.snapshot import CollectorResult, NvmlData, Snapshot
-from tests.conftest import FIXTURES, SHARED
+from tests.conftest import FIXTURES, NEIGHBOUR_NVML
 
-NEIGHBOUR = SHARED / "fixtures" / "nvml" / "h100-neighbour.nvml.json"
+NEIGHBOUR = NEIGHBOUR_NVML
 NVML_FIXTURES = FIXTURES / "nvml"
 START = 1_000_000.0
 

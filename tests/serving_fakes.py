@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from node_exporter_ml.snapshot import GpuProcessSample, GpuSample, NvmlData
+from tests.conftest import NEIGHBOUR_NVML, NEIGHBOUR_SERVING, SERVING_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-if not FIXTURES.is_dir():  # CI lays shared/ beside the clone; a worktree may sit elsewhere
-    FIXTURES = Path(os.environ.get("NODEML_SHARED", "/work/shared")) / "fixtures"
-NVML_RECORDING = FIXTURES / "nvml" / "h100-neighbour.nvml.json"
-SERVING_RECORDING = FIXTURES / "nvml" / "h100-neighbour.serving.json"
-SERVING_FIXTURES = FIXTURES / "serving"
+NVML_RECORDING = NEIGHBOUR_NVML
+SERVING_RECORDING = NEIGHBOUR_SERVING
+__all__ = ["NVML_RECORDING", "SERVING_FIXTURES", "SERVING_RECORDING", "load", "nvml_frame"]
 
 # nvmlClocksEventReasons bits, named as the nvml collector names them.
 CLOCK_EVENT_BITS = {

@@ -43,7 +43,7 @@ from tests.host_trees import (
     write_proc,
 )
 
-# Frame t=21 s of fixtures/nvml/h100-neighbour.nvml.json (shared fixtures), copied as is.
+# Frame t=21 s of fixtures/nvml-recordings/h100-neighbour.nvml.json, copied as is.
 RECORDING = Path(__file__).parent / "fixtures" / "nvml" / "h100-neighbour.frame21.json"
 SERVER, NEIGHBOUR = 415, 476
 SERVER_UID = "8b0c6a52-6f1e-4f7e-9d53-0c2f1a7e9b11"

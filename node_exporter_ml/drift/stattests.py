@@ -2,9 +2,9 @@
 
 Every test takes the cleaned reference and current values of one column (missing values and
 +-inf already dropped) and returns a score: a p-value or a distance, computed as Evidently
-0.7.23 computes it (see /work/shared/reference/evidently-drift.md and docs/drift-engine.md),
-so scores agree to floating-point noise. `STATTESTS` holds each test's Evidently id, display
-name, the column types it accepts, its default threshold and the direction of its verdict.
+0.7.23 computes it (docs/drift-engine.md), so scores agree to floating-point noise.
+`STATTESTS` holds each test's Evidently id, display name, the column types it accepts, its
+default threshold and the direction of its verdict.
 
 This module imports numpy at import time (the package imports the module on first use only),
 and each test imports the part of scipy it needs when it first runs: the default tests for a
