@@ -68,3 +68,26 @@ def test_copied_sources_exist():
 
 def test_exposes_the_default_port():
     assert ("EXPOSE", "9847") in final_stage()
+
+
+def test_copies_what_the_package_build_reads():
+    """`pip install .` reads the readme and the license files that pyproject.toml names."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    copied = {
+        src
+        for op, arg in instructions()
+        if op == "COPY" and not arg.startswith("--from")
+        for src in arg.split()[:-1]
+    }
+    assert {"pyproject.toml", project["readme"], *project["license-files"]} <= copied
+
+
+def test_oci_labels_name_the_version_and_the_source():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    labels = dict(
+        re.findall(r'(org\.opencontainers\.image\.[a-z]+)="([^"]*)"', dict(final_stage())["LABEL"])
+    )
+    assert labels["org.opencontainers.image.version"] == project["version"]
+    assert labels["org.opencontainers.image.source"] == project["urls"]["Source"]
+    assert labels["org.opencontainers.image.licenses"] == project["license"]
+    assert labels["org.opencontainers.image.title"] == project["name"]
