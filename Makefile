@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LISTEN ?= :9847
 ARGS ?=
 
-.PHONY: run test lint typecheck pytest test-deps bench clean proto demo demo-cluster
+.PHONY: run test lint typecheck pytest test-deps bench clean proto demo demo-cluster dist
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,5 +74,12 @@ proto: $(BIN)/.installed-test
 	  --python_out=. --pyi_out=. --grpc_python_out=. \
 	  node_exporter_ml/podresources/api.proto
 
+# The sdist and the wheel, built in an isolated environment as a release would build them
+# (tests/test_dist.py installs the wheel into a fresh virtualenv outside the repository).
+DIST ?= dist
+dist: $(BIN)/.installed-test
+	rm -rf $(DIST)
+	$(BIN)/python -m build --outdir $(DIST) .
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build

@@ -36,14 +36,16 @@ class AgentProcess:
     scheme: str = "http"
     ssl_context: ssl.SSLContext | None = None
     proc: subprocess.Popen[bytes] | None = None
+    # How to start it: this checkout's package by default; tests/test_dist.py passes the
+    # script of a virtualenv the wheel was installed into, and a working directory outside.
+    command: tuple[str, ...] = (sys.executable, "-m", "node_exporter_ml")
+    cwd: Path | None = None
 
     def start(self) -> AgentProcess:
         self.log = open(self.tmp / f"agent-{self.port}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "node_exporter_ml",
+                *self.command,
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 f"--state.dir={self.tmp}/state",
                 *self.args,
@@ -51,6 +53,7 @@ class AgentProcess:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=self.cwd,
         )
         return self
 
