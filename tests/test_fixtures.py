@@ -15,7 +15,22 @@ OUTSIDE = re.compile("|".join([r"\.\./" + "shared", "/" + "work/", "NODEML_" + "
 
 
 def repository_files() -> list[Path]:
-    """Tracked files and new ones not ignored: what a commit of this tree would hold."""
+    """Tracked files and new ones not ignored: what a commit of this tree would hold.
+
+    Outside a git checkout (an unpacked archive), every file but the usual build outputs.
+    """
+    if not (ROOT / ".git").exists():
+        skip = {".venv", ".git", "build", "dist", ".state", "__pycache__", ".hypothesis"}
+        return [
+            p
+            for p in ROOT.rglob("*")
+            if p.is_file()
+            and not any(
+                part in skip or part.endswith((".egg-info", "_cache"))
+                for part in p.relative_to(ROOT).parts
+            )
+            and p.suffix not in {".pyc", ".log"}
+        ]
     out = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
