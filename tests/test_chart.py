@@ -416,8 +416,8 @@ def test_the_packaged_chart_renders_the_same(tmp_path):
 
 
 def test_the_documented_helm_commands_render():
-    """Every `helm install ... --set k=v` in the README and docs/deploy.md passes the schema."""
-    for doc in ("README.md", "docs/deploy.md"):
+    """Every `helm install ... --set k=v` in the READMEs and docs/deploy.md passes the schema."""
+    for doc in ("README.md", "docs/deploy.md", "charts/node-exporter-ml/README.md"):
         text = (ROOT / doc).read_text().replace("\\\n", " ")
         commands = [line for line in text.splitlines() if line.startswith("helm install ")]
         assert commands, doc
