@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LISTEN ?= :9847
 ARGS ?=
 
-.PHONY: run test lint typecheck pytest test-deps bench clean proto demo demo-cluster dist
+.PHONY: run test lint typecheck pytest test-deps bench clean proto demo demo-cluster
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,9 +77,10 @@ proto: $(BIN)/.installed-test
 # The sdist and the wheel, built in an isolated environment as a release would build them
 # (tests/test_dist.py installs the wheel into a fresh virtualenv outside the repository).
 DIST ?= dist
+.PHONY: dist
 dist: $(BIN)/.installed-test
 	rm -rf $(DIST)
 	$(BIN)/python -m build --outdir $(DIST) .
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
