@@ -212,7 +212,7 @@ def grid_svg(grid: Mapping[str, Any], size: int = 320) -> str:
         )
     parts.append(
         f'<line x1="{pad}" y1="{8 + plot}" x2="{pad + plot}" y2="8" stroke="{REF_COLOUR}" '
-        'stroke-dasharray="4 3"/>'
+        'stroke-width="2" stroke-dasharray="4 3"/>'
     )
     lo, hi = html.escape(_fmt(float(edges[0]))), html.escape(_fmt(float(edges[-1])))
     parts.extend(
