@@ -338,3 +338,45 @@ async def test_regression_writes_are_checked(client, path, raw, needle):
     if b"NaN" not in raw and b"Infinity" not in raw and b"1e999" not in raw:
         status, _ = await post_json(client, f"/api/v1/models/c/{path}", raw)
         assert status == 200
+
+
+# --- the example rules ---------------------------------------------------------------------
+
+EXAMPLE_RULES = Path(__file__).resolve().parents[1] / "examples" / "prometheus"
+
+
+def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["promtool", *args], capture_output=True, text=True, timeout=60, check=False, cwd=cwd
+    )
+
+
+@pytest.mark.integration
+def test_example_quality_rules_pass_promtool():
+    proc = promtool("check", "rules", "model-quality.rules.yml", cwd=EXAMPLE_RULES)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 3 rules found" in proc.stdout
+    proc = promtool("test", "rules", "model-quality.rules.test.yml", cwd=EXAMPLE_RULES)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('weighted{model="eta"} > 5', 'weighted{model="eta"} > 7'),
+        ("for: 15m", "for: 5m"),
+        ("* on (instance, model) nodeml_drift_labeled_observations", ""),
+    ],
+    ids=["threshold", "duration", "unweighted"],
+)
+def test_example_quality_rule_tests_can_fail(tmp_path, old, new):
+    rules = (EXAMPLE_RULES / "model-quality.rules.yml").read_text()
+    assert old in rules
+    (tmp_path / "model-quality.rules.yml").write_text(rules.replace(old, new))
+    tests = (EXAMPLE_RULES / "model-quality.rules.test.yml").read_text()
+    (tmp_path / "model-quality.rules.test.yml").write_text(tests)
+    proc = promtool("test", "rules", "model-quality.rules.test.yml", cwd=tmp_path)
+    assert proc.returncode != 0, proc.stdout
+    # A wrong answer, not a rule that no longer parses.
+    assert "got:" in proc.stdout, proc.stdout + proc.stderr
