@@ -379,4 +379,4 @@ def test_example_quality_rule_tests_can_fail(tmp_path, old, new):
     proc = promtool("test", "rules", "model-quality.rules.test.yml", cwd=tmp_path)
     assert proc.returncode != 0, proc.stdout
     # A wrong answer, not a rule that no longer parses.
-    assert "got:" in proc.stdout, proc.stdout + proc.stderr
+    assert "got:" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
