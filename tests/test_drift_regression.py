@@ -49,6 +49,7 @@ def test_first_non_number():
     assert first_non_number([True]) == (0, True)
     assert first_non_number([1.0, math.inf]) == (1, math.inf)
     assert first_non_number([math.nan]) is not None
+    assert first_non_number([1, 10**400]) == (1, 10**400)  # beyond a float: not an error
 
 
 def test_regression_quality_by_hand():
@@ -313,13 +314,16 @@ async def test_reference_task_in_csv_checks_infinity(client):
         ("observations", b'{"rows": [{"x": 1, "prediction": Infinity}]}', "not inf"),
         ("observations", b'{"rows": [{"x": 1, "prediction": 1e999}]}', "not inf"),
         ("observations", b'{"rows": [{"x": 1, "prediction": false}]}', "not False"),
+        ("observations", b'{"rows": [{"x": 1, "prediction": 1%s}]}' % (b"0" * 400),
+         "not 100000000000000000...0000000000000000000"),
         ("labels", b'{"labels": [{"id": "a", "label": 1.5}, {"id": "b", "label": "late"}]}',
          "label of id 'b' must be a finite number for a regression model, not 'late'"),
         ("labels", b'{"labels": [{"id": "a", "label": -Infinity}]}', "not -inf"),
         ("labels", b'{"labels": [{"id": "a", "label": true}]}', "not True"),
     ],
     ids=["string prediction", "NaN prediction", "Infinity prediction", "overflowing prediction",
-         "bool prediction", "string label", "-Infinity label", "bool label"],
+         "bool prediction", "huge integer prediction", "string label", "-Infinity label",
+         "bool label"],
 )  # fmt: skip
 async def test_regression_writes_are_checked(client, path, raw, needle):
     body = {"rows": [{"x": 1.0, "prediction": 1.0}], "options": {"task": "regression"}}
@@ -338,6 +342,8 @@ async def test_regression_writes_are_checked(client, path, raw, needle):
     if b"NaN" not in raw and b"Infinity" not in raw and b"1e999" not in raw:
         status, _ = await post_json(client, f"/api/v1/models/c/{path}", raw)
         assert status == 200
+        resp = await client.get("/api/v1/models/c/drift")
+        assert resp.status == 200, await resp.text()
 
 
 # --- the example rules ---------------------------------------------------------------------

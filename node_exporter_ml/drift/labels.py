@@ -21,6 +21,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from node_exporter_ml.drift.regression import as_float
+
 OTHER = "other"
 MAX_CLASSES = 20
 CONFIDENCE_BINS = 10
@@ -183,10 +185,6 @@ def confidence_histogram(
     }
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
 def prediction_summary(
     predictions: Sequence[Any], max_classes: int = MAX_CLASSES, *, numerical: bool = False
 ) -> dict[str, Any]:
@@ -199,7 +197,7 @@ def prediction_summary(
     values = [p for p in predictions if p is not None]
     if not values:
         return {"count": 0, "kind": None}
-    numeric = [float(v) for v in values if _is_number(v)]
+    numeric = [f for f in map(as_float, values) if f is not None]
     if len(numeric) == len(values) and (numerical or len(set(numeric)) > 10):
         finite = [v for v in numeric if math.isfinite(v)]
         return {
@@ -239,8 +237,8 @@ def prediction_drift(
     when either side has no prediction.
     """
     if numerical:
-        ref = [float(v) for v in reference if _is_number(v)]
-        cur = [float(v) for v in current if _is_number(v)]
+        ref = [f for f in map(as_float, reference) if f is not None]
+        cur = [f for f in map(as_float, current) if f is not None]
     else:
         ref = [v for v in reference if v is not None]
         cur = [v for v in current if v is not None]

@@ -49,9 +49,24 @@ def split_task(options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return str(task), rest
 
 
+def as_float(value: Any) -> float | None:
+    """An int or float (not a bool) as a float, NaN and infinities included; else None.
+
+    An int too large for a float (JSON allows ``1`` followed by 400 zeros) is None, not an
+    OverflowError.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
 def is_number(value: Any) -> bool:
     """True for a finite int or float (not a bool): what a regressor predicts and learns from."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    number = as_float(value)
+    return number is not None and math.isfinite(number)
 
 
 def first_non_number(values: Iterable[Any]) -> tuple[int, Any] | None:

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import re
+import reprlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -545,7 +546,7 @@ class DriftService:
             raise ApiError(
                 400,
                 f"reference: row {bad[0]}: prediction must be a finite number for a regression "
-                f"model, not {bad[1]!r}",
+                f"model, not {reprlib.repr(bad[1])}",
             )
         # Options are checked now, not at the first evaluation: evaluate a slice against itself.
         sample = Table(
@@ -581,7 +582,7 @@ class DriftService:
                 raise ApiError(
                     400,
                     f"row {bad[0]}: prediction must be a finite number for a regression model, "
-                    f"not {bad[1]!r}",
+                    f"not {reprlib.repr(bad[1])}",
                 )
         try:
             return self.store.add_observations(model, rows)
@@ -600,7 +601,7 @@ class DriftService:
                 raise ApiError(
                     400,
                     f"label of id {labels[bad[0]][0]!r} must be a finite number for a "
-                    f"regression model, not {bad[1]!r}",
+                    f"regression model, not {reprlib.repr(bad[1])}",
                 )
         try:
             return self.store.add_labels(model, labels)
