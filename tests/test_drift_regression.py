@@ -76,6 +76,14 @@ def test_regression_quality_by_hand():
     assert [19, 19, 0] not in grid["cells"]
 
 
+def test_mape_of_a_window_whose_labels_are_all_zero():
+    # Evidently 0.7.23 fails on such a window (IndexError in its dummy MAPE); every pair counts
+    # as an error of 100%, whatever the prediction.
+    out = regression_quality([(0.0, 1.0), (0, 0.5), (-0.0, 0.0), (1e-17, 3.0)])
+    assert out["mape_ratio"] == 1.0
+    assert out["mae"] == pytest.approx(4.5 / 4)
+
+
 def test_regression_quality_with_hostile_values():
     assert regression_quality([]) == regression_quality([("a", "b")]) | {"skipped": 0}
     out = regression_quality([(1e308, -1e308), (-1e308, 1e308), (0.0, 5.0)])
