@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -37,3 +39,14 @@ def app_for(service: DriftService) -> web.Application:
     app = web.Application()
     app.add_routes(routes(service))
     return app
+
+
+@contextlib.asynccontextmanager
+async def running_service(state_dir: str, **kwargs: Any) -> AsyncIterator[DriftService]:
+    """A started DriftService without its evaluation loop (reports are evaluated on GET)."""
+    service = DriftService(state_dir, **kwargs)
+    await service.start(run_loop=False)
+    try:
+        yield service
+    finally:
+        await service.stop()

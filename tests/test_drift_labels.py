@@ -7,6 +7,7 @@ import pytest
 from node_exporter_ml.drift import Table, evaluate
 from node_exporter_ml.drift.labels import (
     OTHER,
+    calibration,
     class_key,
     classification,
     confidence_histogram,
@@ -51,7 +52,62 @@ def test_classification_caps_classes_and_pools_the_rest():
 
 
 def test_classification_empty():
-    assert classification([]) == {"count": 0, "accuracy": None, "classes": {}, "confusion": []}
+    assert classification([]) == {
+        "count": 0, "accuracy": None, "precision_macro": None, "recall_macro": None,
+        "f1_macro": None, "classes": {}, "confusion": [],
+    }  # fmt: skip
+
+
+def test_macro_scores_by_hand():
+    # a: 2 labelled, predicted a twice (1 hit); b: 2 labelled, predicted 3 times (2 hits);
+    # c: labelled once, never predicted; d: predicted once, never labelled.
+    pairs = [("a", "a"), ("a", "b"), ("b", "b"), ("b", "b"), ("c", "a"), ("e", "d"), ("e", "e")]
+    out = classification(pairs)
+    precision = {"a": 1 / 2, "b": 2 / 3, "c": 0.0, "d": 0.0, "e": 1.0}
+    recall = {"a": 1 / 2, "b": 1.0, "c": 0.0, "d": 0.0, "e": 1 / 2}
+    f1 = {k: 2 * p * recall[k] / (p + recall[k]) if p + recall[k] else 0.0
+          for k, p in precision.items()}  # fmt: skip
+    assert out["precision_macro"] == pytest.approx(sum(precision.values()) / 5)
+    assert out["recall_macro"] == pytest.approx(sum(recall.values()) / 5)
+    assert out["f1_macro"] == pytest.approx(sum(f1.values()) / 5)
+    # The capped per-class table does not change the macro figures.
+    capped = classification(pairs, max_classes=2)
+    assert len(capped["classes"]) == 2
+    assert capped["f1_macro"] == out["f1_macro"]
+
+
+def test_calibration_by_hand():
+    triples = [
+        ("x", "x", 0.95), ("x", "y", 0.95), ("x", "x", 0.91), ("x", "x", 1.0),  # bin 9
+        ("x", "x", 0.55), ("x", "y", 0.5),  # bin 5
+        ("x", "x", 0.0),  # bin 0
+        ("x", None, 0.9), (None, "x", 0.9), ("x", "x", None), ("x", "x", math.nan),
+        ("x", "x", 1.5),  # left out
+    ]  # fmt: skip
+    out = calibration(triples)
+    assert out["count"] == 7
+    bins = out["bins"]
+    assert [b["count"] for b in bins] == [1, 0, 0, 0, 0, 2, 0, 0, 0, 4]
+    assert bins[9]["accuracy"] == 0.75
+    assert bins[9]["confidence"] == pytest.approx((0.95 + 0.95 + 0.91 + 1.0) / 4)
+    assert bins[1] == {"count": 0, "accuracy": None, "confidence": None}
+    want = (4 * abs(0.75 - 0.9525) + 2 * abs(0.5 - 0.525) + 1 * abs(1.0 - 0.0)) / 7
+    assert out["error"] == pytest.approx(want)
+
+
+def test_calibration_of_a_calibrated_and_an_overconfident_model():
+    import random
+
+    rng = random.Random(5)
+    calibrated = []
+    for _ in range(20000):
+        conf = rng.random()
+        calibrated.append(("y", "y" if rng.random() < conf else "n", conf))
+    assert calibration(calibrated)["error"] < 0.02
+    # Always 99% sure, right 70% of the time: the error is 0.29.
+    overconfident = [("y", "y" if i % 10 < 7 else "n", 0.99) for i in range(1000)]
+    assert calibration(overconfident)["error"] == pytest.approx(0.29)
+    assert calibration([])["error"] is None
 
 
 def test_confidence_histogram_edges():

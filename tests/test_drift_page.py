@@ -114,8 +114,8 @@ def chromium() -> str:
     return found
 
 
-@pytest.mark.timeout(90)
-async def test_page_renders_in_headless_chromium(tmp_path):
+async def start_runner(tmp_path: Path) -> tuple[asyncio.subprocess.Process, str]:
+    """tests/drift_runner.py in a child process, and its base URL."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(RUNNER), "--state-dir", str(tmp_path / "state"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -123,7 +123,54 @@ async def test_page_renders_in_headless_chromium(tmp_path):
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 20)
     assert line.startswith(b"LISTENING "), line
-    base = f"http://127.0.0.1:{int(line.split()[1])}"
+    return proc, f"http://127.0.0.1:{int(line.split()[1])}"
+
+
+async def screenshot(url: str, tmp_path: Path, size: tuple[int, int]) -> Screenshot:
+    """The page at `url` as headless Chromium draws it in a `size` window."""
+    shot = tmp_path / "page.png"
+    cmd = [
+        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
+        f"--window-size={size[0]},{size[1]}", f"--screenshot={shot}", url,
+    ]  # fmt: skip
+    env = {**os.environ, "HOME": str(tmp_path)}
+    result = await asyncio.to_thread(
+        subprocess.run, cmd, capture_output=True, timeout=60, env=env, check=False
+    )
+    assert shot.exists(), result.stderr.decode(errors="replace")[-2000:]
+    data = await asyncio.to_thread(shot.read_bytes)
+    if os.environ.get("DRIFT_PAGE_SCREENSHOT"):
+        await asyncio.to_thread(Path(os.environ["DRIFT_PAGE_SCREENSHOT"]).write_bytes, data)
+    width, height, channels, pixels = await asyncio.to_thread(decode_png, data)
+    assert (width, height) == size
+    return Screenshot(width, height, channels, pixels)
+
+
+class Screenshot:
+    def __init__(self, width: int, height: int, channels: int, pixels: bytes) -> None:
+        self.width, self.height, self.channels, self.pixels = width, height, channels, pixels
+
+    def below(self, y: int) -> Screenshot:
+        """The part of the screenshot under row `y`."""
+        stride = self.width * self.channels
+        return Screenshot(self.width, self.height - y, self.channels, self.pixels[y * stride :])
+
+    def rgb(self):
+        p, c = self.pixels, self.channels
+        return ((p[i], p[i + 1], p[i + 2]) for i in range(0, len(p), c))
+
+    def non_white(self) -> int:
+        return sum(1 for px in self.rgb() if px != (255, 255, 255))
+
+    def near(self, rgb: tuple[int, int, int]) -> int:
+        return sum(1 for px in self.rgb() if all(abs(px[k] - rgb[k]) <= 6 for k in range(3)))
+
+
+@pytest.mark.timeout(90)
+async def test_page_renders_in_headless_chromium(tmp_path):
+    proc, base = await start_runner(tmp_path)
     try:
         async with aiohttp.ClientSession() as http:
             ref = make_rows(500, seed=1)
@@ -146,39 +193,58 @@ async def test_page_renders_in_headless_chromium(tmp_path):
         assert page.count("<svg") >= 4  # three features and the confidence histogram
         for name in ("amount", "country", "items", "Dataset drift detected", "accuracy"):
             assert name in page
-        shot = tmp_path / "page.png"
-        cmd = [
-            chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1000,900", f"--screenshot={shot}", f"{base}/drift/shop",
-        ]  # fmt: skip
-        env = {**os.environ, "HOME": str(tmp_path)}
-        result = await asyncio.to_thread(
-            subprocess.run, cmd, capture_output=True, timeout=60, env=env, check=False
-        )
-        assert shot.exists(), result.stderr.decode(errors="replace")[-2000:]
+        shot = await screenshot(f"{base}/drift/shop", tmp_path, (1000, 900))
     finally:
         proc.kill()
         await proc.wait()
-    data = await asyncio.to_thread(shot.read_bytes)
-    if os.environ.get("DRIFT_PAGE_SCREENSHOT"):
-        await asyncio.to_thread(Path(os.environ["DRIFT_PAGE_SCREENSHOT"]).write_bytes, data)
-    width, height, channels, pixels = await asyncio.to_thread(decode_png, data)
-    assert (width, height) == (1000, 900)
-    n = width * height
-    non_white = sum(
-        1 for i in range(0, len(pixels), channels) if pixels[i : i + 3] != b"\xff\xff\xff"
-    )
+    n = shot.width * shot.height
+    non_white = await asyncio.to_thread(shot.non_white)
     assert non_white > n * 0.02, f"page looks blank: {non_white} of {n} pixels not white"
-
-    def near(rgb: tuple[int, int, int]) -> int:
-        return sum(
-            1
-            for i in range(0, len(pixels), channels)
-            if all(abs(pixels[i + k] - rgb[k]) <= 6 for k in range(3))
-        )
-
     # The drift verdict is shaded and the reference/current bars are drawn in their colours.
-    assert near((0x4C, 0x78, 0xA8)) > 200, "no reference bars on the screenshot"
-    assert near((0xF5, 0x85, 0x18)) > 200, "no current bars on the screenshot"
+    assert await asyncio.to_thread(shot.near, (0x4C, 0x78, 0xA8)) > 200, "no reference bars"
+    assert await asyncio.to_thread(shot.near, (0xF5, 0x85, 0x18)) > 200, "no current bars"
+
+
+def blended_orange(shot: Screenshot) -> int:
+    """Pixels of the current colour drawn at partial opacity over white: the grid's cells."""
+    count = 0
+    for r, g, b in shot.rgb():
+        a = (255 - b) / (255 - 0x18)
+        if 0.15 < a < 0.9 and abs(g - (255 - (255 - 0x85) * a)) <= 6 and r >= 0xF5 - 6:
+            count += 1
+    return count
+
+
+@pytest.mark.timeout(90)
+async def test_regression_page_shows_predicted_vs_actual(tmp_path):
+    proc, base = await start_runner(tmp_path)
+    try:
+        async with aiohttp.ClientSession() as http:
+            rows = [{"km": i % 37 + 0.5, "prediction": 3.0 * (i % 37) + 5.0} for i in range(400)]
+            body = {"rows": rows, "options": {"task": "regression"}}
+            async with http.put(f"{base}/api/v1/models/eta/reference", json=body) as r:
+                assert r.status == 201, await r.text()
+            cur = [dict(row, id=f"t{i}") for i, row in enumerate(rows)]
+            async with http.post(f"{base}/api/v1/models/eta/observations", json={"rows": cur}) as r:
+                assert r.status == 200
+            labels = [
+                {"id": row["id"], "label": row["prediction"] + (i % 7) - 3.0}
+                for i, row in enumerate(cur)
+            ]
+            async with http.post(f"{base}/api/v1/models/eta/labels", json={"labels": labels}) as r:
+                assert r.status == 200
+            async with http.get(f"{base}/drift/eta") as r:
+                page = await r.text()
+        for text in ("Predicted vs actual", "Error (prediction - label)", "RMSE", "MAPE / 100"):
+            assert text in page
+        assert "accuracy" not in page
+        shot = await screenshot(f"{base}/drift/eta", tmp_path, (1000, 1600))
+    finally:
+        proc.kill()
+        await proc.wait()
+    # Under the feature charts (the top half): grid cells of several densities, the dashed
+    # diagonal, and the error histogram's bars.
+    labels_part = shot.below(shot.height // 2)
+    assert await asyncio.to_thread(blended_orange, labels_part) > 2000, "no predicted-vs-actual"
+    assert await asyncio.to_thread(labels_part.near, (0x4C, 0x78, 0xA8)) > 60, "no diagonal"
+    assert await asyncio.to_thread(labels_part.near, (0xF5, 0x85, 0x18)) > 2000, "no error bars"

@@ -246,6 +246,7 @@ def drift_families(results: Iterable[ModelResult]) -> list[Metric]:
         "Labelled predictions by actual and predicted class; rarer classes pooled as other.",
         ["model", "actual", "predicted"],
     )
+    quality = _label_quality_families()
     for result in results:
         model = result.model
         report = result.report
@@ -297,12 +298,60 @@ def drift_families(results: Iterable[ModelResult]) -> list[Metric]:
                     {**m, "actual": str(cell["actual"]), "predicted": str(cell["predicted"])},
                     cell["count"],
                 )
+            for key, family in quality.items():
+                _add_num(family, m, _path(lab, key))
     families = [
         score, threshold, detected, share, dataset, rows, evaluated, took, ok, missing,
         out_of_range, unseen, schema, pred_score, pred_detected, conf_mean, conf_hist, labeled,
-        accuracy, precision, recall, confusion,
+        accuracy, precision, recall, confusion, *quality.values(),
     ]  # fmt: skip
     return [f for f in families if f.samples]  # no HELP/TYPE lines for series nobody has
+
+
+_LABEL_QUALITY = (
+    ("precision_macro", "nodeml_drift_precision_macro_ratio",
+     "Macro precision: the mean over the classes seen (labelled or predicted) of each class's "
+     "precision (0 if never predicted), from late labels; Evidently's macro precision."),
+    ("recall_macro", "nodeml_drift_recall_macro_ratio",
+     "Macro recall: the mean over the classes seen of each class's recall (0 if never "
+     "labelled), from late labels; Evidently's macro recall."),
+    ("f1_macro", "nodeml_drift_f1_macro_ratio",
+     "Macro F1: the mean over the classes seen of each class's F1, from late labels; "
+     "Evidently's macro F1."),
+    ("calibration.error", "nodeml_drift_calibration_error_ratio",
+     "Expected calibration error of the labelled predictions that carry a confidence: "
+     "sum over 10 equal-width confidence bins of (bin share) x |accuracy - mean confidence|."),
+    ("mean_error", "nodeml_drift_regression_mean_error",
+     "Mean error (prediction - label) of a regression model's labelled predictions, as "
+     "Evidently's MeanError."),
+    ("mae", "nodeml_drift_regression_mae",
+     "Mean absolute error of a regression model's labelled predictions, as Evidently's MAE."),
+    ("rmse", "nodeml_drift_regression_rmse",
+     "Root mean squared error of a regression model's labelled predictions, as Evidently's RMSE."),
+    ("mape_ratio", "nodeml_drift_regression_mape_ratio",
+     "Mean absolute percentage error / 100 of a regression model's labelled predictions, as "
+     "Evidently's MAPE (a label within machine epsilon of 0 counts as an error of 1)."),
+    ("r2", "nodeml_drift_regression_r2",
+     "Coefficient of determination (R2) of a regression model's labelled predictions, as "
+     "Evidently's R2Score."),
+    ("max_abs_error", "nodeml_drift_regression_max_abs_error",
+     "Largest absolute error of a regression model's labelled predictions, as Evidently's "
+     "AbsMaxError."),
+)  # fmt: skip
+"""The one-number figures of a report's labels section: key (dotted path), series, HELP."""
+
+
+def _label_quality_families() -> dict[str, GaugeMetricFamily]:
+    return {key: _gauge(name, doc, ["model"]) for key, name, doc in _LABEL_QUALITY}
+
+
+def _path(mapping: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = mapping
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
 
 
 def _quality(

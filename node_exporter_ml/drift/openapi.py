@@ -65,7 +65,8 @@ _OPTIONS: dict[str, Any] = {
     "type": "object",
     "description": "Evaluation options of node_exporter_ml.drift.evaluate (Evidently's names: "
     "drift_share, method, num_method, cat_method, per_column_method, threshold, ...; and "
-    "ranges {column: [low, high]} for the data-quality out-of-range share).",
+    "ranges {column: [low, high]} for the data-quality out-of-range share). With a model's "
+    "reference also task: classification (default) or regression.",
 }
 _REPORT: dict[str, Any] = {
     "type": "object",

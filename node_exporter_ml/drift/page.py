@@ -137,14 +137,23 @@ def _fmt(value: Any) -> str:
 
 
 def histogram_svg(hist: Mapping[str, Any], width: int = 360, height: int = 140) -> str:
-    """Reference and current shares as paired bars, with axis labels, as inline SVG."""
-    ref, cur = list(hist["reference"]), list(hist["current"])
-    n = max(len(ref), 1)
-    top = max([*ref, *cur, 1e-12])
+    """Reference and current shares as paired bars, with axis labels, as inline SVG.
+
+    Without a ``reference`` list, the ``current`` shares are drawn alone, one bar per bin.
+    """
+    cur = list(hist["current"])
+    ref = list(hist["reference"]) if "reference" in hist else None
+    n = max(len(cur), 1)
+    top = max([*(ref or []), *cur, 1e-12])
     pad_l, pad_b, pad_t = 36, 28, 8
     plot_w, plot_h = width - pad_l - 4, height - pad_b - pad_t
     slot = plot_w / n
-    bar = max(slot / 2 - 1, 0.5)
+    bar = max(slot / (1 if ref is None else 2) - 1, 0.5)
+    series = (
+        [("current", CUR_COLOUR)]
+        if ref is None
+        else [("reference", REF_COLOUR), ("current", CUR_COLOUR)]
+    )
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img">',
@@ -152,14 +161,14 @@ def histogram_svg(hist: Mapping[str, Any], width: int = 360, height: int = 140) 
         'stroke="#333"/>',
         f'<text x="2" y="{pad_t + 10}" font-size="10">{top:.0%}</text>',
     ]
-    for i, (r, c) in enumerate(zip(ref, cur, strict=False)):
+    for i, shares in enumerate(zip(*([cur] if ref is None else [ref, cur]), strict=False)):
         x = pad_l + i * slot
-        for j, (share, colour) in enumerate(((r, REF_COLOUR), (c, CUR_COLOUR))):
+        for j, (share, (name, colour)) in enumerate(zip(shares, series, strict=True)):
             h = plot_h * share / top
             parts.append(
                 f'<rect x="{x + j * bar + 0.5:.1f}" y="{pad_t + plot_h - h:.1f}" '
                 f'width="{bar:.1f}" height="{h:.1f}" fill="{colour}">'
-                f"<title>{'reference' if j == 0 else 'current'}: {share:.1%}</title></rect>"
+                f"<title>{name}: {share:.1%}</title></rect>"
             )
     if hist["kind"] == "num":
         edges = hist["edges"]
@@ -177,6 +186,48 @@ def histogram_svg(hist: Mapping[str, Any], width: int = 360, height: int = 140) 
                 f'text-anchor="middle">{html.escape(label)}</text>'
             )
     parts.append("</svg>")
+    return "".join(parts)
+
+
+def grid_svg(grid: Mapping[str, Any], size: int = 320) -> str:
+    """Predicted (y) against actual (x) counts on a square grid, with the y = x diagonal."""
+    edges = grid["edges"]
+    n = max(len(edges) - 1, 1)
+    cells = grid["cells"]
+    top = max([c[2] for c in cells] or [1])
+    pad = 40
+    plot = size - pad - 8
+    step = plot / n
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
+        f'viewBox="0 0 {size} {size}" role="img">',
+        f'<rect x="{pad}" y="8" width="{plot}" height="{plot}" fill="none" stroke="#333"/>',
+    ]
+    for actual, predicted, count in cells:
+        opacity = 0.2 + 0.8 * count / top
+        parts.append(
+            f'<rect x="{pad + actual * step:.1f}" y="{8 + plot - (predicted + 1) * step:.1f}" '
+            f'width="{step:.1f}" height="{step:.1f}" fill="{CUR_COLOUR}" '
+            f'fill-opacity="{opacity:.2f}"><title>{count}</title></rect>'
+        )
+    parts.append(
+        f'<line x1="{pad}" y1="{8 + plot}" x2="{pad + plot}" y2="8" stroke="{REF_COLOUR}" '
+        'stroke-width="2" stroke-dasharray="4 3"/>'
+    )
+    lo, hi = html.escape(_fmt(float(edges[0]))), html.escape(_fmt(float(edges[-1])))
+    parts.extend(
+        [
+            f'<text x="{pad}" y="{size - 22}" font-size="10">{lo}</text>',
+            f'<text x="{pad + plot}" y="{size - 22}" font-size="10" text-anchor="end">{hi}</text>',
+            f'<text x="{pad + plot / 2:.0f}" y="{size - 6}" font-size="10" '
+            'text-anchor="middle">actual</text>',
+            f'<text x="2" y="{8 + plot}" font-size="10">{lo}</text>',
+            f'<text x="2" y="18" font-size="10">{hi}</text>',
+            f'<text x="12" y="{8 + plot / 2:.0f}" font-size="10" '
+            f'transform="rotate(-90 12 {8 + plot / 2:.0f})" text-anchor="middle">predicted</text>',
+            "</svg>",
+        ]
+    )
     return "".join(parts)
 
 
@@ -323,15 +374,61 @@ def _predictions(report: Mapping[str, Any]) -> list[str]:
     return out
 
 
+_REGRESSION_FIGURES = (
+    ("mean_error", "mean error"),
+    ("mae", "MAE"),
+    ("rmse", "RMSE"),
+    ("mape_ratio", "MAPE / 100"),
+    ("r2", "R2"),
+    ("max_abs_error", "max absolute error"),
+)
+
+
+def _regression_labels(labels: Mapping[str, Any]) -> list[str]:
+    cells = "".join(f"<th>{name}</th>" for _, name in _REGRESSION_FIGURES)
+    values = "".join(f"<td>{_fmt(labels.get(key))}</td>" for key, _ in _REGRESSION_FIGURES)
+    out = [
+        f"<h2>Labels</h2><p>{labels['count']} labelled predictions (error = prediction - "
+        f"label)</p><table><tr>{cells}</tr><tr>{values}</tr></table>",
+        "<div class='cols'>",
+    ]
+    grid = labels.get("predicted_vs_actual")
+    if grid:
+        out.append(f"<div class='col'><div><b>Predicted vs actual</b></div>{grid_svg(grid)}</div>")
+    errors = labels.get("error_histogram")
+    if errors and labels["count"]:
+        hist = {
+            "kind": "num",
+            "edges": errors["edges"],
+            "current": [c / labels["count"] for c in errors["counts"]],
+        }
+        out.append(
+            "<div class='col'><div><b>Error (prediction - label)</b></div>"
+            f"{histogram_svg(hist)}</div>"
+        )
+    out.append("</div>")
+    return out
+
+
 def _labels(report: Mapping[str, Any]) -> list[str]:
     labels = report.get("labels") or {}
     if not labels.get("count"):
         return []
+    if labels.get("task") == "regression":
+        return _regression_labels(labels)
+    calibration = labels.get("calibration") or {}
     out = [
-        f"<h2>Labels</h2><p>accuracy {_fmt(labels.get('accuracy'))} over "
+        f"<h2>Labels</h2><p>accuracy {_fmt(labels.get('accuracy'))}, macro precision "
+        f"{_fmt(labels.get('precision_macro'))}, macro recall "
+        f"{_fmt(labels.get('recall_macro'))}, macro F1 {_fmt(labels.get('f1_macro'))} over "
         f"{labels['count']} labelled predictions</p>",
-        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>support</th></tr>",
     ]
+    if calibration.get("count"):
+        out.append(
+            f"<p>expected calibration error {_fmt(calibration.get('error'))} over "
+            f"{calibration['count']} labelled predictions with a confidence</p>"
+        )
+    out.append("<table><tr><th>class</th><th>precision</th><th>recall</th><th>support</th></tr>")
     for cls, m in sorted((labels.get("classes") or {}).items()):
         out.append(
             f"<tr><td>{html.escape(cls)}</td><td>{_fmt(m.get('precision'))}</td>"

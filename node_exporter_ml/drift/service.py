@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import re
+import reprlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,10 +24,18 @@ from typing import Any, TypeVar
 
 from node_exporter_ml.drift.errors import DataError, OptionsError
 from node_exporter_ml.drift.labels import (
+    calibration,
     classification,
     confidence_histogram,
     prediction_drift,
     prediction_summary,
+)
+from node_exporter_ml.drift.regression import (
+    CLASSIFICATION,
+    REGRESSION,
+    first_non_number,
+    regression_quality,
+    split_task,
 )
 from node_exporter_ml.drift.store import Observation, Reference, Store, StoreError, Window
 from node_exporter_ml.drift.table import Column, Table
@@ -116,6 +125,7 @@ class LoadedReference:
     options: Mapping[str, Any]
     n_rows: int
     updated_at: float
+    task: str = CLASSIFICATION
 
 
 # --- parsing (pure) -------------------------------------------------------------------------
@@ -525,11 +535,19 @@ class DriftService:
         )
 
     def _check_reference(self, table: Table, options: Mapping[str, Any]) -> None:
-        features, _, _ = split_reference(table)
+        features, predictions, _ = split_reference(table)
         if not features.columns:
             raise ApiError(400, "reference: no feature columns")
         if table.n_rows == 0:
             raise ApiError(400, "reference: no rows")
+        task, options = split_task(options)
+        bad = first_non_number(predictions or ()) if task == REGRESSION else None
+        if bad is not None:
+            raise ApiError(
+                400,
+                f"reference: row {bad[0]}: prediction must be a finite number for a regression "
+                f"model, not {reprlib.repr(bad[1])}",
+            )
         # Options are checked now, not at the first evaluation: evaluate a slice against itself.
         sample = Table(
             {k: _head(c, 50) for k, c in features.columns.items()}, min(50, features.n_rows)
@@ -558,6 +576,14 @@ class DriftService:
 
     def store_observations(self, model: str, rows: Sequence[Observation]) -> int:
         """Append observations (database thread); UnknownModelError without a reference."""
+        if self._model_task(model) == REGRESSION:
+            bad = first_non_number(o.prediction for o in rows)
+            if bad is not None:
+                raise ApiError(
+                    400,
+                    f"row {bad[0]}: prediction must be a finite number for a regression model, "
+                    f"not {reprlib.repr(bad[1])}",
+                )
         try:
             return self.store.add_observations(model, rows)
         except KeyError:
@@ -569,10 +595,25 @@ class DriftService:
 
     def store_labels(self, model: str, labels: Sequence[tuple[str, Any]]) -> tuple[int, int]:
         """Store labels (database thread); UnknownModelError without a reference."""
+        if self._model_task(model) == REGRESSION:
+            bad = first_non_number(label for _, label in labels)
+            if bad is not None:
+                raise ApiError(
+                    400,
+                    f"label of id {labels[bad[0]][0]!r} must be a finite number for a "
+                    f"regression model, not {reprlib.repr(bad[1])}",
+                )
         try:
             return self.store.add_labels(model, labels)
         except KeyError:
             raise UnknownModelError(model) from None
+
+    def _model_task(self, model: str) -> str:
+        """The model's task, from its stored options (database thread)."""
+        options = self.store.options(model)
+        if options is None:
+            raise UnknownModelError(model)
+        return split_task(options)[0]
 
     async def delete_model(self, model: str) -> None:
         """Forget a model and everything stored for it."""
@@ -702,14 +743,16 @@ def _load_reference(ref: Reference) -> LoadedReference:
         raise StoreError(f"model {ref.model}: reference stored as {ref.format!r}, unreadable")
     table = unpack_table(ref.data)
     features, predictions, confidences = split_reference(table)
+    task, options = split_task(ref.options)
     return LoadedReference(
         version=ref.version,
         features=features,
         predictions=predictions,
         confidences=confidences,
-        options=dict(ref.options),
+        options=options,
         n_rows=ref.n_rows,
         updated_at=ref.updated_at,
+        task=task,
     )
 
 
@@ -736,6 +779,7 @@ def build_report(
             "rows": ref.n_rows,
             "columns": len(ref.features.columns),
             "updated_at": ref.updated_at,
+            "task": ref.task,
         },
         "window": {
             "kind": spec.kind,
@@ -768,8 +812,9 @@ def build_report(
         histograms = column_histograms(ref.features, current, report["columns"])
     report["error"] = error
     predictions = [o.prediction for o in window]
+    numerical = ref.task == REGRESSION
     pred: dict[str, Any] = {
-        "summary": prediction_summary(predictions),
+        "summary": prediction_summary(predictions, numerical=numerical),
         "drift": None,
         "confidence": confidence_histogram(o.confidence for o in window),
         "reference_confidence": (
@@ -779,13 +824,20 @@ def build_report(
     if ref.predictions is not None:
         try:
             pred["drift"] = prediction_drift(
-                ref.predictions, predictions, evaluate, Table.from_columns
+                ref.predictions, predictions, evaluate, Table.from_columns, numerical=numerical
             )
         except (DataError, OptionsError) as err:
             pred["drift_error"] = str(err)
     report["prediction"] = pred
     pairs = [(lp.label, lp.prediction) for lp in labeled]
-    labels = classification(pairs)
+    if numerical:
+        labels = regression_quality(pairs)
+    else:
+        labels = classification(pairs)
+        labels["calibration"] = calibration(
+            (lp.label, lp.prediction, lp.confidence) for lp in labeled
+        )
+    labels["task"] = ref.task
     labels["labels"] = len(labeled)
     labels["unmatched"] = sum(not lp.matched for lp in labeled)
     report["labels"] = labels

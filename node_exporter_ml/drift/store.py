@@ -111,6 +111,7 @@ class LabeledPrediction:
     label: Any
     prediction: Any
     matched: bool
+    confidence: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +274,12 @@ class Store:
             updated_at=updated_at,
         )
 
+    def options(self, model: str) -> dict[str, Any] | None:
+        """The options stored with the model's reference, or None when it has none."""
+        with self._read() as conn:
+            row = conn.execute("SELECT options FROM reference WHERE model = ?", (model,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
     def models(self) -> list[str]:
         """Every model with a reference, sorted."""
         with self._read() as conn:
@@ -382,7 +389,9 @@ class Store:
             "  SELECT o.prediction FROM observation o WHERE o.model = l.model"
             "  AND o.obs_id = l.obs_id ORDER BY o.seq DESC LIMIT 1),"
             " EXISTS (SELECT 1 FROM observation o WHERE o.model = l.model"
-            "  AND o.obs_id = l.obs_id)"
+            "  AND o.obs_id = l.obs_id),"
+            " (SELECT o.confidence FROM observation o WHERE o.model = l.model"
+            "  AND o.obs_id = l.obs_id ORDER BY o.seq DESC LIMIT 1)"
             " FROM (SELECT * FROM label WHERE model = ? {where} ORDER BY seq DESC LIMIT ?) l"
         )
         with self._read() as conn:
@@ -401,8 +410,9 @@ class Store:
                 label=json.loads(label),
                 prediction=None if prediction is None else json.loads(prediction),
                 matched=bool(matched),
+                confidence=confidence,
             )
-            for obs_id, label, prediction, matched in rows
+            for obs_id, label, prediction, matched, confidence in rows
         ]
 
     def version(self, model: str) -> tuple[int, int, int]:
