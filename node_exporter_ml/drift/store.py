@@ -188,6 +188,11 @@ class Store:
             raise
         self._conn = conn
 
+    @property
+    def is_open(self) -> bool:
+        """True between open() and close()."""
+        return self._conn is not None
+
     def close(self) -> None:
         """Close the database (a checkpoint folds the WAL back into the main file)."""
         with self._lock:

@@ -1,0 +1,251 @@
+"""Drift worker processes: parsing, typing and evaluation run here, never in the agent's process.
+
+A `WorkerPool` holds up to `size` worker processes, each started on first use from a
+``forkserver`` (a clean process that imported the drift engine once, never a fork of the
+agent's threaded event loop), so a replacement starts in milliseconds. A task is a picklable
+function and its arguments, sent over a pipe as one pickle; bodies and packed tables are bytes,
+never a Python object per value. A worker is replaced after `WorkerLimits.max_tasks` tasks,
+after a task that left it above `WorkerLimits.max_rss_bytes`, when a task runs past
+`WorkerLimits.timeout` (it is killed) and when it dies; each replacement is counted by reason
+(`REASONS`) for ``nodeml_drift_worker_restarts_total``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import queue
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+REASONS = ("tasks", "memory", "timeout", "crashed")
+"""Why a worker was replaced: task count, memory cap, a task's timeout, death."""
+
+PRELOAD = ["node_exporter_ml.drift.jobs", "scipy.stats", "pandas", "pyarrow.parquet"]
+"""What the forkserver imports once, so that every worker starts with the engine loaded."""
+
+
+class WorkerError(Exception):
+    """A task got no answer: its worker died or timed out (and was replaced)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLimits:
+    """When a worker is replaced (config file: ``drift.worker``)."""
+
+    max_tasks: int = 500
+    max_rss_bytes: int = 1024 * 1024 * 1024
+    timeout: float = 300.0
+
+
+class _Worker:
+    """One worker process and the parent's end of its pipe."""
+
+    def __init__(self, ctx: multiprocessing.context.BaseContext) -> None:
+        parent, child = multiprocessing.Pipe(duplex=True)
+        self.process = ctx.Process(  # type: ignore[attr-defined]
+            target=serve, args=(child,), name="nodeml-drift-worker", daemon=True
+        )
+        self.process.start()
+        child.close()
+        self.conn: multiprocessing.connection.Connection = parent
+        self.tasks = 0
+        self.rss = 0
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+    def stop(self, *, kill: bool) -> None:
+        """Ask it to exit (close its pipe), or kill it; then reap it."""
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        self.conn.close()
+        self.process.join(timeout=None if kill else 5.0)
+        if self.process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self.process.join()
+        self.process.close()
+
+
+class WorkerPool:
+    """Up to `size` worker processes, started on first use; `call` runs one task in one."""
+
+    def __init__(self, size: int = 2, limits: WorkerLimits | None = None) -> None:
+        self.size = size
+        self.limits = limits or WorkerLimits()
+        self._idle: queue.LifoQueue[_Worker | None] = queue.LifoQueue()
+        for _ in range(size):
+            self._idle.put(None)  # a free slot without a process yet
+        self._lock = threading.Lock()
+        self._live: dict[int, _Worker] = {}
+        self._restarts = dict.fromkeys(REASONS, 0)
+        self._closed = False
+
+    def restarts(self) -> dict[str, int]:
+        """Replacements so far, by reason (every reason present, 0 when none)."""
+        with self._lock:
+            return dict(self._restarts)
+
+    def resident_memory_bytes(self) -> int:
+        """The workers' resident memory, as measured after each one's latest task (0: none)."""
+        with self._lock:
+            return sum(w.rss for w in self._live.values())
+
+    def pids(self) -> list[int]:
+        """The live workers' process ids."""
+        with self._lock:
+            return sorted(self._live)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in a worker and return its result or raise its exception.
+
+        Blocks until a worker is free (call it from a thread, never the event loop).
+
+        Raises:
+            WorkerError: the worker died or timed out; it is replaced for the next task.
+        """
+        task = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+        worker = self._idle.get()
+        try:
+            if self._closed:
+                raise WorkerError("crashed", "the drift worker pool is shut down")
+            if worker is None:
+                worker = self._start()
+            ok, value = self._run(worker, task)
+            worker = self._after_task(worker)
+        except WorkerError:
+            worker = None
+            raise
+        finally:
+            self._idle.put(worker)
+        if not ok:
+            raise value
+        result: T = value
+        return result
+
+    def close(self) -> None:
+        """Stop every worker (waits for running tasks: take each slot back first)."""
+        self._closed = True
+        for _ in range(self.size):
+            worker = self._idle.get()
+            if worker is not None:
+                self._retire(worker, None)
+        for _ in range(self.size):
+            self._idle.put(None)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _start(self) -> _Worker:
+        worker = _Worker(_context())
+        with self._lock:
+            self._live[worker.pid] = worker
+        log.debug("drift worker %d started", worker.pid)
+        return worker
+
+    def _run(self, worker: _Worker, task: bytes) -> tuple[bool, Any]:
+        try:
+            worker.conn.send_bytes(task)
+            if not worker.conn.poll(self.limits.timeout):
+                self._retire(worker, "timeout", kill=True)
+                raise WorkerError(
+                    "timeout",
+                    f"the drift worker took longer than {self.limits.timeout:g} s and was stopped",
+                )
+            answer = worker.conn.recv_bytes()
+        except (EOFError, OSError):
+            code = worker.process.exitcode
+            self._retire(worker, "crashed", kill=True)
+            raise WorkerError(
+                "crashed", f"the drift worker died (exit code {code}) and was replaced"
+            ) from None
+        worker.tasks += 1
+        ok, value = pickle.loads(answer)
+        return bool(ok), value
+
+    def _after_task(self, worker: _Worker) -> _Worker | None:
+        worker.rss = _rss(worker.pid)
+        if worker.tasks >= self.limits.max_tasks:
+            self._retire(worker, "tasks")
+            return None
+        if worker.rss > self.limits.max_rss_bytes:
+            self._retire(worker, "memory")
+            return None
+        return worker
+
+    def _retire(self, worker: _Worker, reason: str | None, *, kill: bool = False) -> None:
+        with self._lock:
+            self._live.pop(worker.pid, None)
+            if reason is not None:
+                self._restarts[reason] += 1
+        if reason is not None:
+            log.info("drift worker %d replaced: %s", worker.pid, reason)
+        worker.stop(kill=kill)
+
+
+def _rss(pid: int) -> int:
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0
+
+
+_CONTEXT: multiprocessing.context.BaseContext | None = None
+_CONTEXT_LOCK = threading.Lock()
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """The forkserver context, its server preloading the engine (set once per process)."""
+    global _CONTEXT
+    with _CONTEXT_LOCK:
+        if _CONTEXT is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(PRELOAD)
+            _CONTEXT = ctx
+        return _CONTEXT
+
+
+# --- the worker's side ---------------------------------------------------------------------
+
+
+def serve(conn: multiprocessing.connection.Connection) -> None:
+    """The worker's loop: a task in, ``(ok, result or exception)`` out, until the pipe closes."""
+    # Ctrl-C reaches the whole process group; the agent decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            task = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        fn, args = pickle.loads(task)
+        try:
+            answer = (True, fn(*args))
+        except Exception as err:  # noqa: BLE001 (the task's own error goes back to the caller)
+            answer = (False, err)
+        try:
+            data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as err:  # noqa: BLE001 (an unpicklable answer: its text still goes)
+            data = pickle.dumps((False, RuntimeError(f"{type(err).__name__}: {answer[1]}")))
+        try:
+            conn.send_bytes(data)
+        except OSError:
+            return
