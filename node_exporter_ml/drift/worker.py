@@ -171,10 +171,16 @@ class WorkerPool:
                 )
             answer = worker.conn.recv_bytes()
         except (EOFError, OSError):
+            worker.process.join(timeout=1.0)  # reaped, so its exit status is known
             code = worker.process.exitcode
+            how = (
+                f"killed by signal {-code}"
+                if code is not None and code < 0
+                else f"exit code {code}"
+            )
             self._retire(worker, "crashed", kill=True)
             raise WorkerError(
-                "crashed", f"the drift worker died (exit code {code}) and was replaced"
+                "crashed", f"the drift worker died ({how}) and was replaced"
             ) from None
         worker.tasks += 1
         ok, value = pickle.loads(answer)
