@@ -29,6 +29,12 @@ def _alive(pid: int) -> bool:
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def pool():
     p = WorkerPool(1, WorkerLimits(timeout=30.0))
@@ -108,8 +114,8 @@ def test_close_stops_every_worker():
 
 def test_the_worker_families():
     families = {f.name: f for f in worker_families(DriftData((), {"timeout": 2}, 123))}
-    restarts = {s.labels["reason"]: s.value for s in families["nodeml_drift_worker_restarts"].samples
-                if s.name.endswith("_total")}  # fmt: skip
+    samples = families["nodeml_drift_worker_restarts"].samples
+    restarts = {s.labels["reason"]: s.value for s in samples if s.name.endswith("_total")}
     assert restarts == {"tasks": 0, "memory": 0, "timeout": 2, "crashed": 0}
     memory = families["nodeml_drift_worker_resident_memory_bytes"].samples
     assert [s.value for s in memory] == [123]
@@ -141,8 +147,7 @@ async def test_a_killed_worker_is_a_503_and_the_next_request_works(aiohttp_clien
     assert service.pool is not None
     (pid,) = service.pool.pids()
     os.kill(pid, signal.SIGKILL)
-    while await asyncio.to_thread(_alive, pid):
-        await asyncio.sleep(0.01)
+    await asyncio.to_thread(_wait_gone, pid)
     resp = await client.post("/api/v1/drift/evaluate", json=BODY)
     assert resp.status == 503
     assert "died" in (await resp.json())["error"]
