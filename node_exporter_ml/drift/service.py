@@ -30,7 +30,15 @@ from node_exporter_ml.drift.labels import (
     prediction_drift,
     prediction_summary,
 )
-from node_exporter_ml.drift.store import Observation, Reference, Store, StoreError, Window
+from node_exporter_ml.drift.store import (
+    EncodedObservation,
+    Observation,
+    Reference,
+    Store,
+    StoreError,
+    Window,
+    encode_observations,
+)
 from node_exporter_ml.drift.table import Column, Table
 from node_exporter_ml.drift.worker import WorkerError, WorkerLimits, WorkerPool
 from node_exporter_ml.logonce import OnceLogger
@@ -589,19 +597,19 @@ class DriftService:
             prepared.n_columns,
         )
 
-    def parse_observations(self, body: bytes) -> list[Observation]:
-        """Validate an observations body (worker process)."""
-        return parse_observation_rows(parse_json(body), self.limits)
+    def parse_observations(self, body: bytes) -> list[EncodedObservation]:
+        """Validate an observations body and encode it for the store (worker process)."""
+        return encode_observations(parse_observation_rows(parse_json(body), self.limits))
 
-    def parse_observation_upload(self, upload: Upload) -> list[Observation]:
-        """Validate observations sent as a table: CSV, Parquet or Arrow (worker process)."""
-        return parse_observation_rows({"columns": table_lists(self._table(upload, "body"))},
-                                      self.limits)  # fmt: skip
+    def parse_observation_upload(self, upload: Upload) -> list[EncodedObservation]:
+        """`parse_observations` of a table: CSV, Parquet or Arrow (worker process)."""
+        columns = {"columns": table_lists(self._table(upload, "body"))}
+        return encode_observations(parse_observation_rows(columns, self.limits))
 
-    def store_observations(self, model: str, rows: Sequence[Observation]) -> int:
-        """Append observations (database thread); UnknownModelError without a reference."""
+    def store_observations(self, model: str, rows: Sequence[EncodedObservation]) -> int:
+        """Append encoded observations (database thread); UnknownModelError without a reference."""
         try:
-            return self.store.add_observations(model, rows)
+            return self.store.add_encoded_observations(model, rows)
         except KeyError:
             raise UnknownModelError(model) from None
 
