@@ -173,3 +173,54 @@ async def test_a_timed_out_evaluation_is_a_504(aiohttp_client, tmp_path):
         assert (await (await client.get("/api/v1/models")).json())["models"] == []
     finally:
         await svc.stop()
+
+
+# --- the real agent ------------------------------------------------------------------------
+
+
+def _vm_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def _post(url: str, body: dict) -> int:
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return int(resp.status)
+
+
+@pytest.mark.timeout(120)
+def test_the_agent_never_loads_the_engine_and_stays_small(tmp_path):
+    from tests.agentproc import AgentProcess
+
+    agent = AgentProcess(["--collector.disable-defaults", "--collector.drift",
+                          "--sampler.interval=0.5s"], tmp_path).start()  # fmt: skip
+    try:
+        agent.wait_ready()
+        assert agent.proc is not None
+        pid = agent.proc.pid
+        url = f"{agent.url}/api/v1/drift/evaluate"
+        body = {"reference": {"rows": make_rows(5000)},
+                "current": {"rows": make_rows(5000, seed=7)}}  # fmt: skip
+        assert _post(url, body) == 200  # the first use starts the worker
+        settled = _vm_rss(pid)
+        for _ in range(4):
+            assert _post(url, body) == 200
+        grown = _vm_rss(pid) - settled
+        assert grown < 4 * 2**20, f"the agent grew by {grown / 2**20:.1f} MiB in 4 evaluations"
+        with open(f"/proc/{pid}/maps", encoding="ascii") as f:
+            mapped = f.read()
+        for lib in ("numpy", "scipy", "pandas", "pyarrow"):
+            assert f"/{lib}/" not in mapped, f"{lib} is loaded in the agent's process"
+        text = agent.metrics()
+        assert 'nodeml_drift_worker_restarts_total{reason="crashed"} 0.0' in text
+        memory = next(line for line in text.splitlines()
+                      if line.startswith("nodeml_drift_worker_resident_memory_bytes "))  # fmt: skip
+        assert float(memory.split()[1]) > 10 * 2**20
+    finally:
+        agent.stop()
