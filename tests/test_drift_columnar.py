@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from aiohttp import FormData
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node_exporter_ml.drift import evaluate
 from node_exporter_ml.drift.columnar import (
@@ -21,13 +23,14 @@ from node_exporter_ml.drift.columnar import (
     CSV,
     PARQUET,
     Upload,
+    loads_columnar,
     read_table,
     sniff,
 )
 from node_exporter_ml.drift.errors import DataError
 from node_exporter_ml.drift.service import DriftService, Limits
 from node_exporter_ml.drift.store import Window
-from node_exporter_ml.drift.table import Table
+from node_exporter_ml.drift.table import Column, Table
 from tests.drift_helpers import app_for
 
 LIMITS = Limits(max_body_bytes=4 * 2**20, max_rows=5000, max_columns=20)
@@ -289,3 +292,62 @@ async def test_a_body_that_lies_about_its_length(client):
             assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
     assert (await (await client.get("/api/v1/models")).json())["models"] == []
     assert (await client.get("/api/v1/openapi.json")).status == 200  # the agent is unaffected
+
+
+# --- column-oriented JSON ------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=5) | st.just("columns"), inner, max_size=4)
+    ),
+    max_leaves=15,
+)
+
+
+def _plain(value: Any) -> Any:
+    """Typed columns back to JSON values (NaN: None), other values as they are."""
+    if isinstance(value, Column):
+        return [None if v != v else v for v in value.values.tolist()]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON values once typed: numbers by value, booleans apart from numbers."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return float(a) == float(b)
+    return bool(a == b)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(JSON_VALUES, st.sampled_from([None, 1]))
+def test_loads_columnar_decodes_as_json_loads(value: Any, indent: int | None) -> None:
+    text = json.dumps(value, indent=indent)
+    assert _same(_plain(loads_columnar(text.encode())), json.loads(text))
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"{", b'{"a":1,}', b'{"columns": {"a": [1,2}}', b"[1] x", b'{"a" 1}', b"\xff"]
+)
+def test_loads_columnar_fails_as_json_loads(body: bytes) -> None:
+    with pytest.raises((json.JSONDecodeError, UnicodeDecodeError)) as ours:
+        loads_columnar(body)
+    with pytest.raises((json.JSONDecodeError, UnicodeDecodeError)) as theirs:
+        json.loads(body)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_columns_are_typed_while_decoding():
+    body = {"reference": {"columns": {"x": [1, 2], "c": ["a", None], "bad": [1, {"o": 1}]}}}
+    decoded = loads_columnar(json.dumps(body).encode())["reference"]["columns"]
+    assert (decoded["x"].dtype, decoded["c"].dtype) == ("int", "str")
+    assert decoded["bad"] == [1, {"o": 1}]  # left for the table to refuse, naming the side

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from node_exporter_ml.drift.columnar import Upload, read_table
+from node_exporter_ml.drift.columnar import Upload, loads_columnar, read_table
 from node_exporter_ml.drift.errors import DataError, OptionsError
 from node_exporter_ml.drift.labels import (
     classification,
@@ -135,12 +135,12 @@ class LoadedReference:
 # --- parsing (pure) -------------------------------------------------------------------------
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
     """Decode a JSON body (UTF-8/16/32), or raise ApiError(400) naming the problem."""
     if not body.strip():
         raise ApiError(400, "malformed JSON: the body is empty")
     try:
-        return json.loads(body)
+        return loads(body)
     except json.JSONDecodeError as err:
         raise ApiError(
             400, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}"
@@ -525,7 +525,7 @@ class DriftService:
 
     def evaluate_json_body(self, body: bytes) -> dict[str, Any]:
         """POST /api/v1/drift/evaluate with a JSON body."""
-        obj = _object(parse_json(body), "body", ("reference", "current", "options"))
+        obj = _object(parse_json(body, loads_columnar), "body", ("reference", "current", "options"))
         for side in ("reference", "current"):
             if side not in obj:
                 raise ApiError(400, f"{side} is missing")
@@ -553,7 +553,7 @@ class DriftService:
 
     def prepare_reference_json(self, body: bytes) -> PreparedReference:
         """Validate a JSON reference body: DATA plus optional evaluation ``options``."""
-        obj = _object(parse_json(body), "body", ("columns", "rows", "options"))
+        obj = _object(parse_json(body, loads_columnar), "body", ("columns", "rows", "options"))
         data = {k: v for k, v in obj.items() if k in ("columns", "rows")}
         table = self._table(data, "reference")
         return self._prepared(table, _options(obj.get("options")))

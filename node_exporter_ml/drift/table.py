@@ -122,7 +122,7 @@ class Table:
         for name, values in data.items():
             if not isinstance(name, str):
                 raise DataError(f"column name {name!r} is not a string")
-            column = _column_from_values(name, values)
+            column = column_from_values(name, values)
             if n_rows is None:
                 n_rows = len(column)
                 _check_limit("rows", n_rows, max_rows)
@@ -314,10 +314,12 @@ def _none_if_missing(value: Any) -> Any:
     return value
 
 
-def _column_from_values(name: str, values: Any) -> Column:
+def column_from_values(name: str, values: Any) -> Column:
     """A column from a list of JSON values or a numpy array, typed as pd.DataFrame types it."""
     import numpy as np
 
+    if isinstance(values, Column):  # typed already (drift.columnar.loads_columnar)
+        return values if values.name == name else Column(name, values.dtype, values.values)
     if isinstance(values, np.ndarray):
         return _column_from_array(name, values)
     if isinstance(values, str | bytes) or not isinstance(values, Sequence):
@@ -395,4 +397,4 @@ def _column_from_array(name: str, values: NDArray[Any]) -> Column:
         return Column(name, "str", _object_array(values.astype(str).tolist()))
     if kind == "M":
         return Column(name, "datetime", values)
-    return _column_from_values(name, values.tolist())
+    return column_from_values(name, values.tolist())

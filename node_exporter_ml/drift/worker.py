@@ -53,6 +53,53 @@ class WorkerLimits:
     timeout: float = 300.0
 
 
+BLOB_BYTES = 64 * 1024
+"""Arguments of bytes this large cross the pipe as they are, outside the task's pickle."""
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A function and its arguments as sent: a pickle, then its large buffers out of band.
+
+    A request body crosses the pipe once, straight from the agent's bytes object into the
+    worker's (pickle protocol 5 out-of-band buffers), never copied into the pickle on the way.
+    Objects may send their own buffers out of band too (``__reduce_ex__`` returning a
+    ``pickle.PickleBuffer`` at protocol 5, as `drift.columnar.Upload` does).
+    """
+
+    head: bytes
+    buffers: tuple[pickle.PickleBuffer, ...]
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any], args: tuple[Any, ...]) -> Task:
+        """The task of ``fn(*args)``; bytes arguments of `BLOB_BYTES` or more go out of band."""
+        wrapped = tuple(
+            pickle.PickleBuffer(a) if isinstance(a, bytes) and len(a) >= BLOB_BYTES else a
+            for a in args
+        )
+        buffers: list[pickle.PickleBuffer] = []
+        head = pickle.dumps((fn, wrapped), protocol=5, buffer_callback=buffers.append)
+        return cls(head, tuple(buffers))
+
+    def send(self, conn: multiprocessing.connection.Connection) -> None:
+        """Write the task: the count of buffers, the head, then each buffer."""
+        conn.send_bytes(len(self.buffers).to_bytes(4, "big"))
+        conn.send_bytes(self.head)
+        for buffer in self.buffers:
+            conn.send_bytes(buffer.raw())
+
+    @staticmethod
+    def receive(
+        conn: multiprocessing.connection.Connection,
+    ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """Read a task written by `send` (the worker's side)."""
+        count = int.from_bytes(conn.recv_bytes(), "big")
+        head = conn.recv_bytes()
+        buffers = [conn.recv_bytes() for _ in range(count)]
+        fn, args = pickle.loads(head, buffers=buffers)
+        return fn, tuple(args)
+
+
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
@@ -123,7 +170,7 @@ class WorkerPool:
         Raises:
             WorkerError: the worker died or timed out; it is replaced for the next task.
         """
-        task = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+        task = Task.of(fn, args)
         worker = self._idle.get()
         try:
             if self._closed:
@@ -161,9 +208,9 @@ class WorkerPool:
         log.debug("drift worker %d started", worker.pid)
         return worker
 
-    def _run(self, worker: _Worker, task: bytes) -> tuple[bool, Any]:
+    def _run(self, worker: _Worker, task: Task) -> tuple[bool, Any]:
         try:
-            worker.conn.send_bytes(task)
+            task.send(worker.conn)
             if not worker.conn.poll(self.limits.timeout):
                 self._retire(worker, "timeout", kill=True)
                 raise WorkerError(
@@ -263,10 +310,9 @@ def serve(conn: multiprocessing.connection.Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
-            task = conn.recv_bytes()
+            fn, args = Task.receive(conn)
         except (EOFError, OSError):
             return
-        fn, args = pickle.loads(task)
         try:
             answer = (True, fn(*args))
         except Exception as err:  # noqa: BLE001 (the task's own error goes back to the caller)
