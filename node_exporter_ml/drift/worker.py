@@ -308,6 +308,10 @@ def serve(conn: multiprocessing.connection.Connection) -> None:
     """The worker's loop: a task in, ``(ok, result or exception)`` out, until the pipe closes."""
     # Ctrl-C reaches the whole process group; the agent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Over the container's memory limit, the kernel kills this process, never the agent: the
+    # request answers 503 and /metrics goes on. Raising one's own score needs no privilege.
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
     while True:
         try:
             fn, args = Task.receive(conn)
