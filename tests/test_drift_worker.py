@@ -224,3 +224,17 @@ def test_the_agent_never_loads_the_engine_and_stays_small(tmp_path):
         assert float(memory.split()[1]) > 10 * 2**20
     finally:
         agent.stop()
+
+
+async def test_a_model_deleted_and_created_again_is_not_served_from_the_worker_cache(
+    aiohttp_client, service
+):
+    client = await aiohttp_client(app_for(service))
+    for n in (300, 200):  # both times version 1: only the worker's cache could mix them up
+        resp = await client.put("/api/v1/models/m/reference", json={"rows": make_rows(n)})
+        assert (await resp.json())["version"] == 1
+        await client.post("/api/v1/models/m/observations", json={"rows": make_rows(50, seed=3)})
+        report = await (await client.get("/api/v1/models/m/drift")).json()
+        assert report["reference"]["rows"] == n
+        assert report["dataset"]["number_of_columns"] == 3
+        assert (await client.delete("/api/v1/models/m")).status == 200

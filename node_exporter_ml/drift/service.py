@@ -682,7 +682,12 @@ class DriftService:
             raise UnknownModelError(model)
         with self._refs_lock:
             cached = self._refs.get(model)
-        if cached is not None and cached.version == ref.version:
+        # updated_at too: the cache lives in a worker process, which never sees a delete, and
+        # a model deleted and created again starts over at version 1.
+        if cached is not None and (cached.version, cached.updated_at) == (
+            ref.version,
+            ref.updated_at,
+        ):
             return cached
         loaded = _load_reference(ref)
         with self._refs_lock:
