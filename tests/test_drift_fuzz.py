@@ -3,13 +3,15 @@
 Bodies come from each operation's request schema (valid shapes with random content), from
 arbitrary JSON, and from arbitrary bytes under every content type; model names from the
 documented pattern and from arbitrary text. The server is the test runner process, so the
-whole HTTP path (aiohttp parsing, limits, worker threads, SQLite) is exercised. Bounded:
+whole HTTP path (aiohttp parsing, limits, worker processes, SQLite) is exercised; table bodies
+come as CSV, Parquet and Arrow IPC stream, valid, truncated or overwritten. Bounded:
 derandomized, a fixed number of examples per operation.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import subprocess
@@ -164,6 +166,7 @@ def operations() -> list[tuple[str, str]]:
 
 
 def multipart(parts: list[tuple[str, bytes]], boundary: str = "fuzzb") -> bytes:
+    """A multipart body; every part says text/csv (the server sniffs Parquet and Arrow)."""
     out = b""
     for name, data in parts:
         out += (
@@ -186,6 +189,59 @@ CSV_TEXT = st.lists(
     min_size=0,
     max_size=6,
 ).map(lambda rows: "\n".join(",".join(r) for r in rows).encode())
+
+
+PARQUET, ARROW = "application/vnd.apache.parquet", "application/vnd.apache.arrow.stream"
+
+
+def _table_bytes(columns: dict[str, list[Any]], fmt: str) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(columns)
+    sink = io.BytesIO()
+    if fmt == PARQUET:
+        pq.write_table(table, sink)
+    else:
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    return sink.getvalue()
+
+
+def _mangle(data: bytes, cut: int, flips: list[tuple[int, int]]) -> bytes:
+    """`data` truncated at `cut` (0: kept whole) with bytes overwritten at `flips`."""
+    out = bytearray(data[:cut] if cut else data)
+    for pos, value in flips:
+        if out:
+            out[pos % len(out)] = value
+    return bytes(out)
+
+
+COLUMN = st.integers(1, 6).flatmap(
+    lambda n: st.one_of(
+        st.lists(st.integers(-(2**63), 2**63 - 1) | st.none(), min_size=n, max_size=n),
+        st.lists(st.floats() | st.none(), min_size=n, max_size=n),
+        st.lists(st.text(max_size=5) | st.none(), min_size=n, max_size=n),
+        st.lists(st.booleans() | st.none(), min_size=n, max_size=n),
+        st.lists(st.lists(st.integers(0, 9), max_size=2), min_size=n, max_size=n),  # nested
+    )
+)
+TABLES = st.tuples(
+    st.sampled_from([PARQUET, ARROW]),
+    st.integers(1, 4).flatmap(
+        lambda k: st.lists(COLUMN, min_size=k, max_size=k).filter(
+            lambda cols: len({len(c) for c in cols}) == 1
+        )
+    ),
+    st.integers(0, 400),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=3),
+).map(
+    lambda t: (
+        t[0],
+        _mangle(_table_bytes({f"c{i}": col for i, col in enumerate(t[1])}, t[0]), t[2], t[3]),
+    )
+)
+"""Parquet and Arrow bodies: valid, truncated or with bytes overwritten (nested types too)."""
 
 
 @pytest.mark.timeout(120)
@@ -213,6 +269,10 @@ def test_no_5xx(server, path, method):
         st.binary(max_size=64).map(lambda b: ("multipart/form-data; boundary=fuzzb", b)),
         st.tuples(st.sampled_from(["text/plain", "application/x-www-form-urlencoded", ""]),
                   st.binary(max_size=32)),
+        TABLES,
+        st.tuples(st.sampled_from([PARQUET, ARROW]), st.binary(max_size=64)),
+        st.lists(st.tuples(st.sampled_from(["reference", "current"]), TABLES.map(lambda t: t[1])),
+                 max_size=2).map(lambda p: ("multipart/form-data; boundary=fuzzb", multipart(p))),
     )  # fmt: skip
 
     @settings(

@@ -130,49 +130,17 @@ def test_csv_header_only_gives_empty_columns() -> None:
     assert list(table.columns) == ["a", "b"]
 
 
-class _Dtype:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-class _Series:
-    """The part of a pandas Series that Table.from_dataframe reads (pandas is not installed)."""
-
-    def __init__(self, values: list[Any], dtype: str) -> None:
-        self._values, self.dtype = values, _Dtype(dtype)
-
-    def to_numpy(self, dtype: Any = None) -> Any:
-        return np.asarray(self._values, dtype=dtype)
-
-    def tolist(self) -> list[Any]:
-        return list(self._values)
-
-
-class _Frame:
-    def __init__(self, columns: dict[str, _Series]) -> None:
-        self._columns = columns
-        self.columns = list(columns)
-        self.dtypes = {k: v.dtype for k, v in columns.items()}
-
-    def __getitem__(self, key: str) -> _Series:
-        return self._columns[key]
-
-    def __len__(self) -> int:
-        return len(next(iter(self._columns.values()))._values)
-
-    def to_numpy(self) -> Any:
-        raise NotImplementedError
-
-
 def test_dataframe_dtypes_map_as_evidently_reads_them() -> None:
-    frame = _Frame(
+    import pandas as pd
+
+    frame = pd.DataFrame(
         {
-            "f": _Series([1.5, math.nan], "float64"),
-            "i": _Series([1, 2], "int64"),
-            "b": _Series([True, False], "bool"),
-            "c": _Series(["x", math.nan], "category"),
-            "o": _Series(["x", None], "object"),
-            "n": _Series([1, None], "Int64"),
+            "f": pd.Series([1.5, math.nan], dtype="float64"),
+            "i": pd.Series([1, 2], dtype="int64"),
+            "b": pd.Series([True, False], dtype="bool"),
+            "c": pd.Series(["x", math.nan], dtype="category"),
+            "o": pd.Series(["x", None], dtype="object"),
+            "n": pd.Series([1, None], dtype="Int64"),
         }
     )
     table = as_table(frame)

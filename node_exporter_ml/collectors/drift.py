@@ -13,15 +13,21 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
 from node_exporter_ml.drift.quality import SCHEMA_CHANGES
 from node_exporter_ml.drift.service import DriftService, Limits, ModelResult
 from node_exporter_ml.drift.store import RETAIN_FACTOR, Window
+from node_exporter_ml.drift.worker import REASONS
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.registry import register_collector
 
@@ -37,6 +43,8 @@ class DriftData:
     """The latest result of every model, at the tick."""
 
     results: tuple[ModelResult, ...]
+    worker_restarts: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    worker_resident_bytes: int = 0
 
 
 def service_from_config(config: Config) -> DriftService:
@@ -99,7 +107,11 @@ class DriftCollector(AsyncCollector):
         """The latest results; evaluation itself runs in the service's own thread."""
         await asyncio.sleep(0)
         latest = self.service.latest()
-        return DriftData(tuple(latest[m] for m in sorted(latest)))
+        results = tuple(latest[m] for m in sorted(latest))
+        pool = self.service.pool
+        if pool is None:
+            return DriftData(results)
+        return DriftData(results, pool.restarts(), pool.resident_memory_bytes())
 
     def routes(self) -> list[web.RouteDef]:
         """The drift API and page routes."""
@@ -111,7 +123,7 @@ class DriftCollector(AsyncCollector):
         """Drift, quality, prediction and label series of every model."""
         if not isinstance(data, DriftData):
             return []
-        return drift_families(data.results)
+        return [*drift_families(data.results), *worker_families(data)]
 
 
 def _num(value: Any) -> float | None:
@@ -131,6 +143,25 @@ def _add_num(family: Metric, labels: Mapping[str, str], value: Any) -> None:
 
 def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, labels=labels)
+
+
+def worker_families(data: DriftData) -> list[Metric]:
+    """The drift worker processes' restarts and memory (pure)."""
+    restarts = CounterMetricFamily(
+        "nodeml_drift_worker_restarts",
+        "Drift worker processes replaced, by reason: tasks (its task budget was spent), memory "
+        "(above its memory cap after a task), timeout (killed mid-task), crashed (it died).",
+        labels=["reason"],
+    )
+    for reason in REASONS:
+        restarts.add_metric([reason], data.worker_restarts.get(reason, 0))
+    memory = GaugeMetricFamily(
+        "nodeml_drift_worker_resident_memory_bytes",
+        "Resident memory of the drift worker processes, each measured after its latest task "
+        "(0 while none runs; workers start on the first drift request).",
+        value=data.worker_resident_bytes,
+    )
+    return [restarts, memory]
 
 
 def drift_families(results: Iterable[ModelResult]) -> list[Metric]:

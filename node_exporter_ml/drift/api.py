@@ -3,7 +3,8 @@
 Every error is JSON ``{"error": "..."}`` with a 4xx status naming what was wrong. Bodies are
 streamed against our own limit (``drift.max_body_bytes``), so the web app's
 ``client_max_size`` does not apply. JSON decoding, table building and evaluation run in the
-service's worker threads; SQLite in its database thread; nothing heavy runs on the loop.
+service's worker processes; SQLite in its database thread; nothing heavy runs on the loop.
+Tables come as JSON, CSV, Parquet or Arrow IPC stream (`drift.columnar`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from node_exporter_ml.drift.columnar import TABLE_MEDIA, Upload, sniff
 from node_exporter_ml.drift.errors import DataError, OptionsError
 from node_exporter_ml.drift.openapi import openapi_document
 from node_exporter_ml.drift.service import (
     MODEL_NAME,
     ApiError,
-    CsvData,
     UnknownModelError,
 )
 
@@ -221,11 +222,11 @@ def routes(service: DriftService) -> list[web.RouteDef]:
                 parts = await _read_multipart(request, limit, ("reference", "current", "options"))
                 for name in ("reference", "current"):
                     if name not in parts:
-                        raise ApiError(400, f"multipart field {name!r} is missing (a CSV file)")
+                        raise ApiError(400, f"multipart field {name!r} is missing (a file)")
                 report = await service.in_worker(
-                    service.evaluate_csv,
-                    CsvData(parts["reference"]),
-                    CsvData(parts["current"]),
+                    service.evaluate_uploads,
+                    Upload(parts["reference"], sniff(parts["reference"])),
+                    Upload(parts["current"], sniff(parts["current"])),
                     parts.get("options"),
                 )
             else:
@@ -241,18 +242,21 @@ def routes(service: DriftService) -> list[web.RouteDef]:
             if _is_json(media):
                 body = await _read_body(request, limit)
                 prepared = await service.in_worker(service.prepare_reference_json, body)
-            elif media == "text/csv":
+            elif media in TABLE_MEDIA:
                 body = await _read_body(request, limit)
-                prepared = await service.in_worker(service.prepare_reference_csv, body, None)
+                upload = Upload(body, media)
+                prepared = await service.in_worker(service.prepare_reference_upload, upload, None)
             elif media == "multipart/form-data":
                 parts = await _read_multipart(request, limit, ("reference", "options"))
                 if "reference" not in parts:
-                    raise ApiError(400, "multipart field 'reference' is missing (a CSV file)")
+                    raise ApiError(400, "multipart field 'reference' is missing (a file)")
+                upload = Upload(parts["reference"], sniff(parts["reference"]))
                 prepared = await service.in_worker(
-                    service.prepare_reference_csv, parts["reference"], parts.get("options")
+                    service.prepare_reference_upload, upload, parts.get("options")
                 )
             else:
-                raise _unsupported(media, "application/json, text/csv or multipart/form-data")
+                raise _unsupported(media, f"application/json, {', '.join(TABLE_MEDIA)} "
+                                   "or multipart/form-data")  # fmt: skip
             version = await service.in_db(service.store_reference, model, prepared)
         return _json_response(
             {
@@ -266,21 +270,32 @@ def routes(service: DriftService) -> list[web.RouteDef]:
 
     async def append(
         request: web.Request,
-        parse: Callable[[bytes], Any],
+        parse: Callable[[Any], Any],
         store: Callable[[str, Any], Any],
+        expected: str = "application/json",
     ) -> tuple[str, Any]:
+        """Parse the body (JSON, or a table in a type of `TABLE_MEDIA`) in the worker, store it."""
         _authorize(service, request)
         model = _model(request)
         media = _media_type(request)
-        if not _is_json(media):
-            raise _unsupported(media, "application/json")
+        table_media = media if media in TABLE_MEDIA and expected != "application/json" else None
+        if table_media is None and not _is_json(media):
+            raise _unsupported(media, expected)
         async with service.admission:
-            body = await _read_body(request, service.limits.max_body_bytes)
+            body: Any = await _read_body(request, service.limits.max_body_bytes)
+            if table_media is not None:
+                body = Upload(body, table_media)
             parsed = await service.in_worker(parse, body)
             return model, await service.in_db(store, model, parsed)
 
     async def post_observations(request: web.Request) -> web.StreamResponse:
-        model, count = await append(request, service.parse_observations, service.store_observations)
+        parse = (
+            service.parse_observation_upload
+            if _media_type(request) in TABLE_MEDIA
+            else service.parse_observations
+        )
+        expected = f"application/json, {', '.join(TABLE_MEDIA)}"
+        model, count = await append(request, parse, service.store_observations, expected)
         return _json_response({"model": model, "accepted": count})
 
     async def post_labels(request: web.Request) -> web.StreamResponse:

@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 from node_exporter_ml import __version__
+from node_exporter_ml.drift.columnar import TABLE_MEDIA
 
 MODEL_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
@@ -19,6 +20,8 @@ _ROWS: dict[str, Any] = {
     "items": {"type": "object", "additionalProperties": _SCALAR},
 }
 _BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
+_TABLE_BODIES: dict[str, Any] = {media: {"schema": _BINARY} for media in TABLE_MEDIA}
+"""Table bodies (CSV, Parquet, Arrow IPC stream); multipart file parts may be any of them."""
 
 
 def _obj(properties: dict[str, Any], required: tuple[str, ...] = (), closed: bool = True) -> Any:
@@ -215,7 +218,7 @@ _DOCUMENT: dict[str, Any] = {
                     "application/json": {
                         "schema": _obj({"columns": _COLUMNS, "rows": _ROWS, "options": _OPTIONS})
                     },
-                    "text/csv": {"schema": {"type": "string"}},
+                    **_TABLE_BODIES,
                     "multipart/form-data": {
                         "schema": _obj(
                             {
@@ -252,7 +255,8 @@ _DOCUMENT: dict[str, Any] = {
                             _obj({"columns": _COLUMNS}, ("columns",)),
                         ]
                     }
-                )["content"],
+                )["content"]
+                | _TABLE_BODIES,
                 _committed(model={"type": "string"}, accepted={"type": "integer"}),
             )
         },

@@ -1,10 +1,11 @@
 """The drift service: stores what the API accepts and evaluates every model's window.
 
 Every ``--drift.interval`` the service evaluates each model whose data changed (every model,
-for time windows) against its reference, in a worker thread, and keeps the latest result per
-model for the collector to publish. SQLite work runs in one database thread; request parsing
-and stateless evaluation in a small pool; continuous evaluation in its own thread, so a long
-evaluation never delays a write.
+for time windows) against its reference, and keeps the latest result per model for the
+collector to publish. SQLite writes run in one database thread; request parsing, typing and
+every evaluation run in worker processes (`drift.worker`, `drift.jobs`), waited on from a
+small thread pool; continuous evaluation waits in its own thread, so a long evaluation never
+delays a write, and the agent's own process never loads the statistics.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from node_exporter_ml.drift.columnar import Upload, loads_columnar, read_table
 from node_exporter_ml.drift.errors import DataError, OptionsError
 from node_exporter_ml.drift.labels import (
     calibration,
@@ -37,8 +39,17 @@ from node_exporter_ml.drift.regression import (
     regression_quality,
     split_task,
 )
-from node_exporter_ml.drift.store import Observation, Reference, Store, StoreError, Window
+from node_exporter_ml.drift.store import (
+    EncodedObservation,
+    Observation,
+    Reference,
+    Store,
+    StoreError,
+    Window,
+    encode_observations,
+)
 from node_exporter_ml.drift.table import Column, Table
+from node_exporter_ml.drift.worker import WorkerError, WorkerLimits, WorkerPool
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.tasks import cancel_task
 
@@ -65,6 +76,16 @@ class ApiError(Exception):
         self.message = message
         self.headers = {k.replace("_", "-"): v for k, v in headers.items()}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # It crosses from the worker process to the agent as a pickle.
+        return (_api_error, (self.status, self.message, self.headers))
+
+
+def _api_error(status: int, message: str, headers: dict[str, str]) -> ApiError:
+    err = ApiError(status, message)
+    err.headers = headers
+    return err
+
 
 class UnknownModelError(Exception):
     """The model has no reference (it is created by PUT .../reference)."""
@@ -81,13 +102,6 @@ class Limits:
     max_body_bytes: int = 64 * 1024 * 1024
     max_rows: int = 1_000_000
     max_columns: int = 1_000
-
-
-@dataclass(frozen=True, slots=True)
-class CsvData:
-    """The bytes of one uploaded CSV file."""
-
-    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +145,12 @@ class LoadedReference:
 # --- parsing (pure) -------------------------------------------------------------------------
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
     """Decode a JSON body (UTF-8/16/32), or raise ApiError(400) naming the problem."""
     if not body.strip():
         raise ApiError(400, "malformed JSON: the body is empty")
     try:
-        return json.loads(body)
+        return loads(body)
     except json.JSONDecodeError as err:
         raise ApiError(
             400, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}"
@@ -373,6 +387,7 @@ class DriftService:
         window: Window | None = None,
         limits: Limits | None = None,
         token_file: str | None = None,
+        worker: WorkerLimits | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.interval = interval
@@ -391,6 +406,8 @@ class DriftService:
         self._refs_lock = threading.Lock()
         self._once = OnceLogger(log)
         self.admission = asyncio.Semaphore(API_WORKERS)
+        self.worker_limits = worker or WorkerLimits()
+        self.pool: WorkerPool | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -414,6 +431,7 @@ class DriftService:
         self._evaluator = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="nodeml-drift-eval"
         )
+        self.pool = WorkerPool(API_WORKERS, self.worker_limits)  # processes start on first use
         try:
             if self.token_file:
                 self.token = await loop.run_in_executor(self._db, _read_token, self.token_file)
@@ -448,9 +466,12 @@ class DriftService:
                 if ex is not None:
                     # Waits in the db thread, so the loop never blocks on a running evaluation.
                     await loop.run_in_executor(self._db, ex.shutdown, True)
+            if self.pool is not None:
+                await loop.run_in_executor(self._db, self.pool.close)
             await loop.run_in_executor(self._db, self.store.close)
             self._db.shutdown(wait=False)
         self._db = self._workers = self._evaluator = None
+        self.pool = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -474,23 +495,47 @@ class DriftService:
         return await _run_in(self._db, fn, *args)
 
     async def in_worker(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run parsing or numerical work in the API worker pool."""
-        return await _run_in(self._workers, fn, *args)
+        """Run parsing or numerical work in a worker process, waited on from the API threads.
+
+        `fn` is one of this service's methods (run on the worker's twin of the service) or a
+        module-level function; its arguments and result cross as one pickle.
+        """
+        return await _run_in(self._workers, self.in_process, fn, *args)
+
+    def in_process(self, fn: Callable[..., T], *args: Any) -> T:
+        """`in_worker`, from a thread: blocks until the worker answers.
+
+        Raises:
+            ApiError: 503 when the worker died (it is replaced), 504 when it timed out.
+        """
+        from node_exporter_ml.drift import jobs
+
+        pool = self.pool
+        if pool is None:
+            raise ApiError(503, "the drift service is not running")
+        try:
+            if getattr(fn, "__self__", None) is self:
+                config = jobs.ServiceConfig(self.state_dir, self.window, self.limits)
+                result: T = pool.call(jobs.call_method, config, fn.__name__, *args)
+                return result
+            return pool.call(fn, *args)
+        except WorkerError as err:
+            raise ApiError(504 if err.reason == "timeout" else 503, str(err)) from None
 
     # --- stateless evaluation (worker threads) --------------------------------------------
 
     def _table(self, obj: Any, side: str) -> Table:
         limits = {"max_rows": self.limits.max_rows, "max_columns": self.limits.max_columns}
         try:
-            if isinstance(obj, CsvData):
-                return Table.from_csv(obj.data, **limits)
+            if isinstance(obj, Upload):
+                return read_table(obj, max_bytes=self.limits.max_body_bytes, **limits)
             return Table.from_json(obj, **limits)
         except DataError as err:
             raise _limit_error(err, side) from None
 
     def evaluate_json_body(self, body: bytes) -> dict[str, Any]:
         """POST /api/v1/drift/evaluate with a JSON body."""
-        obj = _object(parse_json(body), "body", ("reference", "current", "options"))
+        obj = _object(parse_json(body, loads_columnar), "body", ("reference", "current", "options"))
         for side in ("reference", "current"):
             if side not in obj:
                 raise ApiError(400, f"{side} is missing")
@@ -498,10 +543,10 @@ class DriftService:
         current = self._table(obj["current"], "current")
         return self._evaluate(reference, current, _options(obj.get("options")))
 
-    def evaluate_csv(
-        self, reference: CsvData, current: CsvData, options: bytes | None
+    def evaluate_uploads(
+        self, reference: Upload, current: Upload, options: bytes | None
     ) -> dict[str, Any]:
-        """POST /api/v1/drift/evaluate with two CSV files (and optional JSON options)."""
+        """POST /api/v1/drift/evaluate with two files (CSV, Parquet, Arrow) and JSON options."""
         opts = _options(parse_json(options)) if options is not None else {}
         return self._evaluate(
             self._table(reference, "reference"), self._table(current, "current"), opts
@@ -518,15 +563,15 @@ class DriftService:
 
     def prepare_reference_json(self, body: bytes) -> PreparedReference:
         """Validate a JSON reference body: DATA plus optional evaluation ``options``."""
-        obj = _object(parse_json(body), "body", ("columns", "rows", "options"))
+        obj = _object(parse_json(body, loads_columnar), "body", ("columns", "rows", "options"))
         data = {k: v for k, v in obj.items() if k in ("columns", "rows")}
         table = self._table(data, "reference")
         return self._prepared(table, _options(obj.get("options")))
 
-    def prepare_reference_csv(self, data: bytes, extra: bytes | None) -> PreparedReference:
-        """Validate a CSV reference, with optional JSON evaluation options."""
+    def prepare_reference_upload(self, upload: Upload, extra: bytes | None) -> PreparedReference:
+        """Validate a CSV, Parquet or Arrow reference, with optional JSON evaluation options."""
         options = _options(parse_json(extra)) if extra else {}
-        return self._prepared(self._table(CsvData(data), "reference"), options)
+        return self._prepared(self._table(upload, "reference"), options)
 
     def _prepared(self, table: Table, options: dict[str, Any]) -> PreparedReference:
         self._check_reference(table, options)
@@ -570,14 +615,20 @@ class DriftService:
             prepared.n_columns,
         )
 
-    def parse_observations(self, body: bytes) -> list[Observation]:
-        """Validate an observations body (worker thread)."""
-        return parse_observation_rows(parse_json(body), self.limits)
+    def parse_observations(self, body: bytes) -> list[EncodedObservation]:
+        """Validate an observations body and encode it for the store (worker process)."""
+        return encode_observations(parse_observation_rows(parse_json(body), self.limits))
 
-    def store_observations(self, model: str, rows: Sequence[Observation]) -> int:
-        """Append observations (database thread); UnknownModelError without a reference."""
+    def parse_observation_upload(self, upload: Upload) -> list[EncodedObservation]:
+        """`parse_observations` of a table: CSV, Parquet or Arrow (worker process)."""
+        columns = {"columns": table_lists(self._table(upload, "body"))}
+        return encode_observations(parse_observation_rows(columns, self.limits))
+
+    def store_observations(self, model: str, rows: Sequence[EncodedObservation]) -> int:
+        """Append encoded observations (database thread); UnknownModelError without a reference."""
         if self._model_task(model) == REGRESSION:
-            bad = first_non_number(o.prediction for o in rows)
+            # The prediction travels JSON-encoded from the worker (index 3 of the stored tuple).
+            bad = first_non_number(None if r[3] is None else json.loads(r[3]) for r in rows)
             if bad is not None:
                 raise ApiError(
                     400,
@@ -585,7 +636,7 @@ class DriftService:
                     f"not {reprlib.repr(bad[1])}",
                 )
         try:
-            return self.store.add_observations(model, rows)
+            return self.store.add_encoded_observations(model, rows)
         except KeyError:
             raise UnknownModelError(model) from None
 
@@ -673,22 +724,33 @@ class DriftService:
             raise UnknownModelError(model)
         with self._refs_lock:
             cached = self._refs.get(model)
-        if cached is not None and cached.version == ref.version:
+        # updated_at too: the cache lives in a worker process, which never sees a delete, and
+        # a model deleted and created again starts over at version 1.
+        if cached is not None and (cached.version, cached.updated_at) == (
+            ref.version,
+            ref.updated_at,
+        ):
             return cached
         loaded = _load_reference(ref)
         with self._refs_lock:
             self._refs[model] = loaded
         return loaded
 
+    def window_report(
+        self, model: str, now: float
+    ) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+        """`build_report` of the model's window at `now` (worker process; reads the store)."""
+        ref = self._reference(model)
+        window = self.store.window(model, self.window, now)
+        labeled = self.store.labeled(model, self.window, now)
+        return build_report(model, ref, window, labeled, self.window)
+
     def evaluate_model(self, model: str) -> ModelResult:
         """Evaluate one model's window now and keep the result (evaluation thread)."""
         started = time.perf_counter()
         version = self.store.version(model)
-        ref = self._reference(model)
         now = time.time()
-        window = self.store.window(model, self.window, now)
-        labeled = self.store.labeled(model, self.window, now)
-        report, histograms, error = build_report(model, ref, window, labeled, self.window)
+        report, histograms, error = self.in_process(self.window_report, model, now)
         duration = time.perf_counter() - started
         report["evaluated_at"] = now
         report["duration_seconds"] = duration
@@ -710,6 +772,17 @@ async def _run_in(
     if executor is None:
         raise ApiError(503, "the drift service is not running")
     return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+
+def table_lists(table: Table) -> dict[str, list[Any]]:
+    """A table's columns as lists of JSON values (missing values None, as JSON sends them)."""
+    out = {}
+    for name, col in table.columns.items():
+        values = col.values.tolist()
+        if col.dtype == "float":
+            values = [None if v != v else v for v in values]
+        out[name] = values
+    return out
 
 
 def _head(column: Column, n: int) -> Column:

@@ -136,6 +136,25 @@ def _encode(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
+EncodedObservation = tuple[float | None, str | None, str, str | None, float | None]
+"""An observation as stored: ts (None: when stored), id, features and prediction as JSON,
+confidence."""
+
+
+def encode_observations(rows: Sequence[Observation]) -> list[EncodedObservation]:
+    """Observations as stored (pure: the drift worker encodes, the database thread inserts)."""
+    return [
+        (
+            o.ts,
+            o.obs_id,
+            _encode(dict(o.features)),
+            None if o.prediction is None else _encode(o.prediction),
+            o.confidence,
+        )
+        for o in rows
+    ]
+
+
 def _require_reference(conn: sqlite3.Connection, model: str) -> None:
     """Raise KeyError unless the model has a reference."""
     if conn.execute("SELECT 1 FROM reference WHERE model = ?", (model,)).fetchone() is None:
@@ -188,6 +207,11 @@ class Store:
             conn.close()
             raise
         self._conn = conn
+
+    @property
+    def is_open(self) -> bool:
+        """True between open() and close()."""
+        return self._conn is not None
 
     def close(self) -> None:
         """Close the database (a checkpoint folds the WAL back into the main file)."""
@@ -302,17 +326,18 @@ class Store:
         Raises:
             KeyError: the model has no reference.
         """
+        return self.add_encoded_observations(model, encode_observations(rows))
+
+    def add_encoded_observations(self, model: str, rows: Sequence[EncodedObservation]) -> int:
+        """`add_observations` of rows already encoded (by `encode_observations`, elsewhere).
+
+        Raises:
+            KeyError: the model has no reference.
+        """
         now = time.time()
         params = [
-            (
-                model,
-                now if o.ts is None else o.ts,
-                o.obs_id,
-                _encode(dict(o.features)),
-                None if o.prediction is None else _encode(o.prediction),
-                o.confidence,
-            )
-            for o in rows
+            (model, now if ts is None else ts, obs_id, features, prediction, confidence)
+            for ts, obs_id, features, prediction, confidence in rows
         ]
         with self._tx() as conn:
             _require_reference(conn, model)

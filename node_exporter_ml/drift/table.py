@@ -1,21 +1,19 @@
-"""Typed column tables for the drift engine, typed as pandas would type them, without pandas.
+"""Typed column tables for the drift engine, typed as pandas would type them.
 
 A `Table` is an ordered mapping of column name to `Column`, every column a numpy array of the
 same length. Its constructors read the shapes the drift API accepts (column-oriented JSON,
 row-oriented JSON, CSV bytes) and a pandas DataFrame when one is passed in-process; each types
-its cells as pandas would (``pd.DataFrame(...)`` for JSON values, ``pd.read_csv`` for CSV), so
-that column types, and therefore the drift tests chosen, are the ones Evidently would see.
+its cells as pandas would (``pd.DataFrame(...)`` for JSON values; CSV is read by ``pd.read_csv``
+itself, see `node_exporter_ml.drift.columnar`), so that column types, and therefore the drift
+tests chosen, are the ones Evidently would see.
 
-numpy is imported on first use only: importing this module keeps the agent small.
+numpy and pandas are imported on first use only: importing this module keeps the agent small.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,38 +34,6 @@ missing values, mixed types), ``datetime`` and ``other`` (not evaluated).
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _UINT64_MAX = 2**64 - 1
-
-# pandas' default na_values (pandas 2.x, `pandas._libs.parsers.STR_NA_VALUES`) plus the empty cell.
-CSV_NA_VALUES = frozenset(
-    {
-        "",
-        "#N/A",
-        "#N/A N/A",
-        "#NA",
-        "-1.#IND",
-        "-1.#QNAN",
-        "-NaN",
-        "-nan",
-        "1.#IND",
-        "1.#QNAN",
-        "<NA>",
-        "N/A",
-        "NA",
-        "NULL",
-        "NaN",
-        "None",
-        "n/a",
-        "nan",
-        "null",
-    }
-)
-# pandas' C parser: leading/trailing blanks are allowed around numbers, not around booleans.
-_CSV_INT = re.compile(r"[ \t]*[+-]?[0-9]+[ \t]*")
-_CSV_FLOAT = re.compile(
-    r"[ \t]*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity))[ \t]*"
-)
-_CSV_BOOL = {"true": True, "false": False}  # compared case-insensitively, as pandas does
-_INF_WORDS = frozenset({"inf", "infinity"})
 
 _JSON_SCALARS: frozenset[type] = frozenset({type(None), bool, int, float, str})
 
@@ -156,7 +122,7 @@ class Table:
         for name, values in data.items():
             if not isinstance(name, str):
                 raise DataError(f"column name {name!r} is not a string")
-            column = _column_from_values(name, values)
+            column = column_from_values(name, values)
             if n_rows is None:
                 n_rows = len(column)
                 _check_limit("rows", n_rows, max_rows)
@@ -228,61 +194,17 @@ class Table:
         max_rows: int | None = None,
         max_columns: int | None = None,
     ) -> Table:
-        """A table from CSV text with a header row, cells typed as ``pandas.read_csv`` types them.
+        """A table from CSV text with a header row, read by ``pandas.read_csv`` itself.
 
-        Empty cells and pandas' default NA words are missing; a column is int when every
-        present cell is an integer and none is missing (else float), float when every present
-        cell is a number (including inf), bool when every cell is true/false in any case (with
-        a missing cell pandas reads it as object), else strings. Blank lines are skipped; a
-        short row is padded with missing cells.
+        See `node_exporter_ml.drift.columnar.read_csv` (pandas is imported on first use).
 
         Raises:
             DataError: undecodable bytes, a malformed or too long row, duplicate column names,
                 too many rows or columns.
         """
-        if isinstance(data, bytes | bytearray | memoryview):
-            try:
-                text = bytes(data).decode("utf-8-sig")
-            except UnicodeDecodeError as err:
-                raise DataError(f"CSV is not UTF-8: byte {err.start} is invalid") from err
-        else:
-            text = data.removeprefix("\ufeff")
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-        try:
-            header = next(_csv_rows(reader), None)
-            if header is None:
-                raise DataError("CSV is empty: a header row is needed")
-            width = len(header)
-            _check_limit("columns", width, max_columns)
-            names = [h if h != "" else f"Unnamed: {i}" for i, h in enumerate(header)]
-            seen: set[str] = set()
-            for name in names:
-                if name in seen:
-                    raise DataError(f"CSV header names column {name!r} twice")
-                seen.add(name)
-            rows: list[list[str]] = []
-            for row in _csv_rows(reader):
-                if max_rows is not None and len(rows) >= max_rows:
-                    raise DataError(f"too many rows: more than the limit of {max_rows}")
-                if len(row) != width:
-                    if len(row) > width:
-                        raise DataError(
-                            f"CSV line {reader.line_num}: {len(row)} fields, the header has {width}"
-                        )
-                    row = row + [""] * (width - len(row))
-                rows.append(row)
-        except csv.Error as err:
-            raise DataError(f"CSV line {reader.line_num}: {err}") from err
-        n_rows = len(rows)
-        # Columns from rows in one C-level transpose (a per-cell append loop was 3 s for 5M cells).
-        cells: list[list[str]] = (
-            [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
-        )
-        del rows
-        columns = {
-            name: _column_from_csv(name, col) for name, col in zip(names, cells, strict=True)
-        }
-        return cls(columns, n_rows)
+        from node_exporter_ml.drift.columnar import read_csv
+
+        return read_csv(data, max_rows=max_rows, max_columns=max_columns)
 
     @classmethod
     def from_dataframe(cls, frame: Any) -> Table:
@@ -310,9 +232,9 @@ class Table:
             elif kind.startswith("datetime"):
                 columns[key] = Column(key, "datetime", series.to_numpy())
             elif kind in ("category", "string", "str", "object"):
-                values = _object_array([_none_if_missing(v) for v in series.tolist()])
+                values, only_str = _objects_of(series)
                 dtype: Dtype = {"category": "category", "object": "object"}.get(kind, "str")  # type: ignore[assignment]
-                if dtype == "object" and all(v is None or isinstance(v, str) for v in values):
+                if dtype == "object" and only_str:
                     dtype = "str"
                 columns[key] = Column(key, dtype, values)
             else:
@@ -360,20 +282,27 @@ def _check_limit(what: str, count: int, limit: int | None) -> None:
         raise DataError(f"too many {what}: {count}, the limit is {limit}")
 
 
-def _csv_rows(reader: Iterable[list[str]]) -> Iterator[list[str]]:
-    """CSV rows without the blank ones (pandas' skip_blank_lines, whitespace-only included)."""
-    for row in reader:
-        if not row or (len(row) == 1 and row[0].strip(" \t") == ""):
-            continue
-        yield row
-
-
 def _object_array(values: list[Any]) -> NDArray[Any]:
     import numpy as np
 
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
+
+
+def _objects_of(series: Any) -> tuple[NDArray[Any], bool]:
+    """A Series' values as an object array, None where missing; and whether all are strings.
+
+    Both in C (pandas' isna and infer_dtype), not a Python call per value: this is most of the
+    time of typing an uploaded table with text columns.
+    """
+    values = series.to_numpy(dtype=object, copy=True)
+    missing = series.isna().to_numpy(dtype=bool)
+    if missing.any():
+        values[missing] = None
+    from pandas.api.types import infer_dtype
+
+    return values, infer_dtype(values, skipna=True) in ("string", "empty")
 
 
 def _none_if_missing(value: Any) -> Any:
@@ -385,10 +314,12 @@ def _none_if_missing(value: Any) -> Any:
     return value
 
 
-def _column_from_values(name: str, values: Any) -> Column:
+def column_from_values(name: str, values: Any) -> Column:
     """A column from a list of JSON values or a numpy array, typed as pd.DataFrame types it."""
     import numpy as np
 
+    if isinstance(values, Column):  # typed already (drift.columnar.loads_columnar)
+        return values if values.name == name else Column(name, values.dtype, values.values)
     if isinstance(values, np.ndarray):
         return _column_from_array(name, values)
     if isinstance(values, str | bytes) or not isinstance(values, Sequence):
@@ -466,51 +397,4 @@ def _column_from_array(name: str, values: NDArray[Any]) -> Column:
         return Column(name, "str", _object_array(values.astype(str).tolist()))
     if kind == "M":
         return Column(name, "datetime", values)
-    return _column_from_values(name, values.tolist())
-
-
-def _column_from_csv(name: str, cells: list[str]) -> Column:
-    """Type one CSV column's cells as pandas' C parser does (see `Table.from_csv`)."""
-    import numpy as np
-
-    present = [c for c in cells if c not in CSV_NA_VALUES]
-    has_missing = len(present) < len(cells)
-    if not present:
-        return Column(name, "float", np.full(len(cells), np.nan))
-    if all(c.lower() in _CSV_BOOL for c in present):
-        if has_missing:
-            values = [None if c in CSV_NA_VALUES else _CSV_BOOL[c.lower()] for c in cells]
-            return Column(name, "object", _object_array(values))
-        return Column(name, "bool", np.array([_CSV_BOOL[c.lower()] for c in cells], dtype=bool))
-    if all(map(_CSV_INT.fullmatch, present)):
-        ints = [int(c) for c in present]
-        lo, hi = min(ints), max(ints)
-        if not has_missing:
-            if lo >= _INT64_MIN and hi <= _INT64_MAX:
-                return Column(name, "int", np.array(ints, dtype=np.int64))
-            if lo >= 0 and hi <= _UINT64_MAX:
-                return Column(name, "uint", np.array(ints, dtype=np.uint64))
-        if lo >= _INT64_MIN and hi <= _UINT64_MAX:
-            return Column(name, "float", _csv_floats(cells, has_missing))
-    elif all(map(_CSV_FLOAT.fullmatch, present)):
-        floats = _csv_floats(cells, has_missing)
-        # pandas refuses a finite-looking number that overflows (1e400): the column stays text.
-        # Only infinite values can be such cells, so only those are looked at.
-        overflow = any(
-            cells[i].strip(" \t").lstrip("+-").lower() not in _INF_WORDS
-            for i in np.flatnonzero(np.isinf(floats))
-        )
-        if not overflow:
-            return Column(name, "float", floats)
-    return Column(name, "str", _object_array([None if c in CSV_NA_VALUES else c for c in cells]))
-
-
-def _csv_floats(cells: list[str], has_missing: bool = True) -> NDArray[Any]:
-    """Float cells (already matched as numbers or NA words) as float64, NA as NaN."""
-    import numpy as np
-
-    if not has_missing:
-        # The cells matched _CSV_FLOAT/_CSV_INT, which numpy's string to float conversion
-        # reads exactly as float() does; it runs in C, 5-10x faster than a Python loop.
-        return np.array(cells, dtype=np.float64)
-    return np.array([math.nan if c in CSV_NA_VALUES else float(c) for c in cells], dtype=np.float64)
+    return column_from_values(name, values.tolist())
