@@ -88,14 +88,21 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Alive: the loop answers."""
+    """Alive: the loop answers and the sampler keeps publishing (stale data is not healthy)."""
+    stale = request.app[AGENT].staleness()
+    if stale is not None:
+        return web.Response(status=503, text=f"stale: {stale}\n")
     return web.Response(text="ok\n")
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready once the first snapshot is rendered."""
-    if request.app[AGENT].rendered is None:
+    """Ready once the first snapshot is rendered, and while snapshots stay fresh."""
+    agent = request.app[AGENT]
+    if agent.rendered is None:
         return web.Response(status=503, text="no snapshot yet\n")
+    stale = agent.staleness()
+    if stale is not None:
+        return web.Response(status=503, text=f"stale: {stale}\n")
     return web.Response(text="ok\n")
 
 

@@ -121,12 +121,20 @@ class LoadedReference:
 # --- parsing (pure) -------------------------------------------------------------------------
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A surrogate escape (U+D800-U+DFFF): a lone one makes a string no UTF-8 output can hold."""
+
+
 def parse_json(body: bytes) -> Any:
-    """Decode a JSON body (UTF-8/16/32), or raise ApiError(400) naming the problem."""
+    """Decode a JSON body (UTF-8/16/32), or raise ApiError(400) naming the problem.
+
+    Strings that cannot be written as UTF-8 (a lone surrogate escape, U+D800-U+DFFF)
+    are refused here: they would break every later rendering (metrics, reports, the page).
+    """
     if not body.strip():
         raise ApiError(400, "malformed JSON: the body is empty")
     try:
-        return json.loads(body)
+        value = json.loads(body)
     except json.JSONDecodeError as err:
         raise ApiError(
             400, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}"
@@ -135,6 +143,19 @@ def parse_json(body: bytes) -> Any:
         raise ApiError(400, "malformed JSON: the body is not UTF-8 text") from None
     except RecursionError:
         raise ApiError(400, "malformed JSON: nested too deeply") from None
+    except ValueError as err:  # e.g. an integer past Python's 4,300-digit limit
+        raise ApiError(400, f"malformed JSON: {err}") from None
+    # Only surrogate escapes (or a UTF-16/32 body) can make such strings: check only then.
+    if _SURROGATE_ESCAPE.search(body) or json.detect_encoding(body) not in ("utf-8", "utf-8-sig"):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(
+                400, "malformed JSON: a string holds a lone surrogate (\\ud800-\\udfff escape)"
+            ) from None
+        except RecursionError:
+            raise ApiError(400, "malformed JSON: nested too deeply") from None
+    return value
 
 
 def _limit_error(err: DataError, side: str) -> Exception:

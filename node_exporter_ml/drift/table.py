@@ -483,7 +483,9 @@ def _column_from_csv(name: str, cells: list[str]) -> Column:
             return Column(name, "object", _object_array(values))
         return Column(name, "bool", np.array([_CSV_BOOL[c.lower()] for c in cells], dtype=bool))
     if all(map(_CSV_INT.fullmatch, present)):
-        ints = [int(c) for c in present]
+        # A cell longer than 40 characters is past 64 bits (a str column, as pandas reads it);
+        # not calling int() on it also keeps clear of Python's 4,300-digit limit (ValueError).
+        ints = [int(c) for c in present] if max(map(len, present)) <= 40 else [_UINT64_MAX + 1]
         lo, hi = min(ints), max(ints)
         if not has_missing:
             if lo >= _INT64_MIN and hi <= _INT64_MAX:
