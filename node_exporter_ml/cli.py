@@ -16,8 +16,9 @@ from node_exporter_ml.agent import Agent
 from node_exporter_ml.collectors.base import StartupError
 from node_exporter_ml.config import Config, ConfigError, parse_args, parse_listen_address
 from node_exporter_ml.registry import load_collectors
-from node_exporter_ml.web import AUTH, WEB_CONFIG, build_app
-from node_exporter_ml.webconfig import BasicAuth, WebConfig, load_web_config
+from node_exporter_ml.web import WEB_CONFIG, build_app
+from node_exporter_ml.webconfig import WebConfig, load_web_config
+from node_exporter_ml.webguard import AUTH
 
 log = logging.getLogger("node_exporter_ml")
 
@@ -92,7 +93,7 @@ async def serve(config: Config, web_config: WebConfig) -> int:
         except ConfigError as err:
             log.error("reload failed, keeping the running configuration: %s", err)
             return
-        app[AUTH] = BasicAuth(web_cfg.users)
+        app[AUTH] = app[AUTH].with_users(web_cfg.users)
         app[WEB_CONFIG] = web_cfg
         log.info("configuration reloaded")
 

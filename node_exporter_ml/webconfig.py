@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import ssl
 import threading
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ _CLIENT_AUTH = {
     "VerifyClientCertIfGiven": (ssl.CERT_OPTIONAL, True),
     "RequireAndVerifyClientCert": (ssl.CERT_REQUIRED, True),
 }
+_BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 _TLS_KEYS = (
     "cert_file",
     "key_file",
@@ -151,8 +153,11 @@ def parse_web_config(text: str, source: str, base: Path) -> WebConfig:
         raise r.fail("basic_auth_users", "a mapping of user: bcrypt hash", raw_users)
     for user, hashed in raw_users.items():
         key = f"basic_auth_users.{user}"
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            raise r.fail(key, "a bcrypt hash ($2a$/$2b$/$2y$)", "<redacted>")
+        # A malformed hash would make every login fail in silence (bcrypt raises ValueError).
+        if not isinstance(hashed, str) or not _BCRYPT.fullmatch(hashed):
+            raise r.fail(
+                key, "a bcrypt hash ($2a$/$2b$/$2y$, cost 04-31, 60 characters)", "<redacted>"
+            )
         users[str(user)] = hashed.encode()
     http = r.mapping(top.get("http_server_config"), "http_server_config", ("http2", "headers"))
     if http.get("http2") is True:
@@ -199,6 +204,7 @@ class BasicAuth:
         self._cache: dict[bytes, bool] = {}
         self._lock = threading.Lock()
         self._max = max_entries
+        self._dummy_hash: bytes | None = None
 
     @property
     def enabled(self) -> bool:
@@ -206,13 +212,14 @@ class BasicAuth:
         return bool(self.users)
 
     def cached(self, header: str | None) -> bool | None:
-        """The cached verdict for this header, or None when bcrypt must run (cheap)."""
+        """The cached verdict for this header, or None when bcrypt must run (cheap).
+
+        An unknown user is not refused at once: that would tell users apart by timing.
+        """
         parsed = _parse_basic(header)
         if parsed is None:
             return False
         user, password = parsed
-        if user not in self.users:
-            return False
         with self._lock:
             return self._cache.get(self._digest(user, password))
 
@@ -222,16 +229,18 @@ class BasicAuth:
         if parsed is None:
             return False
         user, password = parsed
-        hashed = self.users.get(user)
-        if hashed is None:
-            return False
         digest = self._digest(user, password)
         with self._lock:
             hit = self._cache.get(digest)
         if hit is not None:
             return hit
+        hashed = self.users.get(user)
         try:
-            ok = bcrypt.checkpw(password.encode(), hashed)
+            if hashed is None:  # as slow as a wrong password: no timing oracle for user names
+                bcrypt.checkpw(password.encode(), self._dummy())
+                ok = False
+            else:
+                ok = bcrypt.checkpw(password.encode(), hashed)
         except ValueError:
             ok = False
         with self._lock:
@@ -239,6 +248,13 @@ class BasicAuth:
                 self._cache.clear()
             self._cache[digest] = ok
         return ok
+
+    def _dummy(self) -> bytes:
+        """A hash of the configured users' cost, made once (it costs one bcrypt run)."""
+        if self._dummy_hash is None:
+            cost = max((int(h[4:6]) for h in self.users.values()), default=10)
+            self._dummy_hash = bcrypt.hashpw(b"unknown user", bcrypt.gensalt(rounds=cost))
+        return self._dummy_hash
 
     def _digest(self, user: str, password: str) -> bytes:
         return hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()

@@ -45,6 +45,8 @@ RESERVED = (PREDICTION, CONFIDENCE, ID)
 MAX_ID_LENGTH = 256
 API_WORKERS = 2
 """Requests parsed or evaluated at once; more wait (each may hold a 64 MiB body)."""
+STATELESS_EVALUATIONS = 1
+"""Stateless evaluations at once: each holds the GIL for long stretches, and scrapes wait."""
 
 
 class ApiError(Exception):
@@ -402,6 +404,8 @@ class DriftService:
         self._refs_lock = threading.Lock()
         self._once = OnceLogger(log)
         self.admission = asyncio.Semaphore(API_WORKERS)
+        self.evaluations = asyncio.Semaphore(STATELESS_EVALUATIONS)
+        self._evaluating: dict[str, asyncio.Future[ModelResult]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -439,13 +443,16 @@ class DriftService:
         if run_loop:
             self._task = asyncio.create_task(self._run(), name="nodeml-drift-evaluation")
 
-    async def reload_token(self) -> None:
-        """Read the token file again (SIGHUP); a failure keeps the old token and logs it."""
-        if not self.token_file or self._db is None:
+    def reload_token(self) -> None:
+        """Read the token file again (SIGHUP, in a worker thread); a failure keeps the old token.
+
+        Without a token file any previous token is dropped.
+        """
+        if not self.token_file:
+            self.token = None
             return
-        loop = asyncio.get_running_loop()
         try:
-            self.token = await loop.run_in_executor(self._db, _read_token, self.token_file)
+            self.token = _read_token(self.token_file)
         except StoreError as err:
             log.error("drift token not reloaded, the previous one stays: %s", err)
 
@@ -619,7 +626,13 @@ class DriftService:
         cached = self._fresh(model, version)
         if cached is not None:
             return cached
-        return await _run_in(self._evaluator, self.evaluate_model, model)
+        # Concurrent GETs of one model share one evaluation instead of queueing one each.
+        pending = self._evaluating.get(model)
+        if pending is None:
+            pending = asyncio.ensure_future(_run_in(self._evaluator, self.evaluate_model, model))
+            self._evaluating[model] = pending
+            pending.add_done_callback(lambda _: self._evaluating.pop(model, None))
+        return await asyncio.shield(pending)
 
     def evaluate_all(self) -> None:
         """Evaluate every model whose data changed since its last result, then prune."""
