@@ -17,7 +17,7 @@ from node_exporter_ml.collectors.base import StartupError
 from node_exporter_ml.config import Config, ConfigError, parse_args, parse_listen_address
 from node_exporter_ml.registry import load_collectors
 from node_exporter_ml.web import WEB_CONFIG, build_app
-from node_exporter_ml.webconfig import WebConfig, load_web_config
+from node_exporter_ml.webconfig import WebConfig, apply_reload, load_web_config
 from node_exporter_ml.webguard import AUTH
 
 log = logging.getLogger("node_exporter_ml")
@@ -60,9 +60,8 @@ async def serve(config: Config, web_config: WebConfig) -> int:
         print(f"node-exporter-ml: error: {err}", file=sys.stderr)
         return 2
     host, port = parse_listen_address(config.listen_address)
-    site = web.TCPSite(
-        runner, host or None, port, ssl_context=web_config.ssl_context(), reuse_address=True
-    )
+    ssl_context = web_config.ssl_context()  # reconfigured in place on reload
+    site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context, reuse_address=True)
     try:
         await site.start()
     except OSError as err:
@@ -88,8 +87,9 @@ async def serve(config: Config, web_config: WebConfig) -> int:
 
     async def reload() -> None:
         try:
-            new = await loop.run_in_executor(None, agent.reload)
-            web_cfg = await loop.run_in_executor(None, load_web_config, new.web_config_file)
+            web_cfg = await loop.run_in_executor(None, load_web_config, config.web_config_file)
+            await loop.run_in_executor(None, apply_reload, app[WEB_CONFIG], web_cfg, ssl_context)
+            await loop.run_in_executor(None, agent.reload)
         except ConfigError as err:
             log.error("reload failed, keeping the running configuration: %s", err)
             return

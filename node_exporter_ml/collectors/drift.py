@@ -55,6 +55,8 @@ def service_from_config(config: Config) -> DriftService:
             max_body_bytes=f.drift_max_body_bytes,
             max_rows=f.drift_max_rows,
             max_columns=f.drift_max_columns,
+            max_models=f.drift_max_models,
+            max_features=f.drift_max_features,
         ),
         token_file=config.drift_token_file,
     )

@@ -30,6 +30,7 @@ from node_exporter_ml.drift.service import (
     CsvData,
     UnknownModelError,
 )
+from node_exporter_ml.drift.store import StoreFullError
 
 if TYPE_CHECKING:
     from node_exporter_ml.drift.service import DriftService
@@ -78,6 +79,9 @@ def guarded(handler: Handler) -> Handler:
             return error_response(400, f"bad options: {err}")
         except DataError as err:
             return error_response(400, f"bad data: {err}")
+        except StoreFullError as err:
+            log.error("drift API %s %s: %s", request.method, request.path, err)
+            return error_response(507, "the agent's state directory is full; nothing was stored")
         except web.HTTPException as err:
             if err.status < 400:
                 raise

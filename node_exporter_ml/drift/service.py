@@ -74,6 +74,10 @@ class Limits:
     max_body_bytes: int = 64 * 1024 * 1024
     max_rows: int = 1_000_000
     max_columns: int = 1_000
+    max_models: int = 50
+    """Models with a reference; a reference for one more answers 429 (each adds series)."""
+    max_features: int = 200
+    """Feature columns of a model's reference, and of one observation batch (413 beyond)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,8 +254,9 @@ def parse_observation_rows(obj: Any, limits: Limits) -> list[Observation]:
             raise ApiError(400, f"{where}: {bad!r} must be a number, string, boolean or null")
         if not names_seen.issuperset(features):
             names_seen.update(features)
-            if len(names_seen) > limits.max_columns:
-                raise ApiError(413, f"too many columns: over the limit of {limits.max_columns}")
+            cap = min(limits.max_columns, limits.max_features)
+            if len(names_seen) > cap:
+                raise ApiError(413, f"too many columns: over the limit of {cap} features per model")
         prediction = row.get(PREDICTION)
         if not _scalar(prediction):
             raise ApiError(400, f"{where}: prediction must be a number, string, boolean or null")
@@ -439,7 +444,10 @@ class DriftService:
             raise
         with self._latest_lock:
             for model, report in stored.items():
-                self._latest[model] = _restored(model, report)
+                if isinstance(report, dict):
+                    self._latest[model] = _restored(model, report)
+                else:
+                    log.error("drift store: skipping the stored result of %s: not an object", model)
         if run_loop:
             self._task = asyncio.create_task(self._run(), name="nodeml-drift-evaluation")
 
@@ -556,6 +564,12 @@ class DriftService:
         features, _, _ = split_reference(table)
         if not features.columns:
             raise ApiError(400, "reference: no feature columns")
+        if len(features.columns) > self.limits.max_features:
+            raise ApiError(
+                413,
+                f"reference: {len(features.columns)} feature columns, over the limit of "
+                f"{self.limits.max_features} per model (drift.max_features)",
+            )
         if table.n_rows == 0:
             raise ApiError(400, "reference: no rows")
         # Options are checked now, not at the first evaluation: evaluate a slice against itself.
@@ -570,7 +584,17 @@ class DriftService:
             pass  # the sample may be too small for some test; the data itself parsed fine
 
     def store_reference(self, model: str, prepared: PreparedReference) -> int:
-        """Store a validated reference (database thread); returns its version."""
+        """Store a validated reference (database thread); returns its version.
+
+        A new model beyond drift.max_models is refused (429): each model adds series.
+        """
+        models = self.store.models()
+        if model not in models and len(models) >= self.limits.max_models:
+            raise ApiError(
+                429,
+                f"too many models: {len(models)}, the limit is {self.limits.max_models} "
+                "(drift.max_models); DELETE one first",
+            )
         return self.store.put_reference(
             model,
             prepared.fmt,
