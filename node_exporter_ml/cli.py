@@ -18,7 +18,12 @@ from node_exporter_ml.config import Config, ConfigError, parse_args, parse_liste
 from node_exporter_ml.registry import load_collectors
 from node_exporter_ml.web import WEB_CONFIG, build_app
 from node_exporter_ml.webconfig import WebConfig, apply_reload, load_web_config
-from node_exporter_ml.webguard import AUTH
+from node_exporter_ml.webguard import (
+    AUTH,
+    quiet_malformed_requests,
+    raise_fd_limit,
+    server_options,
+)
 
 log = logging.getLogger("node_exporter_ml")
 
@@ -51,7 +56,11 @@ async def serve(config: Config, web_config: WebConfig) -> int:
     agent = Agent(config)
     app = build_app(agent, web_config)
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        **server_options(config.idle_timeout),
     )
     try:
         await runner.setup()  # starts the agent: collectors may refuse their configuration
@@ -116,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"node-exporter-ml: error: {err}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
+    quiet_malformed_requests()
+    raise_fd_limit()
     # A SIGHUP before the loop's handler is installed must not end the agent (its default).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:

@@ -352,6 +352,7 @@ class Config:
     web_config_file: str | None = None
     telemetry_path: str = "/metrics"
     max_requests: int = 40
+    idle_timeout: float = 30.0
     config_file: str | None = None
     interval: float = 5.0
     collector_timeout: float | None = None
@@ -410,6 +411,14 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
         type=int,
         default=40,
         help="concurrent requests served before answering 503 (0: no limit)",
+    )
+    a(
+        "--web.idle-timeout",
+        dest="idle_timeout",
+        type=_duration_arg,
+        default=30.0,
+        metavar="DURATION",
+        help="close a connection idle, or sending its request headers, this long",
     )
     a("--config.file", dest="config_file", metavar="FILE", help="YAML config file")
     a("--sampler.interval", dest="interval", type=_duration_arg, default=5.0, metavar="DURATION")
@@ -560,6 +569,7 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
         web_config_file=ns.web_config_file,
         telemetry_path=ns.telemetry_path,
         max_requests=ns.max_requests,
+        idle_timeout=ns.idle_timeout,
         config_file=ns.config_file,
         interval=ns.interval,
         collector_timeout=ns.collector_timeout,

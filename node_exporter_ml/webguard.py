@@ -10,11 +10,16 @@ Scrapes and probes have their own admission budget, so no flood of API calls can
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import logging
+import resource
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError
 
 from node_exporter_ml.webconfig import BasicAuth
 
@@ -163,3 +168,56 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
         return await handler(request)
     finally:
         inflight[budget] -= 1
+
+
+def server_options(idle_timeout: float) -> dict[str, Any]:
+    """Keyword arguments for web.AppRunner (passed on to each connection's RequestHandler).
+
+    aiohttp closes a connection that is idle, or still sending its request headers, after
+    `keepalive_timeout`; its default (3630 s) let 1,100 idle sockets exhaust a 1024-descriptor
+    limit (--web.idle-timeout, 30s by default).
+    """
+    return {"keepalive_timeout": idle_timeout}
+
+
+FD_LIMIT = 65536
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-files limit to the hard one (at most FD_LIMIT), as Go programs do.
+
+    Returns the soft limit in force afterwards.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = FD_LIMIT if hard == resource.RLIM_INFINITY else min(hard, FD_LIMIT)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class MalformedRequestFilter(logging.Filter):
+    """Malformed requests logged as one line at DEBUG instead of a traceback at ERROR.
+
+    aiohttp logs every unparsable request, before any authentication, with a traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite records of malformed requests; keep every other record as it is."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError | BadHttpMessage):
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.msg = "malformed request: %s"
+        record.args = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__,)
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_malformed_requests() -> None:
+    """Install MalformedRequestFilter on aiohttp's server logger (once)."""
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server.filters):
+        server.addFilter(MalformedRequestFilter())

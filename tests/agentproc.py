@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class AgentProcess:
     scheme: str = "http"
     ssl_context: ssl.SSLContext | None = None
     proc: subprocess.Popen[bytes] | None = None
+    preexec_fn: Callable[[], object] | None = None
 
     def start(self) -> AgentProcess:
         self.log = open(self.tmp / f"agent-{self.port}.log", "wb")  # noqa: SIM115
@@ -51,6 +53,7 @@ class AgentProcess:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=self.preexec_fn,
         )
         return self
 

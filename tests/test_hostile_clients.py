@@ -168,3 +168,68 @@ def test_sighup_revokes_a_leaked_drift_token(tmp_path: Path):
             time.sleep(0.1)
         assert put("leaked") == 401
         assert put("fresh") == 200
+
+
+def _soft_nofile_1024() -> None:
+    import resource
+
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    )
+
+
+def test_idle_and_slow_connections_neither_exhaust_nor_linger(tmp_path: Path):
+    import resource
+    import socket
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 2400:
+        pytest.skip(f"needs 2,400 descriptors for its own sockets, hard limit {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2400), hard))
+    agent = AgentProcess(
+        ["--collector.disable-defaults", "--sampler.interval=1s", "--web.idle-timeout=2s"],
+        tmp_path,
+        preexec_fn=_soft_nofile_1024,  # the usual default soft limit, as under a plain shell
+    ).start()
+    idle: list[socket.socket] = []
+    try:
+        agent.wait_ready()
+        for _ in range(1100):  # more than a 1024 soft limit
+            idle.append(socket.create_connection(("127.0.0.1", agent.port), timeout=5))
+        assert agent.get("/metrics").status == 200
+        assert agent.get("/healthz").status == 200
+        # A client trickling its headers, and the idle ones, are closed after the idle timeout.
+        slow = socket.create_connection(("127.0.0.1", agent.port), timeout=10)
+        slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionResetError):
+            assert slow.recv(100) == b""
+        assert time.monotonic() - started < 6
+        slow.close()
+        idle[0].settimeout(5)
+        with contextlib.suppress(ConnectionResetError):
+            assert idle[0].recv(100) == b""
+    finally:
+        for s in idle:
+            s.close()
+        agent.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_malformed_requests_log_no_traceback(tmp_path: Path):
+    import socket
+
+    with running(tmp_path) as agent:
+        for garbage in (
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,  # TLS to plain HTTP
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost x\r\n\r\n",
+            b"POST /api/v1/drift/evaluate HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+        ):
+            with socket.create_connection(("127.0.0.1", agent.port), timeout=5) as s:
+                s.sendall(garbage)
+                with contextlib.suppress(OSError):
+                    s.recv(1000)
+        assert agent.get("/healthz").status == 200
+        log = agent.output()
+    assert "Error handling request" not in log
