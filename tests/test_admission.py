@@ -73,3 +73,26 @@ async def test_a_trickled_body_holds_no_slot_and_times_out(aiohttp_client, servi
     assert asyncio.get_running_loop().time() - started < 0.5, "a write waited for tricklers"
     statuses = await asyncio.gather(*tricklers)
     assert all(b" 408 " in s for s in statuses), statuses
+
+
+async def test_stateless_evaluations_run_one_at_a_time(aiohttp_client, service):
+    client = await aiohttp_client(app_for(service))
+    running, peak = [], []
+    real = service._evaluate
+
+    def tracked(reference, current, options):
+        running.append(1)
+        peak.append(len(running))
+        try:
+            return real(reference, current, options)
+        finally:
+            running.pop()
+
+    service._evaluate = tracked  # type: ignore[method-assign]
+    data = {"columns": {"a": [float(i % 17) for i in range(2000)]}}
+    body = {"reference": data, "current": data}
+    answers = await asyncio.gather(
+        *(client.post("/api/v1/drift/evaluate", json=body) for _ in range(6))
+    )
+    assert [r.status for r in answers] == [200] * 6
+    assert max(peak) == 1, "evaluations overlapped (each holds the GIL while scrapes wait)"
