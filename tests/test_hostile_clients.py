@@ -233,3 +233,16 @@ def test_malformed_requests_log_no_traceback(tmp_path: Path):
         assert agent.get("/healthz").status == 200
         log = agent.output()
     assert "Error handling request" not in log
+
+
+def test_second_agent_on_one_state_dir_exits_2_naming_the_holder(tmp_path: Path):
+    with running(tmp_path) as first:
+        assert first.proc is not None
+        second = AgentProcess(["--collector.disable-defaults", "--collector.drift"], tmp_path)
+        second.start()
+        assert second.proc is not None
+        assert second.proc.wait(20) == 2
+        out = second.output()
+        second.stop()
+    assert f"in use by another agent (pid {first.proc.pid})" in out
+    assert out.strip().count("\n") == 0, out
