@@ -31,15 +31,20 @@ SURROGATE = "\ud800"
 
 
 @pytest.fixture
-async def drift_client(aiohttp_client, tmp_path: Path):
+async def drift_service(tmp_path: Path):
     svc = DriftService(str(tmp_path / "state"), interval=3600, window=Window(rows=100))
     await svc.start(run_loop=False)
-    client = await aiohttp_client(app_for(svc))
+    yield svc
+    await svc.stop()
+
+
+@pytest.fixture
+async def drift_client(aiohttp_client, drift_service):
+    client = await aiohttp_client(app_for(drift_service))
     ref = make_rows(50, seed=1, ids=True)
     resp = await client.put("/api/v1/models/m/reference", json={"rows": ref})
     assert resp.status == 201, await resp.text()
-    yield client
-    await svc.stop()
+    return client
 
 
 def _json(text: str) -> bytes:
@@ -246,3 +251,19 @@ async def test_probes_fail_when_the_snapshot_goes_stale(aiohttp_client, monkeypa
     assert (await client.get("/metrics")).status == 200
     monkeypatch.undo()
     await _until(lambda: _ok(client, "/healthz"))
+
+
+async def test_page_of_a_stored_result_with_surrogates_renders(drift_client, drift_service):
+    # As after a restart with a result stored before the API refused such strings.
+    svc = drift_service
+    rows = make_rows(30, seed=3)
+    assert (
+        await drift_client.post("/api/v1/models/m/observations", json={"rows": rows})
+    ).status == 200
+    result = await svc.current_result("m")
+    report = dict(result.report)
+    report["columns"] = {f"x{SURROGATE}": {"stattest": "ks", "score": 0.5, "threshold": 0.05}}
+    svc._latest["m"] = ModelResult("m", result.version, 1.0, 0.1, report)
+    resp = await drift_client.get("/drift/m")
+    assert resp.status == 200
+    assert "x?" in await resp.text()

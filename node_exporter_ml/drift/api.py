@@ -336,7 +336,9 @@ def routes(service: DriftService) -> list[web.RouteDef]:
                 text=render_error("Unknown model", name), status=404, content_type="text/html"
             )
         html = await service.in_worker(render_page, result)
-        return web.Response(text=html, content_type="text/html")
+        # A result stored before surrogates were refused must not turn the page into a 500.
+        body = html.encode("utf-8", "replace")
+        return web.Response(body=body, content_type="text/html", charset="utf-8")
 
     known = [
         ("POST", "/api/v1/drift/evaluate", guarded(evaluate)),
