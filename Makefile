@@ -56,6 +56,7 @@ bench: $(BIN)/.installed-test test-deps
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/drift_http.py --rows 200000
+	$(BIN)/python bench/flood.py
 
 # The quickstart: examples/model_server.py (latency histogram, drift feed) + the agent, no GPU.
 DEMO_ARGS ?=

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 
 from node_exporter_ml.collectors.base import CollectContext, Collector
@@ -20,6 +21,8 @@ from node_exporter_ml.snapshot import Snapshot
 log = logging.getLogger(__name__)
 
 WANTED_TICKS = 3  # keep pre-rendering a format this many ticks after its last scrape
+STALE_TICKS = 3
+"""/healthz and /readyz fail once the served snapshot is this many tick lengths old."""
 
 
 def default_enrichers(config: Config) -> list[Enricher]:
@@ -65,6 +68,8 @@ class Agent:
         # Formats scraped recently (tick number of the last request): pre-rendered each tick.
         self._ticks = 0
         self._wanted: dict[Format, int] = {(False, False): 0}
+        self._started_at: float | None = None
+        self._rendered_at = 0.0
 
     @property
     def snapshot(self) -> Snapshot | None:
@@ -78,6 +83,23 @@ class Agent:
         self.rendered = await loop.run_in_executor(
             self._render_executor, self.renderer.render, snapshot, formats
         )
+        self._rendered_at = time.monotonic()
+
+    def staleness(self) -> str | None:
+        """Why the served data is too old to be healthy, or None while it is fresh.
+
+        Fresh: rendered within STALE_TICKS tick lengths (the interval, or the collector
+        timeout when that is longer); before the first snapshot, counted from start().
+        """
+        limit = STALE_TICKS * max(self.config.interval, self.config.timeout)
+        since = self._rendered_at if self.rendered is not None else self._started_at
+        if since is None:
+            return None
+        age = time.monotonic() - since
+        if age <= limit:
+            return None
+        what = "the newest snapshot is {:.0f}s old" if self.rendered else "no snapshot {:.0f}s in"
+        return f"{what.format(age)} (limit {limit:g}s: {STALE_TICKS} ticks)"
 
     async def body(self, fmt: Format) -> bytes | None:
         """The latest exposition in `fmt`; formats it off the loop if no scrape asked yet."""
@@ -94,6 +116,7 @@ class Agent:
     async def start(self) -> None:
         """Start the collectors' background work and the sampler loop."""
         await self.sampler.start()
+        self._started_at = time.monotonic()
         self._task = asyncio.create_task(self._run(), name="nodeml-sampler")
 
     async def _run(self) -> None:

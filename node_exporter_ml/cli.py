@@ -16,8 +16,14 @@ from node_exporter_ml.agent import Agent
 from node_exporter_ml.collectors.base import StartupError
 from node_exporter_ml.config import Config, ConfigError, parse_args, parse_listen_address
 from node_exporter_ml.registry import load_collectors
-from node_exporter_ml.web import AUTH, WEB_CONFIG, build_app
-from node_exporter_ml.webconfig import BasicAuth, WebConfig, load_web_config
+from node_exporter_ml.web import WEB_CONFIG, build_app
+from node_exporter_ml.webconfig import WebConfig, apply_reload, load_web_config
+from node_exporter_ml.webguard import (
+    AUTH,
+    quiet_malformed_requests,
+    raise_fd_limit,
+    server_options,
+)
 
 log = logging.getLogger("node_exporter_ml")
 
@@ -50,7 +56,11 @@ async def serve(config: Config, web_config: WebConfig) -> int:
     agent = Agent(config)
     app = build_app(agent, web_config)
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        **server_options(config.idle_timeout),
     )
     try:
         await runner.setup()  # starts the agent: collectors may refuse their configuration
@@ -59,9 +69,8 @@ async def serve(config: Config, web_config: WebConfig) -> int:
         print(f"node-exporter-ml: error: {err}", file=sys.stderr)
         return 2
     host, port = parse_listen_address(config.listen_address)
-    site = web.TCPSite(
-        runner, host or None, port, ssl_context=web_config.ssl_context(), reuse_address=True
-    )
+    ssl_context = web_config.ssl_context()  # reconfigured in place on reload
+    site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context, reuse_address=True)
     try:
         await site.start()
     except OSError as err:
@@ -87,12 +96,13 @@ async def serve(config: Config, web_config: WebConfig) -> int:
 
     async def reload() -> None:
         try:
-            new = await loop.run_in_executor(None, agent.reload)
-            web_cfg = await loop.run_in_executor(None, load_web_config, new.web_config_file)
+            web_cfg = await loop.run_in_executor(None, load_web_config, config.web_config_file)
+            await loop.run_in_executor(None, apply_reload, app[WEB_CONFIG], web_cfg, ssl_context)
+            await loop.run_in_executor(None, agent.reload)
         except ConfigError as err:
             log.error("reload failed, keeping the running configuration: %s", err)
             return
-        app[AUTH] = BasicAuth(web_cfg.users)
+        app[AUTH] = app[AUTH].with_users(web_cfg.users)
         app[WEB_CONFIG] = web_cfg
         log.info("configuration reloaded")
 
@@ -115,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"node-exporter-ml: error: {err}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
+    quiet_malformed_requests()
+    raise_fd_limit()
     # A SIGHUP before the loop's handler is installed must not end the agent (its default).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +24,9 @@ _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _LOG_LEVELS = ("debug", "info", "warn", "error")
+MAX_DURATION = 365 * 86400.0
+MAX_INTEGER = 2**31 - 1
+"""Largest count or size a config file may set (rows, bytes, concurrency)."""
 
 
 class ConfigError(Exception):
@@ -38,8 +42,10 @@ def parse_duration(text: str) -> float:
         if not _DURATION.match(text):
             raise ValueError(f"expected a duration like 5s, 1m or 250ms, got {text!r}") from None
         value = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
-    if value <= 0:
+    if not math.isfinite(value) or value <= 0:  # nan passes `<= 0`, and sleeps for ever
         raise ValueError(f"expected a positive duration, got {text!r}")
+    if value > MAX_DURATION:
+        raise ValueError(f"expected a duration of at most 365d, got {text!r}")
     return value
 
 
@@ -117,6 +123,8 @@ class FileConfig:
     drift_max_body_bytes: int = 64 * 1024 * 1024
     drift_max_rows: int = 1_000_000
     drift_max_columns: int = 1_000
+    drift_max_models: int = 50
+    drift_max_features: int = 200
 
 
 T = TypeVar("T")
@@ -130,7 +138,10 @@ class YamlReader:
 
     def fail(self, key: str, expected: str, got: object) -> ConfigError:
         """The one-line error naming the file, the key, what was expected and what came."""
-        shown = repr(got) if not isinstance(got, Mapping | list) else type(got).__name__
+        try:
+            shown = repr(got)[:200] if not isinstance(got, Mapping | list) else type(got).__name__
+        except ValueError:  # an integer past Python's 4,300-digit repr limit
+            shown = "a huge integer"
         return ConfigError(f"{self.source}: {key or 'top level'}: expected {expected}, got {shown}")
 
     def mapping(self, value: object, key: str, allowed: Sequence[str]) -> Mapping[str, Any]:
@@ -159,10 +170,12 @@ class YamlReader:
             raise self.fail(key, "a non-empty string", value)
         return value
 
-    def integer(self, value: object, key: str, minimum: int = 1) -> int:
-        """An integer >= `minimum` (not a bool)."""
+    def integer(self, value: object, key: str, minimum: int = 1, maximum: int = MAX_INTEGER) -> int:
+        """An integer from `minimum` to `maximum` (not a bool)."""
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self.fail(key, f"an integer >= {minimum}", value)
+        if value > maximum:
+            raise self.fail(key, f"an integer <= {maximum}", value)
         return value
 
     def duration(self, value: object, key: str) -> float:
@@ -191,13 +204,22 @@ class YamlReader:
         return value
 
 
+def _http_url(url: str) -> bool:
+    """An http(s) URL with a host and, if any, a port in range."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range (99999)
+    except ValueError:  # also a malformed IPv6 host ("http://[::1")
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def _parse_target(r: YamlReader, raw: object, key: str) -> ServingTarget:
     m = r.mapping(raw, key, ("url", "name", "pid", "container_id", "pod"))
     if "url" not in m:
         raise ConfigError(f"{r.source}: {key}.url: missing (expected an http(s) URL)")
     url = r.string(m["url"], f"{key}.url")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not _http_url(url):
         raise r.fail(f"{key}.url", "an http(s) URL", url)
     owners = [k for k in ("pid", "container_id", "pod") if k in m]
     if len(owners) > 1:
@@ -221,6 +243,8 @@ def parse_config_file(text: str, source: str) -> FileConfig:
     r = YamlReader(source)
     try:
         raw = yaml.safe_load(text)
+    except ValueError as err:  # an integer past Python's 4,300-digit limit
+        raise ConfigError(f"{source}: expected valid YAML ({err})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "document"
@@ -260,7 +284,15 @@ def parse_config_file(text: str, source: str) -> FileConfig:
     drift = r.mapping(
         top.get("drift"),
         "drift",
-        ("window_rows", "window_seconds", "max_body_bytes", "max_rows", "max_columns"),
+        (
+            "window_rows",
+            "window_seconds",
+            "max_body_bytes",
+            "max_rows",
+            "max_columns",
+            "max_models",
+            "max_features",
+        ),
     )
     defaults = FileConfig()
     return FileConfig(
@@ -286,6 +318,12 @@ def parse_config_file(text: str, source: str) -> FileConfig:
         drift_max_rows=r.optional(drift, "drift", "max_rows", r.integer, defaults.drift_max_rows),
         drift_max_columns=r.optional(
             drift, "drift", "max_columns", r.integer, defaults.drift_max_columns
+        ),
+        drift_max_models=r.optional(
+            drift, "drift", "max_models", r.integer, defaults.drift_max_models
+        ),
+        drift_max_features=r.optional(
+            drift, "drift", "max_features", r.integer, defaults.drift_max_features
         ),
     )
 
@@ -314,6 +352,7 @@ class Config:
     web_config_file: str | None = None
     telemetry_path: str = "/metrics"
     max_requests: int = 40
+    idle_timeout: float = 30.0
     config_file: str | None = None
     interval: float = 5.0
     collector_timeout: float | None = None
@@ -372,6 +411,14 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
         type=int,
         default=40,
         help="concurrent requests served before answering 503 (0: no limit)",
+    )
+    a(
+        "--web.idle-timeout",
+        dest="idle_timeout",
+        type=_duration_arg,
+        default=30.0,
+        metavar="DURATION",
+        help="close a connection idle, or sending its request headers, this long",
     )
     a("--config.file", dest="config_file", metavar="FILE", help="YAML config file")
     a("--sampler.interval", dest="interval", type=_duration_arg, default=5.0, metavar="DURATION")
@@ -515,15 +562,14 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
         ("--kube.api-url", ns.kube_api_url),
         ("--kube.kubelet-url", ns.kube_kubelet_url),
     ):
-        if url is not None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigError(f"{flag}: expected an http(s) URL, got {url!r}")
+        if url is not None and not _http_url(url):
+            raise ConfigError(f"{flag}: expected an http(s) URL, got {url!r}")
     return Config(
         listen_address=ns.listen_address,
         web_config_file=ns.web_config_file,
         telemetry_path=ns.telemetry_path,
         max_requests=ns.max_requests,
+        idle_timeout=ns.idle_timeout,
         config_file=ns.config_file,
         interval=ns.interval,
         collector_timeout=ns.collector_timeout,

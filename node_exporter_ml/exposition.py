@@ -6,7 +6,8 @@ import gzip
 import logging
 import platform
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -95,8 +96,13 @@ def add_sample(family: Metric, labels: Mapping[str, str], value: float) -> None:
     family.add_sample(family.name + suffix, dict(labels), float(value))
 
 
-def self_health_families(snapshot: Snapshot, interval: float) -> Iterable[Metric]:
-    """nodeml_collector_success/duration, snapshot timestamp and build info."""
+def self_health_families(
+    snapshot: Snapshot, interval: float, render_failed: Collection[str] = ()
+) -> Iterable[Metric]:
+    """nodeml_collector_success/duration, snapshot timestamp and build info.
+
+    A collector whose families could not be built (`render_failed`) counts as failed.
+    """
     success = GaugeMetricFamily(
         "nodeml_collector_success",
         "1 when the collector's last update succeeded, else 0.",
@@ -108,7 +114,7 @@ def self_health_families(snapshot: Snapshot, interval: float) -> Iterable[Metric
         labels=["collector"],
     )
     for name, result in sorted(snapshot.results.items()):
-        success.add_metric([name], 1.0 if result.success else 0.0)
+        success.add_metric([name], 1.0 if result.success and name not in render_failed else 0.0)
         duration.add_metric([name], result.duration_seconds)
     yield success
     yield duration
@@ -144,20 +150,51 @@ class SnapshotCollector:
         snapshot = self.snapshot
         if snapshot is None:
             return
-        yield from self_health_families(snapshot, self.interval)
+        families: list[Metric] = []
+        failed = set()
         for name, result in sorted(snapshot.results.items()):
             collector = self.collectors.get(name)
             if collector is None or not result.success:
                 continue
-            yield from self._guarded(name, collector.families(result.data, snapshot))
+            built = self._guarded(name, collector, result.data, snapshot)
+            if built is None:
+                failed.add(name)
+            else:
+                families.extend(built)
+        yield from self_health_families(snapshot, self.interval, failed)
+        yield from families
 
-    def _guarded(self, name: str, families: Iterable[Metric]) -> Iterable[Metric]:
-        # A bug in one collector's rendering must not take /metrics down for the others.
+    def _guarded(
+        self, name: str, collector: Collector, data: object, snapshot: Snapshot
+    ) -> list[Metric] | None:
+        # A bug in one collector's rendering must not take /metrics down for the others:
+        # its families are left out and its nodeml_collector_success is 0.
         try:
-            yield from list(families)
+            families = list(collector.families(data, snapshot))
         except Exception:
             if self._once.log(logging.ERROR, name, "rendering %s failed", name):
                 log.exception("rendering %s failed", name)
+            return None
+        if self._once.forget(name):
+            log.info("rendering %s works again", name)
+        return families
+
+
+class _Guarded:
+    """A prometheus_client collector whose failure yields nothing instead of raising."""
+
+    def __init__(self, inner: Any, once: OnceLogger) -> None:
+        self.inner = inner
+        self._once = once
+
+    def collect(self) -> Iterable[Metric]:
+        name = type(self.inner).__name__
+        try:
+            return list(self.inner.collect())
+        except Exception:
+            if self._once.log(logging.ERROR, name, "%s failed", name):
+                log.exception("%s failed", name)
+            return []
 
 
 class Renderer:
@@ -175,9 +212,15 @@ class Renderer:
         self.registry.register(self.source)
         if process_metrics:
             # The agent's own process_* and python_* metrics, like every client_python exporter.
-            ProcessCollector(registry=self.registry)
-            PlatformCollector(registry=self.registry)
-            GCCollector(registry=self.registry)
+            once = OnceLogger(log)
+            # Registered through a guard: a failure reading /proc yields nothing, not a crash.
+            spare = CollectorRegistry()
+            for inner in (
+                ProcessCollector(registry=spare),
+                PlatformCollector(registry=spare),
+                GCCollector(registry=spare),
+            ):
+                self.registry.register(_Guarded(inner, once))
 
     def render(self, snapshot: Snapshot, formats: Iterable[Format] = ((False, False),)) -> Rendered:
         """Collect one snapshot's families and pre-format `formats` (call off the loop)."""

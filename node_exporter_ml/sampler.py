@@ -113,14 +113,27 @@ class Sampler:
         snapshot = await loop.run_in_executor(self._enrich_executor, self._enrich, snapshot)
         self.latest = snapshot
         if self.publish is not None:
-            await self.publish(snapshot)
+            try:
+                await self.publish(snapshot)
+            except Exception:  # rendering failed: the previous exposition stays served
+                if self._once.log(logging.ERROR, "publish", "publishing the snapshot failed"):
+                    log.exception("publishing the snapshot failed")
+            else:
+                if self._once.forget("publish"):
+                    log.info("publishing snapshots works again")
         return snapshot
 
     async def run(self) -> None:
-        """Tick every `interval` seconds until cancelled."""
+        """Tick every `interval` seconds until cancelled; no failure of a tick ends the loop."""
         while True:
             started = time.monotonic()
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception:  # every part is guarded; this is the guard of the guards
+                if self._once.log(logging.ERROR, "tick", "sampler tick failed"):
+                    log.exception("sampler tick failed")
+            else:
+                self._once.forget("tick")
             await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
 
     async def start(self) -> None:

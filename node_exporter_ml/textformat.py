@@ -10,6 +10,7 @@ client_python itself. tests/test_textformat.py proves the output identical.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
@@ -18,6 +19,11 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics import exposition as om
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.utils import floatToGoString
+
+from node_exporter_ml.logonce import OnceLogger
+
+log = logging.getLogger(__name__)
+_ONCE = OnceLogger(log)
 
 _LEGACY_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LEGACY_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -131,19 +137,59 @@ def _render(
     out: list[str] = []
     for metric in families:
         try:
-            if not _fast(metric):
-                raise _FallbackError
-            out.append(family(metric, labels))
-        except _FallbackError:
-            out.append(fallback(metric))
+            out.append(_format(metric, labels, family, fallback))
+        except Exception:  # a malformed sample (e.g. a non-numeric value): a collector's bug
+            # The family is left out; the rest of the exposition is still served.
+            if _ONCE.log(logging.ERROR, metric.name, "formatting %s failed", metric.name):
+                log.exception("formatting %s failed", metric.name)
     return out
+
+
+def _format(
+    metric: Metric,
+    labels: dict[LabelKey, str],
+    family: Callable[[Metric, dict[LabelKey, str]], str],
+    fallback: Callable[[Metric], str],
+) -> str:
+    try:
+        if not _fast(metric):
+            raise _FallbackError
+        return family(metric, labels)
+    except _FallbackError:
+        pass
+    try:
+        return fallback(metric)
+    except UnicodeEncodeError:  # client_python encodes itself; see _encode
+        return fallback(_utf8_safe(metric))
+
+
+def _encode(text: str) -> bytes:
+    """UTF-8, with any lone surrogate (a string no UTF-8 can hold) written as "?".
+
+    Strings from outside are refused where they enter; this is the last guard, so that
+    nothing stored can ever stop the exposition from rendering.
+    """
+    return text.encode("utf-8", "replace")
+
+
+def _utf8_safe(metric: Metric) -> Metric:
+    """A copy of `metric` whose HELP and label values all encode as UTF-8."""
+
+    def safe(value: str) -> str:
+        return value.encode("utf-8", "replace").decode("utf-8")
+
+    copy = Metric(metric.name, safe(metric.documentation), metric.type, metric.unit)
+    copy.samples = [
+        s._replace(labels={k: safe(v) for k, v in s.labels.items()}) for s in metric.samples
+    ]
+    return copy
 
 
 def render_text(families: Iterable[Metric], cache: LabelCache) -> bytes:
     """Text format 0.0.4, as prometheus_client.exposition.generate_latest writes it."""
     out = _render(families, cache.text, _family_text, lambda m: generate_latest(_One(m)).decode())
     cache.trim()
-    return "".join(out).encode("utf-8")
+    return _encode("".join(out))
 
 
 def _openmetrics_fallback(metric: Metric) -> str:
@@ -156,7 +202,7 @@ def render_openmetrics(families: Iterable[Metric], cache: LabelCache) -> bytes:
     out = _render(families, cache.openmetrics, _family_openmetrics, _openmetrics_fallback)
     out.append("# EOF\n")
     cache.trim()
-    return "".join(out).encode("utf-8")
+    return _encode("".join(out))
 
 
 def _value(value: float) -> str:

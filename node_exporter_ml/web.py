@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 from collections.abc import Awaitable, Callable
@@ -12,58 +11,23 @@ from aiohttp import web
 from node_exporter_ml import __version__
 from node_exporter_ml.agent import Agent
 from node_exporter_ml.exposition import negotiate
-from node_exporter_ml.webconfig import BasicAuth, WebConfig
+from node_exporter_ml.webconfig import WebConfig
+from node_exporter_ml.webguard import (
+    ADMISSION,
+    AUTH,
+    PROBES,
+    Admission,
+    Authenticator,
+    admission_middleware,
+    auth_middleware,
+)
 
 log = logging.getLogger(__name__)
 
 AGENT = web.AppKey("agent", Agent)
-AUTH = web.AppKey("auth", BasicAuth)
 WEB_CONFIG = web.AppKey("web_config", WebConfig)
-INFLIGHT = web.AppKey("inflight", list[int])
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Probes must work without credentials: kubelets do not send them.
-_UNAUTHENTICATED = frozenset({"/healthz", "/readyz"})
-
-
-@web.middleware
-async def limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer 503 beyond --web.max-requests concurrent requests (0: no limit)."""
-    inflight = request.app[INFLIGHT]
-    limit = request.app[AGENT].config.max_requests
-    if limit and inflight[0] >= limit:
-        return web.json_response(
-            {"error": f"too many concurrent requests (limit {limit})"},
-            status=503,
-            headers={"Retry-After": "1"},
-        )
-    inflight[0] += 1
-    try:
-        return await handler(request)
-    finally:
-        inflight[0] -= 1
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Basic auth per the web config; bcrypt runs off the loop, verdicts are cached."""
-    auth = request.app[AUTH]
-    if not auth.enabled or request.path in _UNAUTHENTICATED:
-        return await handler(request)
-    header = request.headers.get("Authorization")
-    if header and header.lower().startswith("bearer ") and request.path.startswith("/api/"):
-        # The drift API's own bearer token guards its write endpoints.
-        return await handler(request)
-    ok = auth.cached(header)
-    if ok is None:
-        ok = await asyncio.get_running_loop().run_in_executor(None, auth.verify, header)
-    if not ok:
-        return web.Response(
-            status=401,
-            text="Unauthorized\n",
-            headers={"WWW-Authenticate": 'Basic realm="node-exporter-ml"'},
-        )
-    return await handler(request)
 
 
 @web.middleware
@@ -88,14 +52,21 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Alive: the loop answers."""
+    """Alive: the loop answers and the sampler keeps publishing (stale data is not healthy)."""
+    stale = request.app[AGENT].staleness()
+    if stale is not None:
+        return web.Response(status=503, text=f"stale: {stale}\n")
     return web.Response(text="ok\n")
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready once the first snapshot is rendered."""
-    if request.app[AGENT].rendered is None:
+    """Ready once the first snapshot is rendered, and while snapshots stay fresh."""
+    agent = request.app[AGENT]
+    if agent.rendered is None:
         return web.Response(status=503, text="no snapshot yet\n")
+    stale = agent.staleness()
+    if stale is not None:
+        return web.Response(status=503, text=f"stale: {stale}\n")
     return web.Response(text="ok\n")
 
 
@@ -143,14 +114,20 @@ def build_app(agent: Agent, web_config: WebConfig | None = None) -> web.Applicat
     """The aiohttp application around an agent (the agent is started by the app's lifecycle)."""
     web_config = web_config or WebConfig()
     max_body = agent.config.file.drift_max_body_bytes
+    # Outermost first: headers on every answer, auth before a request takes a slot.
     app = web.Application(
-        middlewares=[limit_middleware, auth_middleware, headers_middleware],
+        middlewares=[headers_middleware, auth_middleware, admission_middleware],
         client_max_size=max_body,
     )
     app[AGENT] = agent
-    app[AUTH] = BasicAuth(web_config.users)
+    # A collector serving an API may require a token of its writes (the drift collector does).
+    tokens = [t for c in agent.collectors if callable(t := getattr(c, "api_token", None))]
+    app[AUTH] = Authenticator(web_config.users, tokens)
     app[WEB_CONFIG] = web_config
-    app[INFLIGHT] = [0]
+    app[ADMISSION] = Admission(
+        limit=lambda: agent.config.max_requests,
+        scrape_paths=PROBES | {agent.config.telemetry_path},
+    )
     app.router.add_get(agent.config.telemetry_path, metrics)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)

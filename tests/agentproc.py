@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class AgentProcess:
     # script of a virtualenv the wheel was installed into, and a working directory outside.
     command: tuple[str, ...] = (sys.executable, "-m", "node_exporter_ml")
     cwd: Path | None = None
+    preexec_fn: Callable[[], object] | None = None
 
     def start(self) -> AgentProcess:
         self.log = open(self.tmp / f"agent-{self.port}.log", "wb")  # noqa: SIM115
@@ -54,6 +56,7 @@ class AgentProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             cwd=self.cwd,
+            preexec_fn=self.preexec_fn,
         )
         return self
 

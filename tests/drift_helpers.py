@@ -11,6 +11,7 @@ from aiohttp import web
 
 from node_exporter_ml.drift.api import routes
 from node_exporter_ml.drift.service import DriftService
+from node_exporter_ml.webguard import AUTH, Authenticator, auth_middleware
 
 
 def make_rows(
@@ -35,8 +36,9 @@ def make_rows(
 
 
 def app_for(service: DriftService) -> web.Application:
-    """An aiohttp app holding only the drift routes."""
-    app = web.Application()
+    """An aiohttp app holding only the drift routes, behind the agent's auth middleware."""
+    app = web.Application(middlewares=[auth_middleware])
+    app[AUTH] = Authenticator({}, [lambda: service.token])
     app.add_routes(routes(service))
     return app
 

@@ -15,6 +15,7 @@ from node_exporter_ml.collectors.drift import DriftCollector, DriftData
 from node_exporter_ml.config import Config, FileConfig
 from node_exporter_ml.registry import load_collectors
 from node_exporter_ml.snapshot import Snapshot
+from node_exporter_ml.webguard import AUTH, Authenticator, auth_middleware
 from tests.drift_helpers import make_rows
 
 
@@ -194,9 +195,8 @@ async def test_reload_rereads_the_token(aiohttp_client, tmp_path, config):
             await client.put("/api/v1/models/m/reference", json=body, headers=auth)
         ).status == 201
         await asyncio.to_thread(token.write_text, "two")
-        collector.reload(CollectContext(cfg))
-        assert collector._reload_task is not None
-        await collector._reload_task
+        # As on SIGHUP: in a worker thread, where no event loop runs (this once failed silently).
+        await asyncio.to_thread(collector.reload, CollectContext(cfg))
         assert (
             await client.put("/api/v1/models/m/reference", json=body, headers=auth)
         ).status == 401
@@ -206,8 +206,7 @@ async def test_reload_rereads_the_token(aiohttp_client, tmp_path, config):
         ).status == 200
         # An unreadable token file keeps the previous token.
         await asyncio.to_thread(token.unlink)
-        collector.reload(CollectContext(cfg))
-        await collector._reload_task
+        await asyncio.to_thread(collector.reload, CollectContext(cfg))
         assert (
             await client.put("/api/v1/models/m/reference", json=body, headers=auth)
         ).status == 200
@@ -216,7 +215,8 @@ async def test_reload_rereads_the_token(aiohttp_client, tmp_path, config):
 
 
 def _app(collector: DriftCollector) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[auth_middleware])
+    app[AUTH] = Authenticator({}, [collector.api_token])
     app.add_routes(collector.routes())
     return app
 

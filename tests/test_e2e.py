@@ -159,10 +159,11 @@ def test_tls_client_certificates_required(agent_factory, tls_files, tmp_path):
         anonymous.get("/healthz")
 
 
-def test_port_in_use_is_a_clear_error(agent_factory):
+def test_port_in_use_is_a_clear_error(agent_factory, tmp_path):
     first = agent_factory(*BASE)
     first.wait_ready()
-    second = agent_factory(*BASE, port=first.port)
+    # Its own state directory: a second agent on the first one's is refused before the port.
+    second = agent_factory(*BASE, f"--state.dir={tmp_path}/state2", port=first.port)
     assert second.proc is not None
     assert second.proc.wait(20) == 1
     assert "--web.listen-address" in second.output()

@@ -63,6 +63,8 @@ def service_from_config(config: Config) -> DriftService:
             max_body_bytes=f.drift_max_body_bytes,
             max_rows=f.drift_max_rows,
             max_columns=f.drift_max_columns,
+            max_models=f.drift_max_models,
+            max_features=f.drift_max_features,
         ),
         token_file=config.drift_token_file,
     )
@@ -79,7 +81,6 @@ class DriftCollector(AsyncCollector):
     def __init__(self, ctx: CollectContext) -> None:
         super().__init__(ctx)
         self.service = service_from_config(ctx.config)
-        self._reload_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open the store under --state.dir and start the evaluation loop."""
@@ -90,18 +91,22 @@ class DriftCollector(AsyncCollector):
         await self.service.stop()
 
     def reload(self, ctx: CollectContext) -> None:
-        """Take new window settings, limits and token file; the store stays as started."""
+        """Take new window settings, limits and token file; the store stays as started.
+
+        Runs in a worker thread (SIGHUP): the token file is read again here, so a leaked
+        token is revoked by replacing the file and sending SIGHUP.
+        """
         super().reload(ctx)
         fresh = service_from_config(ctx.config)
         self.service.window = fresh.window
         self.service.limits = fresh.limits
         self.service.interval = fresh.interval
         self.service.token_file = fresh.token_file
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # not on the loop: the token is read again at the next start()
-        self._reload_task = loop.create_task(self.service.reload_token())
+        self.service.reload_token()
+
+    def api_token(self) -> bytes | None:
+        """The token the web layer requires of the drift API's writes (None: none set)."""
+        return self.service.token
 
     async def update(self, previous: Snapshot | None) -> DriftData:
         """The latest results; evaluation itself runs in the service's own thread."""

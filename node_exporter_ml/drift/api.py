@@ -1,16 +1,18 @@
 """The drift HTTP API (aiohttp routes): stateless evaluation, per-model state, report, page.
 
-Every error is JSON ``{"error": "..."}`` with a 4xx status naming what was wrong. Bodies are
-streamed against our own limit (``drift.max_body_bytes``), so the web app's
-``client_max_size`` does not apply. JSON decoding, table building and evaluation run in the
-service's worker processes; SQLite in its database thread; nothing heavy runs on the loop.
-Tables come as JSON, CSV, Parquet or Arrow IPC stream (`drift.columnar`).
+Every error is JSON ``{"error": "..."}`` with a 4xx status naming what was wrong. Who may
+call which route (basic auth, the drift token) is decided by the web layer's one middleware
+(``webguard``). Bodies are streamed against our own limit (``drift.max_body_bytes``) within
+``BODY_TIMEOUT``, so the web app's ``client_max_size`` does not apply. JSON decoding, table
+building and evaluation run in the service's worker processes; SQLite in its database thread;
+nothing heavy runs on the loop. Tables come as JSON, CSV, Parquet or Arrow IPC stream
+(`drift.columnar`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
-import hmac
 import json
 import logging
 import math
@@ -29,6 +31,7 @@ from node_exporter_ml.drift.service import (
     ApiError,
     UnknownModelError,
 )
+from node_exporter_ml.drift.store import StoreFullError
 
 if TYPE_CHECKING:
     from node_exporter_ml.drift.service import DriftService
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CHUNK = 1 << 16
+BODY_TIMEOUT = 60.0
+"""Seconds a request body may take to arrive (read before the request takes a work slot)."""
 
 
 def json_safe(value: Any) -> Any:
@@ -75,6 +80,9 @@ def guarded(handler: Handler) -> Handler:
             return error_response(400, f"bad options: {err}")
         except DataError as err:
             return error_response(400, f"bad data: {err}")
+        except StoreFullError as err:
+            log.error("drift API %s %s: %s", request.method, request.path, err)
+            return error_response(507, "the agent's state directory is full; nothing was stored")
         except web.HTTPException as err:
             if err.status < 400:
                 raise
@@ -103,20 +111,6 @@ def _model(request: web.Request) -> str:
     return name
 
 
-def _authorize(service: DriftService, request: web.Request) -> None:
-    token = service.token
-    if token is None:
-        return
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
-        raise ApiError(
-            401, "missing bearer token (Authorization: Bearer <token>)", WWW_Authenticate="Bearer"
-        )
-    if not hmac.compare_digest(given.strip().encode(), token):
-        raise ApiError(401, "invalid bearer token", WWW_Authenticate='Bearer error="invalid_token"')
-
-
 def _check_length(request: web.Request, limit: int) -> None:
     length = request.content_length
     if length is not None and length > limit:
@@ -135,9 +129,17 @@ async def _gather(chunks: AsyncIterable[bytes], budget: int, limit: int) -> byte
     return b"".join(out)
 
 
+def _timeout() -> ApiError:
+    return ApiError(408, f"the body did not arrive within {BODY_TIMEOUT:g}s")
+
+
 async def _read_body(request: web.Request, limit: int) -> bytes:
     _check_length(request, limit)
-    return await _gather(request.content.iter_chunked(CHUNK), limit, limit)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await _gather(request.content.iter_chunked(CHUNK), limit, limit)
+    except TimeoutError:
+        raise _timeout() from None
 
 
 async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
@@ -153,6 +155,16 @@ async def _read_part(part: BodyPartReader, budget: int, limit: int) -> bytes:
 
 
 async def _read_multipart(
+    request: web.Request, limit: int, allowed: tuple[str, ...]
+) -> dict[str, bytes]:
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await _read_parts(request, limit, allowed)
+    except TimeoutError:
+        raise _timeout() from None
+
+
+async def _read_parts(
     request: web.Request, limit: int, allowed: tuple[str, ...]
 ) -> dict[str, bytes]:
     _check_length(request, limit)
@@ -210,53 +222,53 @@ def _json_response(value: Any, status: int = 200) -> web.Response:
 def routes(service: DriftService) -> list[web.RouteDef]:
     """The drift API's routes, bound to `service`."""
 
+    # Bodies are read first (under BODY_TIMEOUT), then the request takes a work slot: a client
+    # trickling its body holds no slot that others wait for.
     async def evaluate(request: web.Request) -> web.StreamResponse:
-        _authorize(service, request)
         limit = service.limits.max_body_bytes
         media = _media_type(request)
-        async with service.admission:
-            if _is_json(media):
-                body = await _read_body(request, limit)
+        if _is_json(media):
+            body = await _read_body(request, limit)
+            async with service.admission, service.evaluations:
                 report = await service.in_worker(service.evaluate_json_body, body)
-            elif media == "multipart/form-data":
-                parts = await _read_multipart(request, limit, ("reference", "current", "options"))
-                for name in ("reference", "current"):
-                    if name not in parts:
-                        raise ApiError(400, f"multipart field {name!r} is missing (a file)")
+        elif media == "multipart/form-data":
+            parts = await _read_multipart(request, limit, ("reference", "current", "options"))
+            for name in ("reference", "current"):
+                if name not in parts:
+                    raise ApiError(400, f"multipart field {name!r} is missing (a file)")
+            async with service.admission, service.evaluations:
                 report = await service.in_worker(
                     service.evaluate_uploads,
                     Upload(parts["reference"], sniff(parts["reference"])),
                     Upload(parts["current"], sniff(parts["current"])),
                     parts.get("options"),
                 )
-            else:
-                raise _unsupported(media, "application/json or multipart/form-data")
+        else:
+            raise _unsupported(media, "application/json or multipart/form-data")
         return _json_response(report)
 
     async def put_reference(request: web.Request) -> web.StreamResponse:
-        _authorize(service, request)
         model = _model(request)
         limit = service.limits.max_body_bytes
         media = _media_type(request)
+        if _is_json(media):
+            body = await _read_body(request, limit)
+            prepare: Callable[..., Any] = service.prepare_reference_json
+            args: tuple[Any, ...] = (body,)
+        elif media in TABLE_MEDIA:
+            body = await _read_body(request, limit)
+            prepare, args = service.prepare_reference_upload, (Upload(body, media), None)
+        elif media == "multipart/form-data":
+            parts = await _read_multipart(request, limit, ("reference", "options"))
+            if "reference" not in parts:
+                raise ApiError(400, "multipart field 'reference' is missing (a file)")
+            upload = Upload(parts["reference"], sniff(parts["reference"]))
+            prepare, args = service.prepare_reference_upload, (upload, parts.get("options"))
+        else:
+            raise _unsupported(media, f"application/json, {', '.join(TABLE_MEDIA)} "
+                               "or multipart/form-data")  # fmt: skip
         async with service.admission:
-            if _is_json(media):
-                body = await _read_body(request, limit)
-                prepared = await service.in_worker(service.prepare_reference_json, body)
-            elif media in TABLE_MEDIA:
-                body = await _read_body(request, limit)
-                upload = Upload(body, media)
-                prepared = await service.in_worker(service.prepare_reference_upload, upload, None)
-            elif media == "multipart/form-data":
-                parts = await _read_multipart(request, limit, ("reference", "options"))
-                if "reference" not in parts:
-                    raise ApiError(400, "multipart field 'reference' is missing (a file)")
-                upload = Upload(parts["reference"], sniff(parts["reference"]))
-                prepared = await service.in_worker(
-                    service.prepare_reference_upload, upload, parts.get("options")
-                )
-            else:
-                raise _unsupported(media, f"application/json, {', '.join(TABLE_MEDIA)} "
-                                   "or multipart/form-data")  # fmt: skip
+            prepared = await service.in_worker(prepare, *args)
             version = await service.in_db(service.store_reference, model, prepared)
         return _json_response(
             {
@@ -274,17 +286,19 @@ def routes(service: DriftService) -> list[web.RouteDef]:
         store: Callable[[str, Any], Any],
         expected: str = "application/json",
     ) -> tuple[str, Any]:
-        """Parse the body (JSON, or a table in a type of `TABLE_MEDIA`) in the worker, store it."""
-        _authorize(service, request)
+        """Read the body (JSON or a `TABLE_MEDIA` table), parse it in the worker, store it.
+
+        The body is read before the request takes a work slot.
+        """
         model = _model(request)
         media = _media_type(request)
         table_media = media if media in TABLE_MEDIA and expected != "application/json" else None
         if table_media is None and not _is_json(media):
             raise _unsupported(media, expected)
+        body: Any = await _read_body(request, service.limits.max_body_bytes)
+        if table_media is not None:
+            body = Upload(body, table_media)
         async with service.admission:
-            body: Any = await _read_body(request, service.limits.max_body_bytes)
-            if table_media is not None:
-                body = Upload(body, table_media)
             parsed = await service.in_worker(parse, body)
             return model, await service.in_db(store, model, parsed)
 
@@ -303,7 +317,6 @@ def routes(service: DriftService) -> list[web.RouteDef]:
         return _json_response({"model": model, "stored": stored, "matched": matched})
 
     async def delete_model(request: web.Request) -> web.StreamResponse:
-        _authorize(service, request)
         model = _model(request)
         await service.delete_model(model)
         return _json_response({"model": model, "deleted": True})
@@ -337,7 +350,9 @@ def routes(service: DriftService) -> list[web.RouteDef]:
                 text=render_error("Unknown model", name), status=404, content_type="text/html"
             )
         html = await service.in_worker(render_page, result)
-        return web.Response(text=html, content_type="text/html")
+        # A result stored before surrogates were refused must not turn the page into a 500.
+        body = html.encode("utf-8", "replace")
+        return web.Response(body=body, content_type="text/html", charset="utf-8")
 
     known = [
         ("POST", "/api/v1/drift/evaluate", guarded(evaluate)),

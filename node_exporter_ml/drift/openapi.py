@@ -40,10 +40,15 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Malformed body, wrong types or a bad model name",
-        401: "Missing or wrong bearer token (when --drift.token-file is set)",
+        401: "Missing or wrong credentials: basic auth (when the web config has users) and "
+        "the drift token (when --drift.token-file is set)",
         404: "Unknown model",
-        413: "Body, rows or columns over the limit",
+        408: "The body did not arrive in time",
+        413: "Body, rows, columns or features over the limit",
         415: "Unsupported Content-Type",
+        429: "Too many models (drift.max_models)",
+        503: "Too many concurrent requests or authentication attempts; retry after a second",
+        507: "The state directory is full; nothing was stored",
     }
     ref = {"$ref": "#/components/schemas/Error"}
     return {str(c): {"description": text[c], **_json(ref)} for c in codes}
@@ -56,7 +61,7 @@ def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 def _committed(**properties: Any) -> dict[str, Any]:
     return {
         "200": _ok("Committed", _obj(properties, closed=False)),
-        **_errors(400, 401, 404, 413, 415),
+        **_errors(400, 401, 404, 408, 413, 415, 429, 503, 507),
     }
 
 
@@ -120,7 +125,8 @@ _MODEL_PARAM = {
     "required": True,
     "schema": {"type": "string", "pattern": MODEL_PATTERN},
 }
-_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+# The drift token as a bearer token, or beside basic auth in X-Drift-Token (docs/security.md).
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": [], "driftToken": []}]
 
 
 def _write(operation_id: str, summary: str, content: dict[str, Any], responses: Any) -> Any:
@@ -143,7 +149,11 @@ _DOCUMENT: dict[str, Any] = {
         "SQLite, late labels, and a stateless evaluation endpoint.",
     },
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "basic": {"type": "http", "scheme": "basic"},
+            "driftToken": {"type": "apiKey", "in": "header", "name": "X-Drift-Token"},
+        },
         "schemas": {
             "Data": _DATA,
             "Report": _REPORT,
@@ -184,7 +194,7 @@ _DOCUMENT: dict[str, Any] = {
                 },
                 "responses": {
                     "200": _ok("The report", {"$ref": "#/components/schemas/Report"}),
-                    **_errors(400, 401, 413, 415),
+                    **_errors(400, 401, 408, 413, 415, 503, 507),
                 },
             }
         },
@@ -232,7 +242,7 @@ _DOCUMENT: dict[str, Any] = {
                 {
                     "200": {"description": "Replaced"},
                     "201": {"description": "Created"},
-                    **_errors(400, 401, 413, 415),
+                    **_errors(400, 401, 408, 413, 415, 429, 503, 507),
                 },
             )
         },

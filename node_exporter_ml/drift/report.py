@@ -178,9 +178,18 @@ def _mapping(key: str, value: Any) -> Mapping[str, Any]:
 
 
 def _number(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise OptionsError(f"option {key!r} must be a finite number, not {value!r}")
-    return float(value)
+    number = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range, e.g. 10**400
+            raise OptionsError(
+                f"option {key!r} must be a finite number, not a huge integer"
+            ) from None
+    if not math.isfinite(number):
+        shown = repr(value)[:40] if isinstance(value, float | str | bool | None) else "that"
+        raise OptionsError(f"option {key!r} must be a finite number, not {shown}")
+    return number
 
 
 def _stattest_name(key: str, value: Any, known: Mapping[str, StatTest]) -> str:

@@ -65,6 +65,8 @@ RESERVED = (PREDICTION, CONFIDENCE, ID)
 MAX_ID_LENGTH = 256
 API_WORKERS = 2
 """Requests parsed or evaluated at once; more wait (each may hold a 64 MiB body)."""
+STATELESS_EVALUATIONS = 1
+"""Stateless evaluations at once: each holds the GIL for long stretches, and scrapes wait."""
 
 
 class ApiError(Exception):
@@ -102,6 +104,10 @@ class Limits:
     max_body_bytes: int = 64 * 1024 * 1024
     max_rows: int = 1_000_000
     max_columns: int = 1_000
+    max_models: int = 50
+    """Models with a reference; a reference for one more answers 429 (each adds series)."""
+    max_features: int = 200
+    """Feature columns of a model's reference, and of one observation batch (413 beyond)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,12 +151,20 @@ class LoadedReference:
 # --- parsing (pure) -------------------------------------------------------------------------
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A surrogate escape (U+D800-U+DFFF): a lone one makes a string no UTF-8 output can hold."""
+
+
 def parse_json(body: bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
-    """Decode a JSON body (UTF-8/16/32), or raise ApiError(400) naming the problem."""
+    """Decode a JSON body (UTF-8/16/32), or raise ApiError(400) naming the problem.
+
+    Strings that cannot be written as UTF-8 (a lone surrogate escape, U+D800-U+DFFF)
+    are refused here: they would break every later rendering (metrics, reports, the page).
+    """
     if not body.strip():
         raise ApiError(400, "malformed JSON: the body is empty")
     try:
-        return loads(body)
+        value = loads(body)
     except json.JSONDecodeError as err:
         raise ApiError(
             400, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}"
@@ -159,6 +173,21 @@ def parse_json(body: bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
         raise ApiError(400, "malformed JSON: the body is not UTF-8 text") from None
     except RecursionError:
         raise ApiError(400, "malformed JSON: nested too deeply") from None
+    except ValueError as err:  # e.g. an integer past Python's 4,300-digit limit
+        raise ApiError(400, f"malformed JSON: {err}") from None
+    # Only surrogate escapes (or a UTF-16/32 body) can make such strings: check only then.
+    if _SURROGATE_ESCAPE.search(body) or json.detect_encoding(body) not in ("utf-8", "utf-8-sig"):
+        try:
+            # A columnar decode holds arrays json cannot dump: check a plain decode (rare path).
+            plain = value if loads is json.loads else json.loads(body)
+            json.dumps(plain, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(
+                400, "malformed JSON: a string holds a lone surrogate (\\ud800-\\udfff escape)"
+            ) from None
+        except RecursionError:
+            raise ApiError(400, "malformed JSON: nested too deeply") from None
+    return value
 
 
 def _limit_error(err: DataError, side: str) -> Exception:
@@ -251,8 +280,9 @@ def parse_observation_rows(obj: Any, limits: Limits) -> list[Observation]:
             raise ApiError(400, f"{where}: {bad!r} must be a number, string, boolean or null")
         if not names_seen.issuperset(features):
             names_seen.update(features)
-            if len(names_seen) > limits.max_columns:
-                raise ApiError(413, f"too many columns: over the limit of {limits.max_columns}")
+            cap = min(limits.max_columns, limits.max_features)
+            if len(names_seen) > cap:
+                raise ApiError(413, f"too many columns: over the limit of {cap} features per model")
         prediction = row.get(PREDICTION)
         if not _scalar(prediction):
             raise ApiError(400, f"{where}: prediction must be a number, string, boolean or null")
@@ -408,6 +438,8 @@ class DriftService:
         self.admission = asyncio.Semaphore(API_WORKERS)
         self.worker_limits = worker or WorkerLimits()
         self.pool: WorkerPool | None = None
+        self.evaluations = asyncio.Semaphore(STATELESS_EVALUATIONS)
+        self._evaluating: dict[str, asyncio.Future[ModelResult]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -442,17 +474,23 @@ class DriftService:
             raise
         with self._latest_lock:
             for model, report in stored.items():
-                self._latest[model] = _restored(model, report)
+                if isinstance(report, dict):
+                    self._latest[model] = _restored(model, report)
+                else:
+                    log.error("drift store: skipping the stored result of %s: not an object", model)
         if run_loop:
             self._task = asyncio.create_task(self._run(), name="nodeml-drift-evaluation")
 
-    async def reload_token(self) -> None:
-        """Read the token file again (SIGHUP); a failure keeps the old token and logs it."""
-        if not self.token_file or self._db is None:
+    def reload_token(self) -> None:
+        """Read the token file again (SIGHUP, in a worker thread); a failure keeps the old token.
+
+        Without a token file any previous token is dropped.
+        """
+        if not self.token_file:
+            self.token = None
             return
-        loop = asyncio.get_running_loop()
         try:
-            self.token = await loop.run_in_executor(self._db, _read_token, self.token_file)
+            self.token = _read_token(self.token_file)
         except StoreError as err:
             log.error("drift token not reloaded, the previous one stays: %s", err)
 
@@ -583,6 +621,12 @@ class DriftService:
         features, predictions, _ = split_reference(table)
         if not features.columns:
             raise ApiError(400, "reference: no feature columns")
+        if len(features.columns) > self.limits.max_features:
+            raise ApiError(
+                413,
+                f"reference: {len(features.columns)} feature columns, over the limit of "
+                f"{self.limits.max_features} per model (drift.max_features)",
+            )
         if table.n_rows == 0:
             raise ApiError(400, "reference: no rows")
         task, options = split_task(options)
@@ -605,7 +649,17 @@ class DriftService:
             pass  # the sample may be too small for some test; the data itself parsed fine
 
     def store_reference(self, model: str, prepared: PreparedReference) -> int:
-        """Store a validated reference (database thread); returns its version."""
+        """Store a validated reference (database thread); returns its version.
+
+        A new model beyond drift.max_models is refused (429): each model adds series.
+        """
+        models = self.store.models()
+        if model not in models and len(models) >= self.limits.max_models:
+            raise ApiError(
+                429,
+                f"too many models: {len(models)}, the limit is {self.limits.max_models} "
+                "(drift.max_models); DELETE one first",
+            )
         return self.store.put_reference(
             model,
             prepared.fmt,
@@ -690,7 +744,13 @@ class DriftService:
         cached = self._fresh(model, version)
         if cached is not None:
             return cached
-        return await _run_in(self._evaluator, self.evaluate_model, model)
+        # Concurrent GETs of one model share one evaluation instead of queueing one each.
+        pending = self._evaluating.get(model)
+        if pending is None:
+            pending = asyncio.ensure_future(_run_in(self._evaluator, self.evaluate_model, model))
+            self._evaluating[model] = pending
+            pending.add_done_callback(lambda _: self._evaluating.pop(model, None))
+        return await asyncio.shield(pending)
 
     def evaluate_all(self) -> None:
         """Evaluate every model whose data changed since its last result, then prune."""

@@ -13,7 +13,9 @@ which the API amortises by writing each request's rows in one transaction.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from node_exporter_ml.collectors.base import StartupError
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "drift.sqlite3"
 SCHEMA_VERSION = 1
@@ -76,6 +80,10 @@ CREATE TABLE IF NOT EXISTS result (
 
 class StoreError(StartupError):
     """The state directory or database cannot be used (named in the message)."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or the database's size limit) is full: a write was not stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +177,7 @@ class Store:
         self.path = os.path.join(state_dir, DB_NAME)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._lock_fd: int | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -180,8 +189,13 @@ class Store:
         """
         try:
             os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"--state.dir: {self.path}: cannot open database: {err}") from None
+        self._lock_dir()
+        try:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         except (OSError, sqlite3.Error) as err:
+            self._unlock_dir()
             raise StoreError(f"--state.dir: {self.path}: cannot open database: {err}") from None
         try:
             conn.execute("PRAGMA busy_timeout = 5000")
@@ -202,9 +216,11 @@ class Store:
                 )
         except sqlite3.Error as err:
             conn.close()
+            self._unlock_dir()
             raise StoreError(f"--state.dir: {self.path}: {err}") from None
         except StoreError:
             conn.close()
+            self._unlock_dir()
             raise
         self._conn = conn
 
@@ -212,6 +228,30 @@ class Store:
     def is_open(self) -> bool:
         """True between open() and close()."""
         return self._conn is not None
+
+    def _lock_dir(self) -> None:
+        """Hold an exclusive lock on the state directory: a second agent on it exits 2."""
+        path = os.path.join(self.state_dir, "lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            raise StoreError(f"--state.dir: {path}: cannot create the lock file: {err}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreError(
+                f"--state.dir: {self.state_dir}: in use by another agent (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _unlock_dir(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     def close(self) -> None:
         """Close the database (a checkpoint folds the WAL back into the main file)."""
@@ -222,6 +262,7 @@ class Store:
                 finally:
                     self._conn.close()
                     self._conn = None
+                    self._unlock_dir()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -231,10 +272,15 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                _rollback(conn)
+                if err.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                    raise StoreFullError(f"--state.dir: {self.path}: {err}") from None
                 raise
-            conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -496,4 +542,15 @@ class Store:
             rows = conn.execute(
                 "SELECT r.model, r.report FROM result r JOIN reference f ON f.model = r.model"
             ).fetchall()
-        return {model: json.loads(report) for model, report in rows}
+        out = {}
+        for model, report in rows:
+            try:
+                out[model] = json.loads(report)
+            except ValueError as err:  # a damaged row must not stop every start
+                log.error("drift store: skipping the stored result of %s: %s", model, err)
+        return out
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
