@@ -47,6 +47,6 @@ def call_method(config: ServiceConfig, method: str, *args: Any) -> Any:
     """``DriftService.<method>(*args)`` on this worker's twin of the agent's service."""
     service = _twin(config)
     if method == "window_report" and not service.store.is_open:
-        service.store.open()
+        service.store.open(lock=False)  # the agent holds the state directory's lock
     fn: Callable[..., Any] = getattr(service, method)
     return fn(*args)

@@ -181,8 +181,11 @@ class Store:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def open(self) -> None:
+    def open(self, *, lock: bool = True) -> None:
         """Create the state directory and schema if needed and open the database.
+
+        `lock` takes the state directory's lock (the agent); a drift worker reading the
+        agent's database opens it without, under the lock its agent holds.
 
         Raises:
             StoreError: the directory cannot be created or the database cannot be opened.
@@ -191,7 +194,8 @@ class Store:
             os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         except OSError as err:
             raise StoreError(f"--state.dir: {self.path}: cannot open database: {err}") from None
-        self._lock_dir()
+        if lock:
+            self._lock_dir()
         try:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         except (OSError, sqlite3.Error) as err:
