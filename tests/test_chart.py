@@ -237,7 +237,7 @@ def test_tuned_values_reach_the_pod(rendered):
     # Helm merges maps: the requests given, the default limits kept (`limits: null` drops them).
     assert c["resources"] == {
         "requests": {"cpu": "100m", "memory": "256Mi"},
-        "limits": {"cpu": "500m", "memory": "512Mi"},
+        "limits": {"cpu": "500m", "memory": "768Mi"},
     }
     assert {"name": "TZ", "value": "UTC"} in c["env"]
     assert c["args"][-2:] == ["--serving.window=2m", "--log.level=debug"]

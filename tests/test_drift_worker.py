@@ -217,10 +217,16 @@ def test_the_agent_never_loads_the_engine_and_stays_small(tmp_path):
             mapped = f.read()
         for lib in ("numpy", "scipy", "pandas", "pyarrow"):
             assert f"/{lib}/" not in mapped, f"{lib} is loaded in the agent's process"
-        text = agent.metrics()
+        # The worker's memory reaches /metrics with the next snapshot: wait for that tick.
+        deadline = time.monotonic() + 15
+        while True:
+            text = agent.metrics()
+            memory = next(line for line in text.splitlines()
+                          if line.startswith("nodeml_drift_worker_resident_memory_bytes "))  # fmt: skip
+            if float(memory.split()[1]) > 10 * 2**20 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert 'nodeml_drift_worker_restarts_total{reason="crashed"} 0.0' in text
-        memory = next(line for line in text.splitlines()
-                      if line.startswith("nodeml_drift_worker_resident_memory_bytes "))  # fmt: skip
         assert float(memory.split()[1]) > 10 * 2**20
     finally:
         agent.stop()
