@@ -221,8 +221,8 @@ def test_the_agent_never_loads_the_engine_and_stays_small(tmp_path):
         deadline = time.monotonic() + 15
         while True:
             text = agent.metrics()
-            memory = next(line for line in text.splitlines()
-                          if line.startswith("nodeml_drift_worker_resident_memory_bytes "))  # fmt: skip
+            name = "nodeml_drift_worker_resident_memory_bytes "
+            memory = next(line for line in text.splitlines() if line.startswith(name))
             if float(memory.split()[1]) > 10 * 2**20 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
