@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from node_exporter_ml.serving.window import histogram_quantile
+from node_exporter_ml.serving.profiles import Histogram, ModelReading
+from node_exporter_ml.serving.window import ModelWindow, delta, histogram_quantile
 
 from .promserver import PrometheusServer
 
@@ -96,3 +97,101 @@ def test_histogram_quantile_as_prometheus(prometheus, name, q, bounds, counts, e
     answer = float(result[0]["value"][1])  # "NaN", "+Inf", "-Inf" parse as floats
     assert _same(answer, expected), f"{name}: Prometheus says {answer}"
     assert _same(histogram_quantile(q, bounds, counts), answer)
+
+
+# --- delta(): the increase between two scrapes, and what counts as a restart -------------
+
+BOUNDS = (0.1, 1.0, INF)
+
+
+def test_delta_of_growing_counters_is_their_difference():
+    old = ModelReading(100, 10.0, Histogram(BOUNDS, (50, 90, 100)), 100, 2, 4)
+    new = ModelReading(130, 15.0, Histogram(BOUNDS, (60, 110, 130)), 130, 3, 6)
+    d = delta(old, new, t=10.0, seconds=5.0)  # restarted left at its default
+    assert (d.t, d.seconds) == (10.0, 5.0)
+    assert (d.count, d.sum_seconds, d.requests, d.errors) == (30, 5.0, 30, 1)
+    assert (d.bounds, d.buckets) == (BOUNDS, (10, 20, 30))
+    assert d.in_flight == 6  # a gauge: the new value, not a difference
+    assert d.reset is False
+
+
+def test_delta_idle_scrape_is_zero_not_a_reset():
+    same = ModelReading(100, 10.0, Histogram(BOUNDS, (50, 90, 100)), 100, 2)
+    d = delta(same, same, t=5.0, seconds=5.0)
+    assert d.reset is False
+    assert (d.count, d.requests, d.errors, d.buckets) == (0, 0, 0, (0, 0, 0))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected_count", "expected_requests", "expected_errors"),
+    [
+        # Triton-style count and sum only: the count fell from 1000 to 20, the new process
+        # served 20 (PromQL increase() takes the value after a reset as the increase)
+        (ModelReading(1000, 100.0), ModelReading(20, 2.0), 20, None, None),
+        # requests alone fell (no latency counters): 30 since the restart
+        (ModelReading(requests=500), ModelReading(requests=30), 0.0, 30, None),
+        # errors alone fell while requests grew: the restart still resets every counter
+        (
+            ModelReading(requests=500, errors=5),
+            ModelReading(requests=530, errors=1),
+            0.0,
+            530,
+            1,
+        ),
+    ],
+    ids=["count fell", "requests fell", "errors fell"],
+)
+def test_delta_counter_that_fell_is_a_restart(
+    old, new, expected_count, expected_requests, expected_errors
+):
+    d = delta(old, new, t=5.0, seconds=5.0)
+    assert d.reset is True
+    assert (d.count, d.requests, d.errors) == (expected_count, expected_requests, expected_errors)
+
+
+def test_delta_bucket_that_fell_is_a_restart_even_when_the_count_grew():
+    # the new process served 120 requests (more than the old 100) with a different shape:
+    # bucket 0 fell from 50 to 40, which only a restart explains; the new counts are the
+    # increase, bucket by bucket
+    old = ModelReading(100, 10.0, Histogram(BOUNDS, (50, 90, 100)))
+    new = ModelReading(120, 13.0, Histogram(BOUNDS, (40, 100, 120)))
+    d = delta(old, new, t=5.0, seconds=5.0)
+    assert d.reset is True
+    assert (d.count, d.sum_seconds) == (120, 13.0)
+    assert (d.bounds, d.buckets) == (BOUNDS, (40, 100, 120))
+
+
+def test_delta_histogram_cases():
+    hist = Histogram(BOUNDS, (5, 9, 10))
+    other_layout = Histogram((0.5, INF), (8, 10))
+    # no histogram on either side: no buckets at all (None, not an empty layout)
+    plain = delta(ModelReading(1, 0.1), ModelReading(2, 0.2), t=1.0, seconds=1.0)
+    assert (plain.bounds, plain.buckets) == (None, None)
+    # the first scrape with a histogram: its counts are the increase
+    first = delta(ModelReading(10, 1.0), ModelReading(10, 1.0, hist), t=1.0, seconds=1.0)
+    assert (first.bounds, first.buckets) == (BOUNDS, (5, 9, 10))
+    # the layout changed without a restart: no bucket delta can be taken
+    moved = delta(
+        ModelReading(10, 1.0, hist), ModelReading(10, 1.0, other_layout), t=1.0, seconds=1.0
+    )
+    assert (moved.bounds, moved.buckets, moved.reset) == (None, None, False)
+    # the layout changed with a restart: the new histogram is the increase
+    restarted = delta(
+        ModelReading(10, 1.0, hist),
+        ModelReading(10, 1.0, other_layout),
+        t=1.0,
+        seconds=1.0,
+        restarted=True,
+    )
+    assert (restarted.bounds, restarted.buckets) == ((0.5, INF), (8, 10))
+
+
+def test_second_scrape_at_the_same_instant_adds_no_delta():
+    w = ModelWindow(window=60.0)
+    w.observe(5.0, ModelReading(10, 1.0))
+    w.observe(5.0, ModelReading(12, 1.2))  # no time passed: no rate can be taken
+    assert w.stats() is None
+    w.observe(6.0, ModelReading(15, 1.5))  # measured from the latest reading (12 at t=5)
+    s = w.stats()
+    assert s is not None
+    assert (s.seconds, s.requests) == (1.0, 3)
