@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from node_exporter_ml.serving.profiles import Histogram, ModelReading
-from node_exporter_ml.serving.window import ModelWindow, delta, histogram_quantile
+from node_exporter_ml.serving.window import Delta, ModelWindow, delta, histogram_quantile, summarize
 
 from .promserver import PrometheusServer
 
@@ -49,6 +49,8 @@ QUANTILE_CASES = [
     ("rank in +Inf", 0.9, (1.0, 2.0, INF), (4, 8, 16), 2.0),
     # a first bound of exactly 0 answers 0 (bucket 0 holds rank 2)
     ("first bound zero", 0.5, (0.0, 1.0, INF), (2, 4, 4), 0.0),
+    # q = 0 with a first bound of 0 and nothing in it: still that bound (checked before 0/0)
+    ("q zero, first bound zero and empty", 0.0, (0.0, 1.0, INF), (0, 4, 4), 0.0),
     # a negative first bound answers that bound
     ("first bound negative", 0.25, (-1.0, 1.0, INF), (1, 4, 4), -1.0),
     # q = 0 with an empty first bucket: 0 + 1 * 0/0 is NaN in PromQL
@@ -195,3 +197,63 @@ def test_second_scrape_at_the_same_instant_adds_no_delta():
     s = w.stats()
     assert s is not None
     assert (s.seconds, s.requests) == (1.0, 3)
+
+
+# --- summarize(): window figures from the deltas -----------------------------------------
+
+
+def _window(*deltas: Delta):  # type: ignore[no-untyped-def]
+    stats = summarize(list(deltas))
+    assert stats is not None
+    return stats
+
+
+@pytest.mark.parametrize(
+    ("deltas", "expected"),
+    [
+        # no requests counter: the histogram count holds the successes, errors come on top:
+        # 10 / (90 + 10)
+        ((Delta(1.0, 1.0, count=40, errors=4), Delta(2.0, 1.0, count=50, errors=6)), 0.1),
+        # a requests counter is the denominator when there is one: 5 / 100, not 5 / (60 + 5)
+        ((Delta(1.0, 1.0, count=60, requests=100, errors=5),), 0.05),
+        # errors read a moment after requests can exceed them: capped at 1
+        ((Delta(1.0, 1.0, count=4, requests=4, errors=5),), 1.0),
+        # one request, one error
+        ((Delta(1.0, 1.0, count=0, requests=1, errors=1),), 1.0),
+        # nothing served and nothing failed: no ratio, not 0/0
+        ((Delta(1.0, 1.0, count=0, requests=0, errors=0),), None),
+        # no errors counter at all: no ratio
+        ((Delta(1.0, 1.0, count=10, requests=10),), None),
+    ],
+    ids=[
+        "errors over count plus errors",
+        "errors over requests",
+        "capped at one",
+        "one of one",
+        "idle",
+        "no errors counter",
+    ],
+)
+def test_summarize_error_ratio(deltas, expected):
+    ratio = _window(*deltas).error_ratio
+    if expected is None:
+        assert ratio is None
+    else:
+        assert ratio == pytest.approx(expected)
+
+
+def test_summarize_rates_means_and_gauges():
+    s = _window(Delta(1.0, 1.0, count=1, sum_seconds=0.25, in_flight=2.0))
+    assert s.requests_per_second == 1.0  # one request in exactly one second
+    assert s.mean_seconds == 0.25  # the mean of a single request is that request
+    s = _window(
+        Delta(1.0, 0.5, count=2, sum_seconds=0.5, in_flight=2.0),
+        Delta(2.0, 0.5, count=2, sum_seconds=0.5, in_flight=4.0),
+        Delta(3.0, 1.0, count=0, in_flight=None),
+    )
+    assert (s.seconds, s.requests, s.requests_per_second) == (2.0, 4, 2.0)
+    assert s.in_flight == 3.0  # the mean of the gauges that were read (2 and 4)
+    # a window of no time (only reachable by calling summarize directly): no rate, not 1/0
+    s = _window(Delta(1.0, 0.0, count=5))
+    assert s.requests_per_second == 0.0
+    assert s.in_flight is None
