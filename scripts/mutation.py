@@ -2,7 +2,6 @@
 
     python scripts/mutation.py                        # every module in MODULES
     python scripts/mutation.py serving/window.py      # one (or several) of them
-    python scripts/mutation.py --again serving/window.py   # rerun last run's survivors only
     python scripts/mutation.py --list                 # the modules and their tests
 
 For each module it lays a scratch copy of the package and tests/ under
@@ -70,14 +69,13 @@ def _workdir(module: str) -> Path:
     return BUILD / module.replace("/", "_").removesuffix(".py")
 
 
-def _layout(module: str, tests: tuple[str, ...], again: bool) -> Path:
+def _layout(module: str, tests: tuple[str, ...]) -> Path:
     work = _workdir(module)
-    if not again:
-        shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for tree in ("node_exporter_ml", "tests"):
-        shutil.copytree(ROOT / tree, work / tree, ignore=ignore, dirs_exist_ok=True)
+        shutil.copytree(ROOT / tree, work / tree, ignore=ignore)
     present = [t for t in tests if t.startswith("-") or (ROOT / t).is_file()]
     config = (ROOT / "pyproject.toml").read_text()
     config += (
@@ -110,26 +108,19 @@ def _counts(work: Path, module: str) -> dict[str, list[str]]:
     return out
 
 
-def run(module: str, jobs: int, again: bool) -> dict[str, object]:
-    """Mutate one module, run its tests against each mutant, return the tally.
-
-    With `again`, keep the last run's results and run only its survivors, against the
-    current tests (mutmut re-mutates the functions whose source changed).
-    """
-    again = again and (_workdir(module) / "mutants").is_dir()
-    names = _counts(_workdir(module), module)["survived"] if again else []
-    work = _layout(module, MODULES[module], again)
+def run(module: str, jobs: int) -> dict[str, object]:
+    """Mutate one module, run its tests against each mutant, return the tally."""
+    work = _layout(module, MODULES[module])
     mutmut = str(Path(sys.executable).parent / "mutmut")
     started = time.monotonic()
-    if names or not again:
-        with open(work / "mutmut.log", "wb") as log:
-            subprocess.run(
-                ["nice", "-n", "10", mutmut, "run", "--max-children", str(jobs), *names],
-                cwd=work,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                check=True,
-            )
+    with open(work / "mutmut.log", "wb") as log:
+        subprocess.run(
+            ["nice", "-n", "10", mutmut, "run", "--max-children", str(jobs)],
+            cwd=work,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
     seconds = time.monotonic() - started
     tally = _counts(work, module)
     with open(work / "survivors.diff", "w") as diffs:
@@ -158,7 +149,6 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help="paths under node_exporter_ml/ (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="mutants run at once (default 1)")
     parser.add_argument("--goal", type=float, default=0.9, help="least kill rate per module")
-    parser.add_argument("--again", action="store_true", help="rerun the last run's survivors")
     parser.add_argument("--list", action="store_true", help="print the modules and their tests")
     parser.add_argument("--json", type=Path, help="also write the tallies to this file")
     args = parser.parse_args()
@@ -171,7 +161,7 @@ def main() -> int:
         parser.error(f"not in scope: {', '.join(unknown)} (see --list)")
     results = []
     for module in args.modules or list(MODULES):
-        result = run(module, args.jobs, args.again)
+        result = run(module, args.jobs)
         results.append(result)
         print(
             f"{module:24} {result['mutants']:5} mutants  {result['killed']:5} killed  "

@@ -56,6 +56,8 @@ QUANTILE_CASES = [
     # q = 0 with an empty first bucket: 0 + 1 * 0/0 is NaN in PromQL
     ("q zero, empty first bucket", 0.0, (1.0, 2.0, INF), (0, 5, 5), NAN),
     ("no observations", 0.5, (1.0, 2.0, INF), (0, 0, 0), NAN),
+    # no observations is NaN before the bound <= 0 rule could answer -1
+    ("no observations, first bound negative", 0.5, (-1.0, 1.0, INF), (0, 0, 0), NAN),
     # counts that dip (buckets scraped at different moments) are raised to the max so far:
     # (4, 3, 8) -> (4, 4, 8); rank 4 is in bucket 0: 0 + 1 * 4/4 = 1
     ("non-monotonic counts", 0.5, (1.0, 2.0, INF), (4, 3, 8), 1.0),
