@@ -60,7 +60,10 @@ MODULES: dict[str, tuple[str, ...]] = {
     "drift/quality.py": ("tests/test_drift_stats.py", "tests/test_mutation_quality.py", _FUZZ),
     "host/cgroupfs.py": ("tests/test_host_cgroupfs.py", "tests/test_mutation_cgroupfs.py"),
     "host/procfs.py": ("tests/test_host_procfs.py", "tests/test_mutation_procfs.py"),
-    "host/cgroup_path.py": ("tests/test_host_cgroup_paths.py",),
+    "host/cgroup_path.py": (
+        "tests/test_host_cgroup_paths.py",
+        "tests/test_mutation_cgroup_path.py",
+    ),
     "textformat.py": ("tests/test_textformat.py", "tests/test_mutation_textformat.py"),
 }
 
