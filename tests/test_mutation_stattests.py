@@ -14,9 +14,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 
 from node_exporter_ml.drift import Table, evaluate
+from node_exporter_ml.drift.stattests import Sample
 
 from .drift_helpers import fixture_module
 
@@ -60,3 +62,23 @@ def test_boundary_matches_evidently(name: str) -> None:
         want["dataset"]["share_of_drifted_columns"]
     )
     assert dataset["dataset_drift"] == want["dataset"]["dataset_drift"]
+
+
+@pytest.mark.parametrize(
+    ("reference", "current"),
+    [
+        (np.array([2**63, 2**63 + 1, 2**63 + 1], np.uint64), np.array([2**63], np.uint64)),
+        (np.array([2**53, 2**53 + 1, 2**53 + 1], np.int64), np.array([2**53], np.int64)),
+        (np.array([2**53, 2**53 + 1, 2**53 + 1], np.int64), np.array([True])),
+    ],
+    ids=["uint64 above 2**63", "int64 above 2**53", "int64 with bools"],
+)
+def test_labels_of_large_integers_stay_distinct(reference, current):
+    # float64 holds integers exactly only up to 2**53: counting these as floats would merge
+    # the two neighbours into one label; as integers there are two (three with the bool)
+    labels, ref_counts, cur_counts = Sample(reference, current).labels()
+    expected = sorted({*reference.tolist(), *current.tolist()})
+    assert [int(v) for v in labels] == [int(v) for v in expected]
+    assert sum(ref_counts) == 3
+    assert sum(cur_counts) == 1
+    assert ref_counts.tolist()[-2:] == [1, 2]
