@@ -63,6 +63,7 @@ def test_power_thermal_events_flagged_on_any_gpu():
     assert gpu_shares([1], gpus).power_thermal == 1.0
     assert gpu_shares([1], gpus[:1]).power_thermal == 0.0
     assert gpu_shares([1], []).power_thermal is None
+    assert gpu_shares([1], []).device_sm_active is None  # no GPU: unknown, not 0
 
 
 @pytest.mark.parametrize(
