@@ -57,8 +57,8 @@ bench: $(BIN)/.installed-test test-deps
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/drift_http.py --rows 200000
 
-# Mutation testing of the pure cores, one module at a time (not in `make test`: about N
-# minutes on 2 CPUs; figures in bench/README.md). MUTATION_ARGS=serving/window.py for one.
+# Mutation testing of the pure cores, one module at a time (not in `make test`: over an
+# hour on 2 CPUs; figures in bench/README.md). MUTATION_ARGS=serving/window.py for one.
 MUTATION_ARGS ?=
 mutation: $(BIN)/.installed-test test-deps
 	$(BIN)/python scripts/mutation.py $(MUTATION_ARGS)
