@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LISTEN ?= :9847
 ARGS ?=
 
-.PHONY: run test lint typecheck pytest test-deps bench clean proto demo demo-cluster
+.PHONY: run test lint typecheck pytest test-deps bench clean proto demo demo-cluster mutation
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ bench: $(BIN)/.installed-test test-deps
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/drift_http.py --rows 200000
 	$(BIN)/python bench/flood.py
+
+# Mutation testing of the pure cores, one module at a time (not in `make test`: over an
+# hour on 2 CPUs; figures in bench/README.md). MUTATION_ARGS=serving/window.py for one.
+MUTATION_ARGS ?=
+mutation: $(BIN)/.installed-test test-deps
+	$(BIN)/python scripts/mutation.py $(MUTATION_ARGS)
 
 # The quickstart: examples/model_server.py (latency histogram, drift feed) + the agent, no GPU.
 DEMO_ARGS ?=
