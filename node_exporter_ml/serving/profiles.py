@@ -22,7 +22,10 @@ ModelKey = tuple[str, str | None]
 KeyFn = Callable[[Labels], "ModelKey | None"]
 
 UNKNOWN_MODEL = "unknown"
-_NO_VERSION = frozenset({"", "None", "none", "null", "default"})
+# BentoML says "not available" for a service without a version.
+_NO_VERSION = frozenset({"", "None", "none", "null", "default", "not available"})
+# Health and metrics endpoints BentoML counts in the same families as the model's traffic.
+_PROBE_ENDPOINTS = frozenset({"/readyz", "/livez", "/healthz", "/metrics"})
 _LATENCY_WORDS = ("latency", "duration")
 _UNIT_SUFFIXES = (
     (("_seconds", "_secs", "_s"), 1.0),
@@ -281,17 +284,25 @@ def read_torchserve(exp: Exposition, model: str | None = None) -> dict[ModelKey,
 def read_bentoml(exp: Exposition, model: str | None = None) -> dict[ModelKey, ModelReading]:
     """BentoML: `bentoml_service_request_duration_seconds` by `service_name` (>=1.2).
 
-    BentoML before 1.2 names it `bentoml_api_server_request_duration_seconds`.
+    BentoML before 1.2 names it `bentoml_api_server_request_duration_seconds`. Its
+    `/readyz`, `/livez` probes (and `/metrics` scrapes) count in the same families:
+    they are left out of the model's latency and rate.
     """
     key = label_key("service_name", "service_version")
     prefix = "bentoml_service" if exp.get("bentoml_service_request_duration_seconds") else None
     prefix = prefix or "bentoml_api_server"
+    error = _status_5xx("http_response_code")
     return _merge(
-        histograms_by(exp, f"{prefix}_request_duration_seconds", key),
-        requests=sum_by(exp, f"{prefix}_request", key),
-        errors=sum_by(exp, f"{prefix}_request", key, where=_status_5xx("http_response_code")),
-        in_flight=sum_by(exp, f"{prefix}_request_in_progress", key),
+        histograms_by(exp, f"{prefix}_request_duration_seconds", key, where=_not_probe),
+        requests=sum_by(exp, f"{prefix}_request", key, where=_not_probe),
+        errors=sum_by(exp, f"{prefix}_request", key, where=lambda x: _not_probe(x) and error(x)),
+        in_flight=sum_by(exp, f"{prefix}_request_in_progress", key, where=_not_probe),
     )
+
+
+def _not_probe(labels: Labels) -> bool:
+    """False for BentoML's health probes and metrics endpoint, which are not model traffic."""
+    return labels.get("endpoint") not in _PROBE_ENDPOINTS
 
 
 def read_ray_serve(exp: Exposition, model: str | None = None) -> dict[ModelKey, ModelReading]:
