@@ -35,7 +35,10 @@ _UNIT_SUFFIXES = (
 )
 _MODEL_LABELS = ("model", "model_name", "model_id", "served_model_name", "name", "service_name")
 _VERSION_LABELS = ("version", "model_version", "service_version")
-_MLSERVER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+_MLSERVER_PATH = re.compile(r"^/v2/models/([^/{}]+)(?:/versions/([^/{}]+))?/infer$")
+_MLSERVER_TEMPLATE = re.compile(
+    r"^/v2/models/\{model_name\}(?:/versions/\{model_version\})?/infer$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,18 +363,30 @@ def _mlserver_path_key(labels: Labels) -> ModelKey | None:
 def read_mlserver(exp: Exposition, model: str | None = None) -> dict[ModelKey, ModelReading]:
     """MLServer: `model_infer_request_duration` (summary, s) by `model`/`version`.
 
-    Quantiles come from the REST histogram `rest_server_request_duration_seconds`, whose
-    `path` names the model (`/v2/models/<model>[/versions/<v>]/infer`): gRPC calls count
-    in the mean and rate but not in the quantiles.
+    Quantiles come from the REST histogram `rest_server_request_duration_seconds`.
+    MLServer 1.7 labels it with the route template (`/v2/models/{model_name}/infer`,
+    starlette_exporter's grouped paths), which names no model: it is that model's only
+    when the server serves one model; with several, MLServer offers no per-model
+    quantiles and only the mean is shown. Older servers put the model's own path there
+    (`/v2/models/<model>[/versions/<v>]/infer`). gRPC calls count in the mean and rate,
+    not in the quantiles.
     """
     key = label_key("model", "version")
     success = sum_by(exp, "model_infer_request_success", key)
     failure = sum_by(exp, "model_infer_request_failure", key)
+    latency = histograms_by(exp, "model_infer_request_duration", key)
+    only = next(iter(latency)) if len(latency) == 1 else None
+
+    def rest_key(labels: Labels) -> ModelKey | None:
+        if "{" in labels.get("path", ""):
+            return only if _MLSERVER_TEMPLATE.match(labels["path"]) else None
+        return _mlserver_path_key(labels)
+
     return _merge(
-        histograms_by(exp, "model_infer_request_duration", key),
+        latency,
         requests=_add(success, failure) if success or failure else None,
         errors=failure if success or failure else None,
-        quantiles=histograms_by(exp, "rest_server_request_duration_seconds", _mlserver_path_key),
+        quantiles=histograms_by(exp, "rest_server_request_duration_seconds", rest_key),
     )
 
 
