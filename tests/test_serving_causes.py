@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -218,15 +220,27 @@ def test_regression_gate(ratio, gate):
 
 # --- the documented scales, pinned -----------------------------------------------------------
 
-# (cause, the signal's field, its calm value, the rise that reads 1, extra fields)
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "serving.md"
+# docs/serving.md's table of scales: | `signal` | scale | assumed level (or -) |
+SCALE_ROW = re.compile(r"^\s*\| `(\w+)` \| ([0-9.]+) \| ([0-9.]+|-) \|$", re.MULTILINE)
+
+
+def test_the_documented_scales_are_the_codes():
+    rows = SCALE_ROW.findall(DOCS.read_text(encoding="utf-8"))
+    assert {name: float(scale) for name, scale, _ in rows} == dict(SCALES)
+    assumed = {name: float(level) for name, _, level in rows if level != "-"}
+    assert assumed == dict(ASSUMED_LEVELS)
+
+
+# (cause, the signal's field, its calm value, the rise that reads 1 as documented, extras)
 SCALE_CASES = [
-    ("noisy_neighbour", "cotenant_sm", 0.0, SCALES["cotenant_sm"], {}),
-    ("cpu_throttling", "cpu_throttled", 0.0, SCALES["cpu_throttled"], {}),
-    ("memory_pressure", "memory_stall", 0.0, SCALES["memory_stall"], {}),
+    ("noisy_neighbour", "cotenant_sm", 0.0, 0.3, {}),
+    ("cpu_throttling", "cpu_throttled", 0.0, 0.25, {}),
+    ("memory_pressure", "memory_stall", 0.0, 0.1, {}),
     # The saturation level is 0 at 60 % SM activity, 1 at 95 %.
-    ("gpu_saturation", "device_sm_active", 0.6, 0.35 * SCALES["sm_level"], {"cotenant_sm": 0.0}),
+    ("gpu_saturation", "device_sm_active", 0.6, 0.35, {"cotenant_sm": 0.0}),
     # The working-set level is 0 at 85 % of the limit, 1 at 98 %.
-    ("memory_pressure", "memory_usage", 0.85, 0.13 * SCALES["memory_level"], {}),
+    ("memory_pressure", "memory_usage", 0.85, 0.13, {}),
 ]
 
 
@@ -239,15 +253,33 @@ def test_a_rise_of_the_scale_reads_one(cause, field, calm, full, extra, share):
     assert report.scores[cause] == pytest.approx(min(1.0, share))
 
 
-@pytest.mark.parametrize(("cause", "field", "calm", "full", "extra"), SCALE_CASES[:3])
-@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
-def test_unknown_baseline_scores_the_level_above_the_assumed_one(
-    cause, field, calm, full, extra, share
-):
-    base = replace(CALM, requests_per_second=50.0, **{field: None})
-    incident = replace(base, latency_seconds=SLOW, **{field: ASSUMED_LEVELS[field] + share * full})
+# With no baseline: (cause, field, level now, documented score). Throttled in half the
+# periods, co-tenants on half the SMs, memory PSI at 15 % read 1; SM activity counts
+# only above ~78 % (saturation level 0.5) and reads at most 0.5.
+ASSUMED_CASES = [
+    ("cpu_throttling", "cpu_throttled", 0.25, 0.0),
+    ("cpu_throttling", "cpu_throttled", 0.375, 0.5),
+    ("cpu_throttling", "cpu_throttled", 0.5, 1.0),
+    ("cpu_throttling", "cpu_throttled", 1.0, 1.0),
+    ("noisy_neighbour", "cotenant_sm", 0.2, 0.0),
+    ("noisy_neighbour", "cotenant_sm", 0.35, 0.5),
+    ("noisy_neighbour", "cotenant_sm", 0.5, 1.0),
+    ("memory_pressure", "memory_stall", 0.05, 0.0),
+    ("memory_pressure", "memory_stall", 0.1, 0.5),
+    ("memory_pressure", "memory_stall", 0.15, 1.0),
+    ("gpu_saturation", "device_sm_active", 0.775, 0.0),
+    ("gpu_saturation", "device_sm_active", 0.95, 0.5),
+    ("gpu_saturation", "device_sm_active", 1.0, 0.5),
+]
+
+
+@pytest.mark.parametrize(("cause", "field", "level", "expected"), ASSUMED_CASES)
+def test_unknown_baseline_scores_the_level_above_the_assumed_one(cause, field, level, expected):
+    extra = {"cotenant_sm": 0.0, "owner_sm": 1.0} if field == "device_sm_active" else {}
+    base = replace(CALM, requests_per_second=50.0, **{field: None}, **extra)
+    incident = replace(base, latency_seconds=SLOW, **{field: level})
     report = assess(history(incident, calm=base), WINDOW, BASELINE)
-    assert report.scores[cause] == pytest.approx(share)
+    assert report.scores[cause] == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(("drop", "expected"), [(0.0, 0.0), (0.075, 0.5), (0.15, 1.0), (0.3, 1.0)])
@@ -307,3 +339,18 @@ def test_flat_throughput_runs_from_60_to_85_percent(rate, flat):
     incident = replace(calm, latency_seconds=SLOW, requests_per_second=rate)
     report = assess(history(incident, calm=calm), WINDOW, BASELINE)
     assert report.scores["service_time"] == pytest.approx(flat)
+
+
+def test_the_documented_scales_and_assumed_levels_are_the_codes():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[0].strip("`") in SCALES:
+            rows[cells[0].strip("`")] = (
+                float(cells[1]),
+                None if cells[2] == "-" else float(cells[2]),
+            )
+    assert rows == {k: (v, ASSUMED_LEVELS.get(k)) for k, v in SCALES.items()}
