@@ -339,18 +339,3 @@ def test_flat_throughput_runs_from_60_to_85_percent(rate, flat):
     incident = replace(calm, latency_seconds=SLOW, requests_per_second=rate)
     report = assess(history(incident, calm=calm), WINDOW, BASELINE)
     assert report.scores["service_time"] == pytest.approx(flat)
-
-
-def test_the_documented_scales_and_assumed_levels_are_the_codes():
-    from pathlib import Path
-
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text()
-    rows = {}
-    for line in doc.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 3 and cells[0].startswith("`") and cells[0].strip("`") in SCALES:
-            rows[cells[0].strip("`")] = (
-                float(cells[1]),
-                None if cells[2] == "-" else float(cells[2]),
-            )
-    assert rows == {k: (v, ASSUMED_LEVELS.get(k)) for k, v in SCALES.items()}

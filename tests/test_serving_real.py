@@ -11,6 +11,7 @@ the client counted, and a latency step gives a regression ratio of at least 2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -68,7 +69,9 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def _start(cmd: list[str], cwd: Path, env: dict[str, str], ready: str, log: Path) -> int:
+def _start(
+    cmd: list[str], cwd: Path, env: dict[str, str], ready: str, log: Path
+) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -80,31 +83,29 @@ def _start(cmd: list[str], cwd: Path, env: dict[str, str], ready: str, log: Path
         try:
             with urllib.request.urlopen(ready, timeout=1) as r:
                 if r.status == 200:
-                    return proc.pid
+                    return proc
         except OSError:
             pass
         time.sleep(0.5)
-    _stop(proc.pid)
+    _stop(proc)
     pytest.fail(f"{cmd[1]} not ready in 120 s:\n{log.read_text()[-3000:]}")
 
 
-def _stop(pid: int) -> None:
-    # The server is the leader of its own session: end it and the workers it forked.
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    # The server leads its own session: end it and the workers it forked, by its group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
     try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    for _ in range(50):
-        try:
-            os.waitpid(pid, os.WNOHANG)
-            os.killpg(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            return
-        time.sleep(0.1)
-    os.killpg(pid, signal.SIGKILL)
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with contextlib.suppress(ProcessLookupError):  # workers that outlived the leader
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _mlserver(tmp: Path) -> tuple[Server, int]:
+def _mlserver(tmp: Path) -> tuple[Server, subprocess.Popen[bytes]]:
     http, grpc, metrics = free_port(), free_port(), free_port()
     (tmp / "settings.json").write_text(json.dumps({
         "host": "127.0.0.1", "http_port": http, "grpc_port": grpc, "metrics_port": metrics,
@@ -115,7 +116,7 @@ def _mlserver(tmp: Path) -> tuple[Server, int]:
         json.dumps({"name": "sleep", "implementation": "mlserver_model.SleepModel"})
     )
     python = _python("mlserver")
-    pid = _start(
+    proc = _start(
         [str(python), str(python.parent / "mlserver"), "start", str(tmp)], tmp, _env(tmp),
         f"http://127.0.0.1:{http}/v2/health/ready", tmp / "server.log",
     )  # fmt: skip
@@ -129,13 +130,13 @@ def _mlserver(tmp: Path) -> tuple[Server, int]:
         "rest_server_request_duration_seconds", lambda labels: labels["method"] == "POST",
         probes=(f"http://127.0.0.1:{http}/v2/health/ready",),
     )  # fmt: skip
-    return server, pid
+    return server, proc
 
 
-def _bentoml(tmp: Path) -> tuple[Server, int]:
+def _bentoml(tmp: Path) -> tuple[Server, subprocess.Popen[bytes]]:
     port = free_port()
     python = _python("bentoml")
-    pid = _start(
+    proc = _start(
         [str(python), str(python.parent / "bentoml"), "serve", "bentoml_service:Sleep",
          "--host", "127.0.0.1", "--port", str(port)],
         MODELS, _env(tmp), f"http://127.0.0.1:{port}/readyz", tmp / "server.log",
@@ -147,13 +148,13 @@ def _bentoml(tmp: Path) -> tuple[Server, int]:
         lambda labels: labels["endpoint"] == "/predict",
         probes=(f"http://127.0.0.1:{port}/readyz", f"http://127.0.0.1:{port}/livez"),
     )  # fmt: skip
-    return server, pid
+    return server, proc
 
 
-def _kserve(tmp: Path) -> tuple[Server, int]:
+def _kserve(tmp: Path) -> tuple[Server, subprocess.Popen[bytes]]:
     http, grpc = free_port(), free_port()
     python = _python("kserve")
-    pid = _start(
+    proc = _start(
         [str(python), str(MODELS / "kserve_model.py"), "sleep", "--http_port", str(http),
          "--grpc_port", str(grpc)],
         tmp, _env(tmp), f"http://127.0.0.1:{http}/v1/models/sleep", tmp / "server.log",
@@ -164,7 +165,7 @@ def _kserve(tmp: Path) -> tuple[Server, int]:
         "request_predict_seconds", lambda labels: True,
         probes=(f"http://127.0.0.1:{http}/v2/health/ready",),
     )  # fmt: skip
-    return server, pid
+    return server, proc
 
 
 STARTERS = {"mlserver": _mlserver, "bentoml": _bentoml, "kserve": _kserve}
@@ -173,11 +174,11 @@ STARTERS = {"mlserver": _mlserver, "bentoml": _bentoml, "kserve": _kserve}
 @pytest.fixture(scope="module", params=sorted(STARTERS))
 def server(request, tmp_path_factory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp(request.param)
-    srv, pid = STARTERS[request.param](tmp)
+    srv, proc = STARTERS[request.param](tmp)
     try:
-        yield Server(**{**srv.__dict__, "pid": pid})
+        yield Server(**{**srv.__dict__, "pid": proc.pid})
     finally:
-        _stop(pid)
+        _stop(proc)
 
 
 async def _load(
