@@ -19,9 +19,8 @@ import pytest
 from node_exporter_ml.config import Config
 from node_exporter_ml.host.cgroupfs import CgroupFS, CgroupPaths
 from node_exporter_ml.serving.causes import CauseReport
-from node_exporter_ml.serving.data import ModelStats, ServingCauses, ServingData, TargetStatus
+from node_exporter_ml.serving.data import ServingCauses, ServingData
 from node_exporter_ml.serving.enrich import LatencyCauses
-from node_exporter_ml.serving.window import WindowStats
 from node_exporter_ml.snapshot import (
     CgroupData,
     CollectorResult,
@@ -29,6 +28,7 @@ from node_exporter_ml.snapshot import (
     ProcessSample,
     Snapshot,
 )
+from tests.serving_fakes import one_model
 
 TICK = 5.0
 CALM_TICKS = 40
@@ -78,17 +78,8 @@ def capped(i: int, start: int, share: float = 0.95) -> Cpu:
     )
 
 
-def serving(i: int, incident: bool) -> ServingData:
-    latency = 0.080 if incident else 0.010
-    stats = WindowStats(
-        seconds=60.0, requests=600.0, requests_per_second=10.0, mean_seconds=latency,
-        quantiles=((0.5, latency),),
-    )  # fmt: skip
-    target = TargetStatus(
-        name="model", url="http://127.0.0.1:8080/metrics", source="config", up=True,
-        framework="kserve", socket_pid=PID, models=(ModelStats("m", None, stats),),
-    )  # fmt: skip
-    return ServingData(targets=(target,))
+def served(incident: bool) -> ServingData:
+    return one_model(10.0, 0.080 if incident else 0.010, "kserve", socket_pid=PID)
 
 
 def run(
@@ -109,7 +100,7 @@ def run(
             results={
                 "process": CollectorResult("process", True, 0.0, ProcessData({PID: proc})),
                 "cgroup": CollectorResult("cgroup", True, 0.0, CgroupData({path: sample})),
-                "serving": CollectorResult("serving", True, 0.0, serving(i, i >= bites)),
+                "serving": CollectorResult("serving", True, 0.0, served(i >= bites)),
             },
         )
         derived = causes(snap).derived["serving"]
