@@ -91,3 +91,19 @@ dist: $(BIN)/.installed-test
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# --- real model servers (tests/test_serving_real.py) -------------------------------------
+# One virtualenv per framework, installed once (stamp files): their pins clash with ours
+# and with each other (MLServer 1.7.1 needs uvloop<0.22; MLServer and KServe 0.21 pin
+# different starlettes).
+SERVERS := .servers
+SERVER_FRAMEWORKS := mlserver bentoml kserve
+.PHONY: test-servers
+$(SERVERS)/%/.installed: tests/servers/requirements-%.txt
+	rm -rf $(SERVERS)/$*
+	$(PYTHON) -m venv $(SERVERS)/$*
+	$(SERVERS)/$*/bin/pip install -q -r $<
+	touch $@
+test-servers: $(foreach f,$(SERVER_FRAMEWORKS),$(SERVERS)/$(f)/.installed)
+pytest: test-servers
+# --- end of real model servers ------------------------------------------------------------

@@ -245,6 +245,21 @@ class ProcessData:
 
 
 @dataclass(frozen=True, slots=True)
+class CpuQuota:
+    """The CPU bandwidth limit over a cgroup: its own quota, else its nearest limited ancestor's.
+
+    `path` is the limiting cgroup (relative to its hierarchy) and the counters are its
+    cpu.stat; `path` None means no cgroup on the way to the root has a quota.
+    """
+
+    path: str | None = None
+    limit_cores: float | None = None
+    periods_total: int | None = None
+    throttled_periods_total: int | None = None
+    throttled_seconds_total: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CgroupSample:
     """The statistics of one container's cgroup (read through --path.cgroupfs).
 
@@ -274,6 +289,7 @@ class CgroupSample:
     io_write_bytes_total: int | None = None
     cgroup_version: int | None = None
     pids: tuple[int, ...] = ()
+    cpu_quota: CpuQuota | None = None  # None: not known (cpu controller unreadable)
 
 
 @dataclass(frozen=True, slots=True)
