@@ -322,6 +322,7 @@ class Config:
     cgroupfs: str = "/sys/fs/cgroup"
     collectors: frozenset[str] = frozenset()
     nvml_replay: str | None = None
+    nvml_expected_gpus: int | None = None
     log_level: str = "info"
     state_dir: str = "/var/lib/node-exporter-ml"
     serving_window: float = 60.0
@@ -405,6 +406,15 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
         dest="nvml_replay",
         metavar="FILE",
         help="drive the nvml collector from a replay file instead of the driver",
+    )
+    a(
+        "--nvml.expected-gpus",
+        dest="nvml_expected_gpus",
+        type=int,
+        default=None,
+        metavar="N",
+        help="GPUs this node should have; fewer is a `lost` health failure "
+        "(default: the count seen at the first successful tick)",
     )
     a("--log.level", dest="log_level", choices=_LOG_LEVELS, default="info")
     a("--state.dir", dest="state_dir", default="/var/lib/node-exporter-ml")
@@ -493,6 +503,8 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
             enabled.add(name)
     if ns.max_requests < 0:
         raise ConfigError("--web.max-requests: expected an integer >= 0")
+    if ns.nvml_expected_gpus is not None and ns.nvml_expected_gpus < 1:
+        raise ConfigError("--nvml.expected-gpus: expected an integer >= 1")
     for flag, path in (
         ("--path.procfs", ns.procfs),
         ("--path.sysfs", ns.sysfs),
@@ -532,6 +544,7 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
         cgroupfs=ns.cgroupfs,
         collectors=frozenset(enabled),
         nvml_replay=ns.nvml_replay,
+        nvml_expected_gpus=ns.nvml_expected_gpus,
         log_level=ns.log_level,
         state_dir=ns.state_dir,
         serving_window=ns.serving_window,
