@@ -391,7 +391,8 @@ class NvmlCollector(BlockingCollector):
         (dcgm-exporter#646: a series born at 1 reads as no increase).
         """
         # Every GPU read this tick has its info in _gpus, which wins the merge anyway.
-        index_of = {g.uuid: g.index for g in lost}
+        index_of = {u: i for i, u in self._known.items()}  # GPUs gone from the bus too
+        index_of |= {g.uuid: g.index for g in lost}
         index_of |= {st.info.uuid: i for i, st in self._gpus.items() if st.info is not None}
         uuids = [g.uuid for g in devices] + [g.uuid for g in lost]
         counts: Counter[tuple[str, int]] = Counter(
