@@ -222,6 +222,7 @@ class ProcessSample:
 
     `cgroup_path` is the path that identifies its workload; `container_id`, `pod_uid`,
     `runtime`, `qos` and `unit` are what that path says (see host/cgroup_path.py);
+    `slurm_*` come from the path and, where readable, /proc/<pid>/environ (host/slurm.py);
     `reasons` says why it counts as an inference process ("gpu", "serving", "match").
     """
 
@@ -244,6 +245,10 @@ class ProcessSample:
     runtime: str | None = None
     qos: str | None = None
     reasons: frozenset[str] = frozenset()
+    slurm_job: str | None = None
+    slurm_step: str | None = None
+    slurm_job_name: str | None = None
+    slurm_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
