@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from node_exporter_ml import __version__
+from node_exporter_ml.cardinality import PER_PROCESS_MODES, MetricsPolicy
 
 DEFAULT_LISTEN = ":9847"
 DEFAULT_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -117,6 +118,7 @@ class FileConfig:
     drift_max_body_bytes: int = 64 * 1024 * 1024
     drift_max_rows: int = 1_000_000
     drift_max_columns: int = 1_000
+    metrics: MetricsPolicy = field(default_factory=MetricsPolicy)
 
 
 T = TypeVar("T")
@@ -216,6 +218,28 @@ def _parse_target(r: YamlReader, raw: object, key: str) -> ServingTarget:
     )
 
 
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _parse_metrics(r: YamlReader, raw: object) -> MetricsPolicy:
+    m = r.mapping(raw, "metrics", ("drop_labels", "drop_families", "per_process", "max_processes"))
+    labels = []
+    for i, v in enumerate(r.items(m.get("drop_labels"), "metrics.drop_labels")):
+        label = r.string(v, f"metrics.drop_labels[{i}]")
+        if not _LABEL_NAME.match(label):
+            raise r.fail(f"metrics.drop_labels[{i}]", "a label name", label)
+        labels.append(label)
+    globs = tuple(
+        r.string(v, f"metrics.drop_families[{i}]")
+        for i, v in enumerate(r.items(m.get("drop_families"), "metrics.drop_families"))
+    )
+    mode = r.optional(m, "metrics", "per_process", r.string, "series")
+    if mode not in PER_PROCESS_MODES:
+        raise r.fail("metrics.per_process", " or ".join(PER_PROCESS_MODES), mode)
+    limit = r.optional(m, "metrics", "max_processes", r.integer, MetricsPolicy().max_processes)
+    return MetricsPolicy(tuple(labels), globs, mode, limit)
+
+
 def parse_config_file(text: str, source: str) -> FileConfig:
     """Parse the YAML config file's text; `source` names it in errors."""
     r = YamlReader(source)
@@ -227,7 +251,7 @@ def parse_config_file(text: str, source: str) -> FileConfig:
         raise ConfigError(
             f"{source}: {where}: expected valid YAML ({err.__class__.__name__})"
         ) from None
-    top = r.mapping(raw, "", ("serving", "processes", "kube", "drift"))
+    top = r.mapping(raw, "", ("serving", "processes", "kube", "drift", "metrics"))
     serving = r.mapping(
         top.get("serving"), "serving", ("targets", "timeout", "max_body_bytes", "concurrency")
     )
@@ -287,6 +311,7 @@ def parse_config_file(text: str, source: str) -> FileConfig:
         drift_max_columns=r.optional(
             drift, "drift", "max_columns", r.integer, defaults.drift_max_columns
         ),
+        metrics=_parse_metrics(r, top.get("metrics")),
     )
 
 

@@ -14,6 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OM
 
 from node_exporter_ml import __version__
+from node_exporter_ml.cardinality import CardinalityLimiter, MetricsPolicy
 from node_exporter_ml.collectors.base import Collector
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.snapshot import Snapshot
@@ -137,6 +138,7 @@ class SnapshotCollector:
         self.collectors = {c.name: c for c in collectors}
         self.interval = interval
         self.snapshot: Snapshot | None = None
+        self.limiter = CardinalityLimiter()
         self._once = OnceLogger(log)
 
     def collect(self) -> Iterable[Metric]:
@@ -144,12 +146,13 @@ class SnapshotCollector:
         snapshot = self.snapshot
         if snapshot is None:
             return
-        yield from self_health_families(snapshot, self.interval)
+        families = list(self_health_families(snapshot, self.interval))
         for name, result in sorted(snapshot.results.items()):
             collector = self.collectors.get(name)
             if collector is None or not result.success:
                 continue
-            yield from self._guarded(name, collector.families(result.data, snapshot))
+            families.extend(self._guarded(name, collector.families(result.data, snapshot)))
+        yield from self.limiter.apply(families)
 
     def _guarded(self, name: str, families: Iterable[Metric]) -> Iterable[Metric]:
         # A bug in one collector's rendering must not take /metrics down for the others.
@@ -168,8 +171,10 @@ class Renderer:
         collectors: Sequence[Collector],
         interval: float,
         process_metrics: bool = True,
+        policy: MetricsPolicy | None = None,
     ) -> None:
         self.source = SnapshotCollector(collectors, interval)
+        self.source.limiter.policy = policy or MetricsPolicy()
         self.labels = LabelCache()  # formatted label sets, reused across ticks
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.source)
