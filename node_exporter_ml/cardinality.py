@@ -196,3 +196,25 @@ class CardinalityLimiter:
         )
         counter.add_metric(["max_processes"], self.dropped_total)
         return [*out, counter]
+
+
+def series_per_scope(text: str) -> dict[str, tuple[int, int]]:
+    """Series of an exposition by what they multiply with: (series, distinct owners).
+
+    Scopes: `process` (a `pid` label), `target` (a `target` label), `gpu` (a `gpu` label),
+    and `node` (the rest, once per agent); owners are the distinct pids, targets, GPUs.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    series: dict[str, int] = {"process": 0, "target": 0, "gpu": 0, "node": 0}
+    owners: dict[str, set[str]] = {k: set() for k in series}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            for scope, label in (("process", "pid"), ("target", "target"), ("gpu", "gpu")):
+                if label in s.labels:
+                    owners[scope].add(s.labels[label])
+                    break
+            else:
+                scope = "node"
+            series[scope] += 1
+    return {k: (n, len(owners[k]) or 1) for k, n in series.items()}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -11,12 +13,14 @@ from node_exporter_ml.cardinality import (
     CardinalityLimiter,
     MetricsPolicy,
     apply_policy,
+    series_per_scope,
 )
 from node_exporter_ml.cli import main
 from node_exporter_ml.config import ConfigError, parse_config_file
 from node_exporter_ml.exposition import Renderer
 from node_exporter_ml.snapshot import Snapshot
 from tests.nvml_helpers import Clock, make_collector, scenario, snapshot_of, values
+from tests.test_golden import inputs, scrape_agent  # noqa: F401 - a fixture
 from tests.test_nvml_collector import run_to
 
 WORKLOADS = {
@@ -214,3 +218,18 @@ def test_renderer_applies_the_policy_and_exports_the_counter():
     assert ("nodeml_series_dropped_total", frozenset({("reason", "max_processes")})) in got
     assert not any(n.startswith("nodeml_process_") for (n, _) in got)
     assert any(n == "nodeml_workload_gpu_memory_bytes" for (n, _) in got)
+
+
+# --- the documented series count ------------------------------------------------------------
+
+DOC = Path(__file__).parent.parent / "docs" / "cardinality.md"
+
+
+@pytest.mark.timeout(60)
+async def test_documented_series_count_is_measured(aiohttp_client, inputs):  # noqa: F811
+    """docs/cardinality.md's table is what the whole agent exposes at the defaults over the
+    e2e fixtures (one H100, two GPU processes in pods, one model-server target)."""
+    text = await scrape_agent(aiohttp_client, inputs)
+    got = series_per_scope(text)
+    rows = dict(re.findall(r"^\| (per \w+) \| ([\d.]+) \|", DOC.read_text(), re.MULTILINE))
+    assert rows == {f"per {k}": f"{n / owners:g}" for k, (n, owners) in got.items()}, got
