@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from node_exporter_ml.agent import Agent
 from node_exporter_ml.cardinality import (
     CardinalityLimiter,
     MetricsPolicy,
@@ -16,7 +17,7 @@ from node_exporter_ml.cardinality import (
     series_per_scope,
 )
 from node_exporter_ml.cli import main
-from node_exporter_ml.config import ConfigError, parse_config_file
+from node_exporter_ml.config import Config, ConfigError, load_config_file, parse_config_file
 from node_exporter_ml.exposition import Renderer
 from node_exporter_ml.snapshot import Snapshot
 from tests.nvml_helpers import Clock, make_collector, scenario, snapshot_of, values
@@ -233,3 +234,18 @@ async def test_documented_series_count_is_measured(aiohttp_client, inputs):  # n
     got = series_per_scope(text)
     rows = dict(re.findall(r"^\| (per \w+) \| ([\d.]+) \|", DOC.read_text(), re.MULTILINE))
     assert rows == {f"per {k}": f"{n / owners:g}" for k, (n, owners) in got.items()}, got
+
+
+def test_policy_follows_a_config_reload(tmp_path):
+    path = tmp_path / "agent.yaml"
+    path.write_text("metrics:\n  max_processes: 8\n")
+    config = Config(config_file=str(path), file=load_config_file(str(path)))
+    agent = Agent(config, registry={}, process_metrics=False)
+    assert agent.renderer.source.limiter.policy.max_processes == 8
+    path.write_text("metrics:\n  per_process: workload\n")
+    agent.reload()
+    assert agent.renderer.source.limiter.policy == MetricsPolicy(per_process="workload")
+    path.write_text("metrics:\n  max_processes: -1\n")
+    with pytest.raises(ConfigError):
+        agent.reload()
+    assert agent.renderer.source.limiter.policy == MetricsPolicy(per_process="workload")
