@@ -159,6 +159,7 @@ class NvmlCollector(BlockingCollector):
         self._names: dict[int, str] = {}
         self._xid: Counter[tuple[str, int]] = Counter()
         self._xid_seen: dict[tuple[str, int], float] = {}  # since the GPU's last reset
+        self._tick_xid: Counter[tuple[str, int]] = Counter()  # the counts this tick reports
         self._expected: int | None = ctx.config.nvml_expected_gpus
         self._known: dict[int, str] = {}  # index -> uuid of every GPU read since start
         self._xid_lock = threading.Lock()
@@ -312,6 +313,10 @@ class NvmlCollector(BlockingCollector):
             NoDataError: NVML is not available (retried every 60 s).
         """
         nvml = self._ensure_init()
+        # Counts taken before the GPUs are read: every XID this tick reports is one the
+        # health verdicts below have seen too (an event may land in between).
+        with self._xid_lock:
+            self._tick_xid = Counter(self._xid)
         try:
             count = nvml.device_count()
             if count == 0 and not self._expected:
@@ -398,8 +403,7 @@ class NvmlCollector(BlockingCollector):
         counts: Counter[tuple[str, int]] = Counter(
             {(u, xid): 0 for u in uuids if u for xid in WATCHED_XIDS}
         )
-        with self._xid_lock:
-            counts.update(self._xid)
+        counts.update(self._tick_xid)
         return tuple(
             XidCount(index_of.get(u, -1), u, xid, n) for (u, xid), n in sorted(counts.items())
         )
