@@ -52,7 +52,12 @@ class Agent:
         self.collectors: list[Collector] = [
             reg.factory(ctx) for name, reg in registry.items() if name in config.collectors
         ]
-        self.renderer = Renderer(self.collectors, config.interval, process_metrics=process_metrics)
+        self.renderer = Renderer(
+            self.collectors,
+            config.interval,
+            process_metrics=process_metrics,
+            policy=config.file.metrics,
+        )
         self._render_executor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="nodeml-render"
         )
@@ -145,4 +150,5 @@ class Agent:
         ctx = CollectContext(new)
         for c in self.collectors:
             c.reload(ctx)
+        self.renderer.source.limiter.policy = new.file.metrics
         return new

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from node_exporter_ml import __version__
+from node_exporter_ml.cardinality import PER_PROCESS_MODES, MetricsPolicy
 
 DEFAULT_LISTEN = ":9847"
 DEFAULT_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -125,6 +126,7 @@ class FileConfig:
     drift_max_columns: int = 1_000
     drift_max_models: int = 50
     drift_max_features: int = 200
+    metrics: MetricsPolicy = field(default_factory=MetricsPolicy)
 
 
 T = TypeVar("T")
@@ -238,6 +240,28 @@ def _parse_target(r: YamlReader, raw: object, key: str) -> ServingTarget:
     )
 
 
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _parse_metrics(r: YamlReader, raw: object) -> MetricsPolicy:
+    m = r.mapping(raw, "metrics", ("drop_labels", "drop_families", "per_process", "max_processes"))
+    labels = []
+    for i, v in enumerate(r.items(m.get("drop_labels"), "metrics.drop_labels")):
+        label = r.string(v, f"metrics.drop_labels[{i}]")
+        if not _LABEL_NAME.match(label):
+            raise r.fail(f"metrics.drop_labels[{i}]", "a label name", label)
+        labels.append(label)
+    globs = tuple(
+        r.string(v, f"metrics.drop_families[{i}]")
+        for i, v in enumerate(r.items(m.get("drop_families"), "metrics.drop_families"))
+    )
+    mode = r.optional(m, "metrics", "per_process", r.string, "series")
+    if mode not in PER_PROCESS_MODES:
+        raise r.fail("metrics.per_process", " or ".join(PER_PROCESS_MODES), mode)
+    limit = r.optional(m, "metrics", "max_processes", r.integer, MetricsPolicy().max_processes)
+    return MetricsPolicy(tuple(labels), globs, mode, limit)
+
+
 def parse_config_file(text: str, source: str) -> FileConfig:
     """Parse the YAML config file's text; `source` names it in errors."""
     r = YamlReader(source)
@@ -251,7 +275,7 @@ def parse_config_file(text: str, source: str) -> FileConfig:
         raise ConfigError(
             f"{source}: {where}: expected valid YAML ({err.__class__.__name__})"
         ) from None
-    top = r.mapping(raw, "", ("serving", "processes", "kube", "drift"))
+    top = r.mapping(raw, "", ("serving", "processes", "kube", "drift", "metrics"))
     serving = r.mapping(
         top.get("serving"), "serving", ("targets", "timeout", "max_body_bytes", "concurrency")
     )
@@ -325,6 +349,7 @@ def parse_config_file(text: str, source: str) -> FileConfig:
         drift_max_features=r.optional(
             drift, "drift", "max_features", r.integer, defaults.drift_max_features
         ),
+        metrics=_parse_metrics(r, top.get("metrics")),
     )
 
 
@@ -361,6 +386,7 @@ class Config:
     cgroupfs: str = "/sys/fs/cgroup"
     collectors: frozenset[str] = frozenset()
     nvml_replay: str | None = None
+    nvml_expected_gpus: int | None = None
     log_level: str = "info"
     state_dir: str = "/var/lib/node-exporter-ml"
     serving_window: float = 60.0
@@ -453,6 +479,15 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
         metavar="FILE",
         help="drive the nvml collector from a replay file instead of the driver",
     )
+    a(
+        "--nvml.expected-gpus",
+        dest="nvml_expected_gpus",
+        type=int,
+        default=None,
+        metavar="N",
+        help="GPUs this node should have; fewer is a `lost` health failure "
+        "(default: the count seen at the first successful tick)",
+    )
     a("--log.level", dest="log_level", choices=_LOG_LEVELS, default="info")
     a("--state.dir", dest="state_dir", default="/var/lib/node-exporter-ml")
     a("--serving.window", dest="serving_window", type=_duration_arg, default=60.0)
@@ -540,6 +575,8 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
             enabled.add(name)
     if ns.max_requests < 0:
         raise ConfigError("--web.max-requests: expected an integer >= 0")
+    if ns.nvml_expected_gpus is not None and ns.nvml_expected_gpus < 1:
+        raise ConfigError("--nvml.expected-gpus: expected an integer >= 1")
     for flag, path in (
         ("--path.procfs", ns.procfs),
         ("--path.sysfs", ns.sysfs),
@@ -578,6 +615,7 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
         cgroupfs=ns.cgroupfs,
         collectors=frozenset(enabled),
         nvml_replay=ns.nvml_replay,
+        nvml_expected_gpus=ns.nvml_expected_gpus,
         log_level=ns.log_level,
         state_dir=ns.state_dir,
         serving_window=ns.serving_window,

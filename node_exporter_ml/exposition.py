@@ -15,6 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OM
 
 from node_exporter_ml import __version__
+from node_exporter_ml.cardinality import CardinalityLimiter, MetricsPolicy
 from node_exporter_ml.collectors.base import Collector
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.snapshot import Snapshot
@@ -143,6 +144,7 @@ class SnapshotCollector:
         self.collectors = {c.name: c for c in collectors}
         self.interval = interval
         self.snapshot: Snapshot | None = None
+        self.limiter = CardinalityLimiter()
         self._once = OnceLogger(log)
 
     def collect(self) -> Iterable[Metric]:
@@ -161,8 +163,8 @@ class SnapshotCollector:
                 failed.add(name)
             else:
                 families.extend(built)
-        yield from self_health_families(snapshot, self.interval, failed)
-        yield from families
+        health = self_health_families(snapshot, self.interval, failed)
+        yield from self.limiter.apply([*health, *families])
 
     def _guarded(
         self, name: str, collector: Collector, data: object, snapshot: Snapshot
@@ -205,8 +207,10 @@ class Renderer:
         collectors: Sequence[Collector],
         interval: float,
         process_metrics: bool = True,
+        policy: MetricsPolicy | None = None,
     ) -> None:
         self.source = SnapshotCollector(collectors, interval)
+        self.source.limiter.policy = policy or MetricsPolicy()
         self.labels = LabelCache()  # formatted label sets, reused across ticks
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.source)

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from node_exporter_ml.nvml.health import GpuHealth
+
 T = TypeVar("T")
 
 
@@ -196,12 +198,19 @@ class XidCount:
 
 @dataclass(frozen=True, slots=True)
 class NvmlData:
-    """What the nvml collector returns: the visible GPUs (lost ones dropped and listed)."""
+    """What the nvml collector returns: the visible GPUs (lost ones dropped and listed).
+
+    `health` holds one verdict per GPU read, lost or missing; `gpus` is how many NVML
+    enumerates and `expected_gpus` how many there should be (None before the first tick).
+    """
 
     driver_version: str = ""
     devices: tuple[GpuSample, ...] = ()
     lost: tuple[LostGpu, ...] = ()
     xid_errors: tuple[XidCount, ...] = ()
+    health: tuple[GpuHealth, ...] = ()
+    gpus: int | None = None
+    expected_gpus: int | None = None
 
 
 # --- process and cgroup collectors ---------------------------------------------------------
@@ -213,6 +222,7 @@ class ProcessSample:
 
     `cgroup_path` is the path that identifies its workload; `container_id`, `pod_uid`,
     `runtime`, `qos` and `unit` are what that path says (see host/cgroup_path.py);
+    `slurm_*` come from the path and, where readable, /proc/<pid>/environ (host/slurm.py);
     `reasons` says why it counts as an inference process ("gpu", "serving", "match").
     """
 
@@ -235,6 +245,10 @@ class ProcessSample:
     runtime: str | None = None
     qos: str | None = None
     reasons: frozenset[str] = frozenset()
+    slurm_job: str | None = None
+    slurm_step: str | None = None
+    slurm_job_name: str | None = None
+    slurm_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -296,6 +296,43 @@ def build() -> dict[str, Any]:
         )
     )
 
+    g.row("GPU health")
+    g.add(
+        state_timeline(
+            "Health checks",
+            "Per-GPU health verdict per check from the agent: 0 pass, 1 warn, 2 fail "
+            "(xid, memory, nvlink, pcie, thermal, power, fabric, lost; see docs/nvml.md).",
+            f"max by (instance, gpu, check) (nodeml_gpu_health{{{GPU}}})",
+            "{{instance}} GPU {{gpu}} {{check}}",
+        ),
+        w=12,
+    )
+    g.add(
+        state_timeline(
+            "Recommended action",
+            "1 for the action the agent recommends per GPU (none, restart_application, "
+            "reset_gpu, drain_and_reset, reboot_node, contact_support).",
+            f"max by (instance, gpu, action) (nodeml_gpu_recommended_action{{{GPU}}})",
+            "{{instance}} GPU {{gpu}} {{action}}",
+        ),
+        w=8,
+    )
+    g.add(
+        timeseries(
+            "GPUs present and expected",
+            "GPUs NVML enumerates against those the node should have (--nvml.expected-gpus, "
+            "else the count at the agent's start): fewer means a GPU fell off the bus.",
+            "none",
+            target(f"sum by (instance) (nodeml_gpus{{{NODE}}})", "{{instance}} present"),
+            target(
+                f"sum by (instance) (nodeml_gpu_expected{{{NODE}}})",
+                "{{instance}} expected",
+                ref="B",
+            ),
+        ),
+        w=4,
+    )
+
     g.row("Processes and pods on the GPUs")
     proc = "{{namespace}}/{{pod}} {{comm}}[{{pid}}] GPU {{gpu}}"
     g.add(

@@ -40,6 +40,7 @@ class FakeProc:
     fds: int = 5
     sockets: tuple[int, ...] = ()
     netns: str = HOST_NETNS  # processes in it see /proc/net as their own net/
+    environ: bytes = b"PATH=/usr/bin\0HOME=/root\0"
 
 
 def stat_line(p: FakeProc) -> str:
@@ -143,6 +144,7 @@ def write_proc(
         (d / "status").write_text(status_text(p))
         (d / "comm").write_text(p.comm + "\n")
         (d / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in p.cmdline))
+        (d / "environ").write_bytes(p.environ)
         (d / "cgroup").write_text(p.cgroup)
         for fd in range(p.fds):
             os.symlink("/dev/null", d / "fd" / str(fd))

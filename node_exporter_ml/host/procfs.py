@@ -307,6 +307,19 @@ class ProcFS:
         """/proc/<pid>/cmdline as arguments (empty for kernel threads and zombies)."""
         return parse_cmdline(self._read_bytes(pid, "cmdline"))
 
+    def read_environ(self, pid: int, limit: int) -> bytes:
+        """The first `limit` bytes of /proc/<pid>/environ (same uid or CAP_SYS_PTRACE)."""
+        fd = os.open(self.path(pid, "environ"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks: list[bytes] = []
+            left = limit
+            while left > 0 and (chunk := os.read(fd, min(left, 65536))):
+                chunks.append(chunk)
+                left -= len(chunk)
+        finally:
+            os.close(fd)
+        return b"".join(chunks)
+
     def read_cgroup(self, pid: int) -> tuple[CgroupLine, ...]:
         """Parse /proc/<pid>/cgroup."""
         return parse_cgroup_file(self._read(pid, "cgroup"), self.path(pid, "cgroup"))
