@@ -49,7 +49,11 @@ class Agent:
         self.collectors: list[Collector] = [
             reg.factory(ctx) for name, reg in registry.items() if name in config.collectors
         ]
-        self.renderer = Renderer(self.collectors, config.interval, process_metrics=process_metrics)
+        self.renderer = Renderer(
+            self.collectors,
+            config.interval,
+            process_metrics=process_metrics and not config.disable_exporter_metrics,
+        )
         self._render_executor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="nodeml-render"
         )
@@ -67,6 +71,11 @@ class Agent:
         self._wanted: dict[Format, int] = {(False, False): 0}
 
     @property
+    def collector_names(self) -> list[str]:
+        """The enabled collectors' names (what `collect[]` may ask for)."""
+        return [c.name for c in self.collectors]
+
+    @property
     def snapshot(self) -> Snapshot | None:
         """The latest snapshot (None before the first tick)."""
         return self.sampler.latest
@@ -79,11 +88,19 @@ class Agent:
             self._render_executor, self.renderer.render, snapshot, formats
         )
 
-    async def body(self, fmt: Format) -> bytes | None:
-        """The latest exposition in `fmt`; formats it off the loop if no scrape asked yet."""
+    async def body(self, fmt: Format, only: frozenset[str] | None = None) -> bytes | None:
+        """The latest exposition in `fmt`; formats it off the loop if no scrape asked yet.
+
+        `only` (from `collect[]`) keeps those collectors' families and the agent's own.
+        """
         rendered = self.rendered
         if rendered is None:
             return None
+        if only is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._render_executor, rendered.ensure_subset, fmt, only
+            )
         self._wanted[fmt] = self._ticks
         body = rendered.get(fmt)
         if body is None:
