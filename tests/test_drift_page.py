@@ -4,7 +4,6 @@ import asyncio
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -19,6 +18,7 @@ from node_exporter_ml.drift.page import (
     histogram_svg,
     numeric_histogram,
 )
+from tests.browser import screenshot
 from tests.drift_helpers import make_rows
 
 RUNNER = Path(__file__).with_name("drift_runner.py")
@@ -147,17 +147,9 @@ async def test_page_renders_in_headless_chromium(tmp_path):
         for name in ("amount", "country", "items", "Dataset drift detected", "accuracy"):
             assert name in page
         shot = tmp_path / "page.png"
-        cmd = [
-            chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1000,900", f"--screenshot={shot}", f"{base}/drift/shop",
-        ]  # fmt: skip
-        env = {**os.environ, "HOME": str(tmp_path)}
-        result = await asyncio.to_thread(
-            subprocess.run, cmd, capture_output=True, timeout=60, env=env, check=False
-        )
-        assert shot.exists(), result.stderr.decode(errors="replace")[-2000:]
+        chromium()
+        stderr = await asyncio.to_thread(screenshot, f"{base}/drift/shop", shot, (1000, 900))
+        assert shot.exists(), stderr[-2000:]
     finally:
         proc.kill()
         await proc.wait()
