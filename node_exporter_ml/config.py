@@ -372,6 +372,9 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 def _seconds(value: float) -> str:
+    """A default duration as the flag takes it: whole minutes past one as `15m`, else seconds."""
+    if value > 60 and value % 60 == 0:
+        return f"(default: {value / 60:g}m)"
     return f"(default: {value:g}s)"
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from node_exporter_ml.agent import Agent
 from node_exporter_ml.cli import systemd_sockets
-from node_exporter_ml.config import ConfigError, build_parser, parse_args
+from node_exporter_ml.config import ConfigError, build_parser, parse_args, parse_duration
 from node_exporter_ml.exposition import MAX_COLLECT_PARAMS
 from node_exporter_ml.web import build_app
 
@@ -37,6 +37,22 @@ def test_every_flag_has_help_and_its_default():
         flag, block = block.split()[0], " ".join(block.split())
         assert "(default: " in block, f"{flag}: no default in --help"
         assert len(block.split()) > 3, f"{flag}: no help text"
+
+
+def test_a_duration_default_in_help_is_the_default_written_as_the_flag_takes_it():
+    parser = build_parser(COLLECTORS)
+    text = " ".join(parser.format_help().split())
+    durations = [a for a in parser._actions if a.metavar == "DURATION" and a.default is not None]
+    assert durations
+    shown = {}
+    for action in durations:
+        flag = action.option_strings[0]
+        m = re.search(re.escape(flag) + r" DURATION .*?\(default: ([0-9.]+[a-z]+)\)", text)
+        assert m, f"{flag}: no duration default in --help"
+        assert parse_duration(m[1]) == action.default, flag
+        shown[flag] = m[1]
+    assert shown["--serving.baseline"] == "15m"
+    assert shown["--sampler.interval"] == "5s"
 
 
 def test_sysfs_roots_cgroupfs_unless_given(tmp_path):
