@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LISTEN ?= :9847
 ARGS ?=
 
-.PHONY: run test lint typecheck pytest test-deps bench clean proto demo demo-cluster mutation
+.PHONY: run test lint typecheck pytest test-deps bench clean proto demo demo-cluster mutation screenshots
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ mutation: $(BIN)/.installed-test test-deps
 DEMO_ARGS ?=
 demo: $(BIN)/.installed
 	$(BIN)/python examples/demo.py $(DEMO_ARGS)
+
+# The README's pictures: the demo until drift shows, then headless Chromium (docs/img/).
+screenshots: $(BIN)/.installed-test test-deps
+	$(BIN)/python examples/demo.py --port=0 --drift-after=5 --until-ready --timeout=90 \
+	  --then "$(BIN)/python scripts/screenshots.py --out docs/img"
 
 # Four agents replaying different GPU recordings, one Prometheus with the shipped rules.
 demo-cluster: $(BIN)/.installed-test test-deps

@@ -50,7 +50,7 @@ NONDETERMINISTIC = re.compile(
     r"|nodeml_collector_duration_seconds|nodeml_serving_scrape_duration_seconds"
     r"|nodeml_process_gpu_sm_seconds_total|nodeml_process_gpu_energy_joules_total"
     r"|nodeml_gpu_idle_energy_joules_total|nodeml_process_start_time_seconds"
-    r"|nodeml_drift_evaluation_)"
+    r"|nodeml_drift_evaluation_|nodeml_node_uptime_seconds)"
 )
 
 

@@ -372,3 +372,19 @@ class ProcFS:
             except FileNotFoundError:
                 continue
         return local
+
+
+def parse_loadavg(text: str, path: str = "loadavg") -> tuple[float, float, float]:
+    """The 1, 5 and 15 minute load averages of /proc/loadavg ("0.52 0.58 0.59 2/1184 9127").
+
+    Raises:
+        ParseError: the first three fields are not non-negative numbers.
+    """
+    fields = text.split()[:3]
+    try:
+        one, five, fifteen = (float(f) for f in fields)
+    except ValueError as err:
+        raise ParseError(path, f"expected three load averages, got {text[:60]!r}") from err
+    if not all(0.0 <= v < float("inf") for v in (one, five, fifteen)):
+        raise ParseError(path, f"expected three load averages, got {text[:60]!r}")
+    return one, five, fifteen
