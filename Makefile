@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LISTEN ?= :9847
 ARGS ?=
 
-.PHONY: run test lint typecheck pytest test-deps bench clean proto demo demo-cluster
+.PHONY: run test lint typecheck pytest test-deps bench clean proto demo demo-cluster mutation screenshots
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,10 +58,21 @@ bench: $(BIN)/.installed-test test-deps
 	$(BIN)/python bench/drift_http.py --rows 200000
 	$(BIN)/python bench/flood.py
 
+# Mutation testing of the pure cores, one module at a time (not in `make test`: over an
+# hour on 2 CPUs; figures in bench/README.md). MUTATION_ARGS=serving/window.py for one.
+MUTATION_ARGS ?=
+mutation: $(BIN)/.installed-test test-deps
+	$(BIN)/python scripts/mutation.py $(MUTATION_ARGS)
+
 # The quickstart: examples/model_server.py (latency histogram, drift feed) + the agent, no GPU.
 DEMO_ARGS ?=
 demo: $(BIN)/.installed
 	$(BIN)/python examples/demo.py $(DEMO_ARGS)
+
+# The README's pictures: the demo until drift shows, then headless Chromium (docs/img/).
+screenshots: $(BIN)/.installed-test test-deps
+	$(BIN)/python examples/demo.py --port=0 --drift-after=5 --until-ready --timeout=90 \
+	  --then "$(BIN)/python scripts/screenshots.py --out docs/img"
 
 # Four agents replaying different GPU recordings, one Prometheus with the shipped rules.
 demo-cluster: $(BIN)/.installed-test test-deps
@@ -85,3 +96,19 @@ dist: $(BIN)/.installed-test
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# --- real model servers (tests/test_serving_real.py) -------------------------------------
+# One virtualenv per framework, installed once (stamp files): their pins clash with ours
+# and with each other (MLServer 1.7.1 needs uvloop<0.22; MLServer and KServe 0.21 pin
+# different starlettes).
+SERVERS := .servers
+SERVER_FRAMEWORKS := mlserver bentoml kserve
+.PHONY: test-servers
+$(SERVERS)/%/.installed: tests/servers/requirements-%.txt
+	rm -rf $(SERVERS)/$*
+	$(PYTHON) -m venv $(SERVERS)/$*
+	$(SERVERS)/$*/bin/pip install -q -r $<
+	touch $@
+test-servers: $(foreach f,$(SERVER_FRAMEWORKS),$(SERVERS)/$(f)/.installed)
+pytest: test-servers
+# --- end of real model servers ------------------------------------------------------------

@@ -5,6 +5,10 @@ processes, 50 of them inference processes: 30 GPU holders (from NVML data) and 2
 by a `processes.match` cmdline rule, so every tick also lists all 2,000 pids and checks
 their (pid, starttime). Goal: at most 50 ms of CPU per tick for both collectors together.
 
+Peer: psutil doing the process collector's part over the same tree (its PROCFS_PATH pointed
+at it): process_iter() with the cmdline rule, then for each inference process what the
+collector reports (cpu_times, memory_info, num_threads, num_fds, name) in oneshot().
+
     python bench/attribution.py [--processes 2000] [--inference 50] [--ticks 50]
 """
 
@@ -16,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -68,6 +74,8 @@ def build(root: Path, processes: int, inference: int) -> NvmlData:
         if i < inference:
             write_cgroup_v2(root / "cg" / path.lstrip("/"), CgroupStats())
     write_proc(root / "proc", procs)
+    for p in procs:  # psutil's memory_info() reads statm (pages), which the collector does not
+        (root / "proc" / str(p.pid) / "statm").write_text(f"2097152 {p.rss_kb // 4} 250 1 0 9 0\n")
     devices = tuple(
         GpuSample(
             index=g,
@@ -77,6 +85,27 @@ def build(root: Path, processes: int, inference: int) -> NvmlData:
         for g in range(8)
     )
     return NvmlData("580.159.04", devices)
+
+
+def psutil_tick(rule: re.Pattern[str], gpu_pids: list[int]) -> tuple[int, float]:
+    """The peer: the process collector's reads done with psutil; (processes read, CPU s)."""
+    started = time.process_time()
+    matched = {
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if rule.search(" ".join(p.info["cmdline"] or ()))
+    }
+    read = 0
+    for pid in sorted(matched.union(gpu_pids)):
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                proc.cpu_times(), proc.memory_info(), proc.num_threads(), proc.num_fds()
+                proc.name()
+            read += 1
+        except psutil.NoSuchProcess:
+            continue
+    return read, time.process_time() - started
 
 
 def main() -> int:
@@ -99,9 +128,10 @@ def main() -> int:
         proc, cgroup = ProcessCollector(ctx), CgroupCollector(ctx)
         previous = Snapshot(0.0, {"nvml": CollectorResult("nvml", True, 0.0, nvml)})
 
-        def tick(previous: Snapshot) -> tuple[Snapshot, float]:
+        def tick(previous: Snapshot) -> tuple[Snapshot, float, float]:
             started = time.process_time()
             pdata = proc.update(previous)
+            proc_cpu = time.process_time() - started
             with_proc = previous.replace(
                 results={**previous.results, "process": CollectorResult("process", True, 0, pdata)}
             )
@@ -110,16 +140,25 @@ def main() -> int:
             snap = Snapshot(
                 0.0, {**with_proc.results, "cgroup": CollectorResult("cgroup", True, 0, cdata)}
             )
-            return attribute_workloads(snap), cpu
+            return attribute_workloads(snap), cpu, proc_cpu
 
-        first, cold = tick(previous)
-        costs = []
+        first, cold, proc_cold = tick(previous)
+        costs, proc_costs = [], []
         snap = first
         for _ in range(args.ticks):
-            snap, cpu = tick(
+            snap, cpu, proc_cpu = tick(
                 snap.replace(results={**snap.results, "nvml": previous.results["nvml"]})
             )
             costs.append(cpu)
+            proc_costs.append(proc_cpu)
+        psutil.PROCFS_PATH = str(root / "proc")
+        gpu_pids = [p.pid for d in nvml.devices for p in d.processes]
+        _, peer_cold = psutil_tick(rules[0].cmdline, gpu_pids)  # type: ignore[arg-type]
+        peer = []
+        for _ in range(args.ticks):
+            peer_read, cpu = psutil_tick(rules[0].cmdline, gpu_pids)  # type: ignore[arg-type]
+            peer.append(cpu)
+        psutil.PROCFS_PATH = "/proc"
     found = len(snap.results["process"].data.processes)  # type: ignore[union-attr]
     cgroups = len(snap.results["cgroup"].data.cgroups)  # type: ignore[union-attr]
     costs.sort()
@@ -132,6 +171,13 @@ def main() -> int:
     print(
         f"steady state over {args.ticks} ticks: median {median:.1f} ms, max {worst:.1f} ms CPU "
         f"per tick (goal <= {GOAL_MS:.0f} ms): {'OK' if median <= GOAL_MS else 'OVER'}"
+    )
+    peer.sort()
+    own = sorted(proc_costs)
+    print(
+        f"process part only, agent vs psutil {psutil.__version__} ({peer_read} processes read): "
+        f"median {own[len(own) // 2] * 1000:.1f} ms vs {peer[len(peer) // 2] * 1000:.1f} ms CPU "
+        f"per tick (cold: {proc_cold * 1000:.1f} ms vs {peer_cold * 1000:.1f} ms)"
     )
     return 0 if median <= GOAL_MS else 1
 

@@ -6,7 +6,8 @@ its process, and prints every few seconds what the agent makes of it: the model'
 latency and throughput, the server process's CPU and memory, and drift per feature once the
 server's inputs drift (after 30 s). Open the URLs it prints for the rest; Ctrl-C stops both.
 
-    python examples/demo.py [--port 9847] [--drift-after 30] [--until-ready] [-- AGENT FLAGS]
+    python examples/demo.py [--port 9847] [--drift-after 30] [--until-ready [--then CMD]]
+                            [-- AGENT FLAGS]
 
 With ``--until-ready`` it exits 0 as soon as latency, per-process metrics and drift are all
 visible (1 if they are not within ``--timeout``): what the test of the demo runs.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -129,6 +131,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--until-ready", action="store_true", help="exit once everything shows")
     p.add_argument("--timeout", type=float, default=60.0, help="with --until-ready")
     p.add_argument("--every", type=float, default=5.0, help="seconds between progress lines")
+    p.add_argument(
+        "--then",
+        default=None,
+        metavar="CMD",
+        help="with --until-ready: once ready, run CMD AGENT_URL MODEL and exit with its status",
+    )
     return p.parse_args(argv), agent_extra
 
 
@@ -145,13 +153,14 @@ def agent_command(port: int, config: Path, state: Path, extra: list[str]) -> lis
         "--serving.window=15s",
         "--serving.baseline=5m",
         "--drift.interval=3s",
-        # What a laptop has: processes, cgroups, the model server, the drift API. No GPU
+        # What a laptop has: the host, processes, cgroups, the model server, the drift API. No GPU
         # (add `-- --collector.nvml` on a GPU machine), no Kubernetes, no kubelet socket.
         "--collector.disable-defaults",
         "--collector.process",
         "--collector.cgroup",
         "--collector.serving",
         "--collector.drift",
+        "--collector.node",
         *extra,
     ]
 
@@ -221,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
             print(view.line(elapsed), flush=True)
             if args.until_ready and view.complete:
                 print("demo ready: latency, per-process metrics and drift are all visible")
+                if args.then:
+                    cmd = [*shlex.split(args.then), agent_url, MODEL]
+                    return subprocess.run(cmd, check=False, env=env).returncode
                 return 0
             if args.until_ready and elapsed > args.timeout:
                 print(f"demo not ready after {args.timeout:.0f}s", file=sys.stderr)

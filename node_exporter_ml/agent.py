@@ -52,7 +52,12 @@ class Agent:
         self.collectors: list[Collector] = [
             reg.factory(ctx) for name, reg in registry.items() if name in config.collectors
         ]
-        self.renderer = Renderer(self.collectors, config.interval, process_metrics=process_metrics)
+        self.renderer = Renderer(
+            self.collectors,
+            config.interval,
+            process_metrics=process_metrics and not config.disable_exporter_metrics,
+            policy=config.file.metrics,
+        )
         self._render_executor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="nodeml-render"
         )
@@ -70,6 +75,11 @@ class Agent:
         self._wanted: dict[Format, int] = {(False, False): 0}
         self._started_at: float | None = None
         self._rendered_at = 0.0
+
+    @property
+    def collector_names(self) -> list[str]:
+        """The enabled collectors' names (what `collect[]` may ask for)."""
+        return [c.name for c in self.collectors]
 
     @property
     def snapshot(self) -> Snapshot | None:
@@ -101,11 +111,19 @@ class Agent:
         what = "the newest snapshot is {:.0f}s old" if self.rendered else "no snapshot {:.0f}s in"
         return f"{what.format(age)} (limit {limit:g}s: {STALE_TICKS} ticks)"
 
-    async def body(self, fmt: Format) -> bytes | None:
-        """The latest exposition in `fmt`; formats it off the loop if no scrape asked yet."""
+    async def body(self, fmt: Format, only: frozenset[str] | None = None) -> bytes | None:
+        """The latest exposition in `fmt`; formats it off the loop if no scrape asked yet.
+
+        `only` (from `collect[]`) keeps those collectors' families and the agent's own.
+        """
         rendered = self.rendered
         if rendered is None:
             return None
+        if only is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._render_executor, rendered.ensure_subset, fmt, only
+            )
         self._wanted[fmt] = self._ticks
         body = rendered.get(fmt)
         if body is None:
@@ -145,4 +163,5 @@ class Agent:
         ctx = CollectContext(new)
         for c in self.collectors:
             c.reload(ctx)
+        self.renderer.source.limiter.policy = new.file.metrics
         return new

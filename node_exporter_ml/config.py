@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from node_exporter_ml import __version__
+from node_exporter_ml.cardinality import PER_PROCESS_MODES, MetricsPolicy
+from node_exporter_ml.logformat import FORMATS as LOG_FORMATS
 
 DEFAULT_LISTEN = ":9847"
 DEFAULT_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -125,6 +127,7 @@ class FileConfig:
     drift_max_columns: int = 1_000
     drift_max_models: int = 50
     drift_max_features: int = 200
+    metrics: MetricsPolicy = field(default_factory=MetricsPolicy)
 
 
 T = TypeVar("T")
@@ -238,6 +241,28 @@ def _parse_target(r: YamlReader, raw: object, key: str) -> ServingTarget:
     )
 
 
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _parse_metrics(r: YamlReader, raw: object) -> MetricsPolicy:
+    m = r.mapping(raw, "metrics", ("drop_labels", "drop_families", "per_process", "max_processes"))
+    labels = []
+    for i, v in enumerate(r.items(m.get("drop_labels"), "metrics.drop_labels")):
+        label = r.string(v, f"metrics.drop_labels[{i}]")
+        if not _LABEL_NAME.match(label):
+            raise r.fail(f"metrics.drop_labels[{i}]", "a label name", label)
+        labels.append(label)
+    globs = tuple(
+        r.string(v, f"metrics.drop_families[{i}]")
+        for i, v in enumerate(r.items(m.get("drop_families"), "metrics.drop_families"))
+    )
+    mode = r.optional(m, "metrics", "per_process", r.string, "series")
+    if mode not in PER_PROCESS_MODES:
+        raise r.fail("metrics.per_process", " or ".join(PER_PROCESS_MODES), mode)
+    limit = r.optional(m, "metrics", "max_processes", r.integer, MetricsPolicy().max_processes)
+    return MetricsPolicy(tuple(labels), globs, mode, limit)
+
+
 def parse_config_file(text: str, source: str) -> FileConfig:
     """Parse the YAML config file's text; `source` names it in errors."""
     r = YamlReader(source)
@@ -251,7 +276,7 @@ def parse_config_file(text: str, source: str) -> FileConfig:
         raise ConfigError(
             f"{source}: {where}: expected valid YAML ({err.__class__.__name__})"
         ) from None
-    top = r.mapping(raw, "", ("serving", "processes", "kube", "drift"))
+    top = r.mapping(raw, "", ("serving", "processes", "kube", "drift", "metrics"))
     serving = r.mapping(
         top.get("serving"), "serving", ("targets", "timeout", "max_body_bytes", "concurrency")
     )
@@ -325,6 +350,7 @@ def parse_config_file(text: str, source: str) -> FileConfig:
         drift_max_features=r.optional(
             drift, "drift", "max_features", r.integer, defaults.drift_max_features
         ),
+        metrics=_parse_metrics(r, top.get("metrics")),
     )
 
 
@@ -349,6 +375,8 @@ class Config:
     """The agent's whole configuration: flags plus the config file."""
 
     listen_address: str = DEFAULT_LISTEN
+    systemd_socket: bool = False
+    disable_exporter_metrics: bool = False
     web_config_file: str | None = None
     telemetry_path: str = "/metrics"
     max_requests: int = 40
@@ -361,12 +389,15 @@ class Config:
     cgroupfs: str = "/sys/fs/cgroup"
     collectors: frozenset[str] = frozenset()
     nvml_replay: str | None = None
+    nvml_expected_gpus: int | None = None
     log_level: str = "info"
+    log_format: str = "logfmt"
     state_dir: str = "/var/lib/node-exporter-ml"
     serving_window: float = 60.0
     serving_baseline: float = 900.0
     serving_discover: bool = False
     kube_api_url: str | None = None
+    kube_kubeconfig: str | None = None
     kube_token_file: str = DEFAULT_TOKEN_FILE
     kube_ca_file: str = DEFAULT_CA_FILE
     kube_node_name: str | None = None
@@ -388,28 +419,80 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every flag's help ends with its default, as kingpin prints it for node_exporter."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if isinstance(default, bool):
+            shown = "true" if default else "false"
+        elif default is None:
+            shown = "none"
+        else:
+            shown = "%(default)s"
+        return f"{text} (default: {shown})"
+
+
+def _seconds(value: float) -> str:
+    """A default duration as the flag takes it: whole minutes past one as `15m`, else seconds."""
+    if value > 60 and value % 60 == 0:
+        return f"(default: {value / 60:g}m)"
+    return f"(default: {value:g}s)"
+
+
 def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
     """The flag parser; `collectors` maps each registered collector to its default."""
     p = _Parser(
         prog="node-exporter-ml",
         description="Node agent for GPU inference fleets: Prometheus metrics for GPUs, "
         "inference processes, their pods, model-server latency and data drift.",
+        formatter_class=_HelpFormatter,
     )
     a = p.add_argument
     a("--version", action="version", version=f"node-exporter-ml {__version__}")
-    a("--web.listen-address", dest="listen_address", type=_listen_arg, default=DEFAULT_LISTEN)
+    a(
+        "--web.listen-address",
+        dest="listen_address",
+        type=_listen_arg,
+        default=DEFAULT_LISTEN,
+        metavar="ADDRESS",
+        help="host:port or :port to serve metrics, the API and the landing page on",
+    )
+    a(
+        "--web.systemd-socket",
+        dest="systemd_socket",
+        action="store_true",
+        help="serve on the socket systemd passes (socket activation, LISTEN_FDS) "
+        "instead of --web.listen-address",
+    )
     a(
         "--web.config.file",
         dest="web_config_file",
         metavar="FILE",
         help="exporter-toolkit web config (TLS, basic auth)",
     )
-    a("--web.telemetry-path", dest="telemetry_path", default="/metrics")
+    a(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        metavar="PATH",
+        help="path of the metrics endpoint",
+    )
+    a(
+        "--web.disable-exporter-metrics",
+        dest="disable_exporter_metrics",
+        action="store_true",
+        help="leave out the agent's own process_* and python_* metrics",
+    )
     a(
         "--web.max-requests",
         dest="max_requests",
         type=int,
         default=40,
+        metavar="N",
         help="concurrent requests served before answering 503 (0: no limit)",
     )
     a(
@@ -421,18 +504,43 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
         help="close a connection idle, or sending its request headers, this long",
     )
     a("--config.file", dest="config_file", metavar="FILE", help="YAML config file")
-    a("--sampler.interval", dest="interval", type=_duration_arg, default=5.0, metavar="DURATION")
+    a(
+        "--sampler.interval",
+        dest="interval",
+        type=_duration_arg,
+        default=5.0,
+        metavar="DURATION",
+        help=f"how often every collector is run and the metrics re-rendered {_seconds(5.0)}",
+    )
     a(
         "--collector.timeout",
         dest="collector_timeout",
         type=_duration_arg,
         default=None,
         metavar="DURATION",
-        help="per-collector time limit per tick (default 0.8 x interval)",
+        help="per-collector time limit per tick (default: 0.8 x --sampler.interval)",
     )
-    a("--path.procfs", dest="procfs", default="/proc")
-    a("--path.sysfs", dest="sysfs", default="/sys")
-    a("--path.cgroupfs", dest="cgroupfs", default="/sys/fs/cgroup")
+    a(
+        "--path.procfs",
+        dest="procfs",
+        default="/proc",
+        metavar="DIR",
+        help="procfs mountpoint (the host's, in a container)",
+    )
+    a(
+        "--path.sysfs",
+        dest="sysfs",
+        default="/sys",
+        metavar="DIR",
+        help="sysfs mountpoint; --path.cgroupfs is DIR/fs/cgroup unless given",
+    )
+    a(
+        "--path.cgroupfs",
+        dest="cgroupfs",
+        default=None,
+        metavar="DIR",
+        help="cgroup filesystem mountpoint (default: --path.sysfs + /fs/cgroup)",
+    )
     a(
         "--collector.disable-defaults",
         dest="disable_defaults",
@@ -445,7 +553,7 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
             dest=f"collector_{name}",
             action=argparse.BooleanOptionalAction,
             default=None,
-            help=f"enable the {name} collector (default: {default})",
+            help=f"enable the {name} collector (default: {'on' if default else 'off'})",
         )
     a(
         "--nvml.replay",
@@ -453,10 +561,52 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
         metavar="FILE",
         help="drive the nvml collector from a replay file instead of the driver",
     )
-    a("--log.level", dest="log_level", choices=_LOG_LEVELS, default="info")
-    a("--state.dir", dest="state_dir", default="/var/lib/node-exporter-ml")
-    a("--serving.window", dest="serving_window", type=_duration_arg, default=60.0)
-    a("--serving.baseline", dest="serving_baseline", type=_duration_arg, default=900.0)
+    a(
+        "--nvml.expected-gpus",
+        dest="nvml_expected_gpus",
+        type=int,
+        default=None,
+        metavar="N",
+        help="GPUs this node should have; fewer is a `lost` health failure "
+        "(default: the count seen at the first successful tick)",
+    )
+    a(
+        "--log.level",
+        dest="log_level",
+        choices=_LOG_LEVELS,
+        default="info",
+        help="only log messages at this level or above",
+    )
+    a(
+        "--log.format",
+        dest="log_format",
+        choices=LOG_FORMATS,
+        default="logfmt",
+        help="log line format on stderr, as promslog writes it",
+    )
+    a(
+        "--state.dir",
+        dest="state_dir",
+        default="/var/lib/node-exporter-ml",
+        metavar="DIR",
+        help="where the drift store (SQLite) keeps references and windows",
+    )
+    a(
+        "--serving.window",
+        dest="serving_window",
+        type=_duration_arg,
+        default=60.0,
+        metavar="DURATION",
+        help=f"window of the served latency quantiles, mean and rate {_seconds(60.0)}",
+    )
+    a(
+        "--serving.baseline",
+        dest="serving_baseline",
+        type=_duration_arg,
+        default=900.0,
+        metavar="DURATION",
+        help=f"window of the latency baseline regressions are measured against {_seconds(900.0)}",
+    )
     a(
         "--serving.discover",
         dest="serving_discover",
@@ -468,7 +618,15 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
         "--kube.api-url",
         dest="kube_api_url",
         metavar="URL",
-        help="API server URL (default: in-cluster from KUBERNETES_SERVICE_HOST)",
+        help="API server URL (default: --kube.kubeconfig's, else in-cluster from "
+        "KUBERNETES_SERVICE_HOST)",
+    )
+    a(
+        "--kube.kubeconfig",
+        dest="kube_kubeconfig",
+        metavar="FILE",
+        help="kubeconfig to reach the API server outside a pod (client certificates or "
+        "bearer tokens; exec plugins are refused)",
     )
     # Defaults are the in-cluster service account's files; a path given here must exist.
     a(
@@ -489,6 +647,7 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
         "--kube.node-name",
         dest="kube_node_name",
         default=None,
+        metavar="NAME",
         help="this node's name (default: $NODE_NAME)",
     )
     a(
@@ -501,8 +660,17 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
         "--kube.pod-resources-socket",
         dest="kube_pod_resources_socket",
         default=DEFAULT_POD_RESOURCES_SOCKET,
+        metavar="PATH",
+        help="the kubelet's pod-resources gRPC socket (which pod holds which GPU)",
     )
-    a("--drift.interval", dest="drift_interval", type=_duration_arg, default=60.0)
+    a(
+        "--drift.interval",
+        dest="drift_interval",
+        type=_duration_arg,
+        default=60.0,
+        metavar="DURATION",
+        help=f"how often stored models' drift is re-evaluated {_seconds(60.0)}",
+    )
     a(
         "--drift.token-file",
         dest="drift_token_file",
@@ -531,6 +699,8 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
         ConfigError: a flag value or the config file is wrong (argparse errors exit 2 itself).
     """
     ns = build_parser(collectors).parse_args(argv)
+    if ns.cgroupfs is None:  # node_exporter's layout: cgroups are mounted under sysfs
+        ns.cgroupfs = os.path.join(ns.sysfs, "fs", "cgroup")
     enabled = set()
     for name, default in collectors.items():
         flag = getattr(ns, f"collector_{name}")
@@ -540,6 +710,8 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
             enabled.add(name)
     if ns.max_requests < 0:
         raise ConfigError("--web.max-requests: expected an integer >= 0")
+    if ns.nvml_expected_gpus is not None and ns.nvml_expected_gpus < 1:
+        raise ConfigError("--nvml.expected-gpus: expected an integer >= 1")
     for flag, path in (
         ("--path.procfs", ns.procfs),
         ("--path.sysfs", ns.sysfs),
@@ -549,6 +721,7 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
             raise ConfigError(f"{flag}: {path}: expected a readable directory")
     for flag, path in (
         ("--nvml.replay", ns.nvml_replay),
+        ("--kube.kubeconfig", ns.kube_kubeconfig),
         ("--web.config.file", ns.web_config_file),
         ("--drift.token-file", ns.drift_token_file),
         ("--kube.token-file", ns.kube_token_file),
@@ -566,6 +739,8 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
             raise ConfigError(f"{flag}: expected an http(s) URL, got {url!r}")
     return Config(
         listen_address=ns.listen_address,
+        systemd_socket=ns.systemd_socket,
+        disable_exporter_metrics=ns.disable_exporter_metrics,
         web_config_file=ns.web_config_file,
         telemetry_path=ns.telemetry_path,
         max_requests=ns.max_requests,
@@ -578,12 +753,15 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
         cgroupfs=ns.cgroupfs,
         collectors=frozenset(enabled),
         nvml_replay=ns.nvml_replay,
+        nvml_expected_gpus=ns.nvml_expected_gpus,
         log_level=ns.log_level,
+        log_format=ns.log_format,
         state_dir=ns.state_dir,
         serving_window=ns.serving_window,
         serving_baseline=ns.serving_baseline,
         serving_discover=ns.serving_discover,
         kube_api_url=ns.kube_api_url,
+        kube_kubeconfig=ns.kube_kubeconfig,
         kube_token_file=ns.kube_token_file or DEFAULT_TOKEN_FILE,
         kube_ca_file=ns.kube_ca_file or DEFAULT_CA_FILE,
         kube_node_name=ns.kube_node_name or os.environ.get("NODE_NAME") or None,

@@ -13,19 +13,26 @@ def workload_of(ident: CgroupIdentity, kube: KubeData | None) -> dict[str, str]:
     """The labels of one process's workload, from its cgroup identity and the pods.
 
     - a pod the API knows (by UID, a static pod's hash, or the container id): namespace,
-      pod and container (container "" for a pod-level process such as CRI-O's conmon);
+      pod and container (container "" for a pod-level process such as CRI-O's conmon),
+      and the Slurm job and step too when the pod runs slurmd;
+    - else a Slurm job: slurm_job and slurm_step (from the cgroup path or the environment);
     - else a systemd unit: unit (a cgroup path only names one deeper than any container);
     - else a container: container_id (a pod the API does not know, or plain Docker);
     - else nothing.
     """
+    slurm: dict[str, str] = {}
+    if ident.slurm_job:
+        slurm = {"slurm_job": ident.slurm_job, "slurm_step": ident.slurm_step or ""}
     pod = kube.pod(ident.pod_uid) if kube is not None and ident.pod_uid else None
     container = ""
     if kube is not None and ident.container_id:
         found = kube.by_container.get(ident.container_id)
         if found is not None and (pod is None or found[0].uid == pod.uid):
             pod, container = found
-    if pod is not None:
-        return {"namespace": pod.namespace, "pod": pod.name, "container": container}
+    if pod is not None:  # a job of a slurmd that runs in a pod (Slinky, soperator) has both
+        return {"namespace": pod.namespace, "pod": pod.name, "container": container, **slurm}
+    if slurm:
+        return slurm
     if ident.unit:  # set only when deeper than any container (a unit inside a kind node)
         return {"unit": ident.unit}
     if ident.container_id:
@@ -58,6 +65,8 @@ def attribute_workloads(snapshot: Snapshot) -> Snapshot:
                 runtime=p.runtime,
                 qos=p.qos,
                 unit=p.unit,
+                slurm_job=p.slurm_job,
+                slurm_step=p.slurm_step,
             )
     workloads: dict[int, Mapping[str, str]] = {}
     for pid, ident in idents.items():

@@ -15,6 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OM
 
 from node_exporter_ml import __version__
+from node_exporter_ml.cardinality import CardinalityLimiter, MetricsPolicy
 from node_exporter_ml.collectors.base import Collector
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.snapshot import Snapshot
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 CONTENT_TYPE_TEXT = CONTENT_TYPE_PLAIN_0_0_4
 CONTENT_TYPE_OPENMETRICS = CONTENT_TYPE_OM
 GZIP_LEVEL = 6
+MAX_SUBSETS = 16  # collect[] selections kept per tick; others are formatted per request
+_PER_COLLECTOR = frozenset({"nodeml_collector_success", "nodeml_collector_duration_seconds"})
 
 
 Format = tuple[bool, bool]
@@ -40,12 +43,19 @@ class Rendered:
     """
 
     def __init__(
-        self, families: Sequence[Metric], taken_at: float, labels: LabelCache | None = None
+        self,
+        families: Sequence[Metric],
+        taken_at: float,
+        labels: LabelCache | None = None,
+        owners: Sequence[str] | None = None,
     ) -> None:
         self.families = tuple(families)
         self.taken_at = taken_at
+        # The collector each family came from; "" for the agent's own (always served).
+        self.owners = tuple(owners) if owners is not None else ("",) * len(self.families)
         self._labels = labels if labels is not None else LabelCache()
         self._bodies: dict[Format, bytes] = {}
+        self._subsets: dict[tuple[Format, frozenset[str]], bytes] = {}
         self._lock = threading.RLock()  # ensure() of a gzip body ensures the plain one
 
     def get(self, fmt: Format) -> bytes | None:
@@ -64,6 +74,41 @@ class Rendered:
                     body = (render_openmetrics if om else render_text)(self.families, self._labels)
                 self._bodies[fmt] = body
             return body
+
+    def ensure_subset(self, fmt: Format, collectors: frozenset[str]) -> bytes:
+        """The body of a `collect[]` scrape: only these collectors' families (call off the loop).
+
+        The agent's own families stay, with `nodeml_collector_*` rows of these collectors
+        only. Made once per tick and selection; at most MAX_SUBSETS selections are kept.
+        """
+        key = (fmt, collectors)
+        with self._lock:
+            body = self._subsets.get(key)
+            if body is not None:
+                return body
+            om, gz = fmt
+            families = self.select(collectors)
+            body = (render_openmetrics if om else render_text)(families, self._labels)
+            if gz:
+                body = gzip.compress(body, GZIP_LEVEL, mtime=0)
+            if len(self._subsets) < MAX_SUBSETS:
+                self._subsets[key] = body
+            return body
+
+    def select(self, collectors: frozenset[str]) -> list[Metric]:
+        """The families of `collectors` and the agent's own, self-health rows filtered."""
+        out = []
+        for owner, family in zip(self.owners, self.families, strict=True):
+            if owner:
+                if owner in collectors:
+                    out.append(family)
+                continue
+            if family.name in _PER_COLLECTOR:
+                kept = Metric(family.name, family.documentation, family.type, family.unit)
+                kept.samples = [s for s in family.samples if s.labels["collector"] in collectors]
+                family = kept
+            out.append(family)
+        return out
 
     @property
     def text(self) -> bytes:
@@ -143,14 +188,20 @@ class SnapshotCollector:
         self.collectors = {c.name: c for c in collectors}
         self.interval = interval
         self.snapshot: Snapshot | None = None
+        self.limiter = CardinalityLimiter()
         self._once = OnceLogger(log)
 
     def collect(self) -> Iterable[Metric]:
         """Yield every family of the current snapshot (prometheus_client's Collector API)."""
+        return (family for _, family in self.owned())
+
+    def owned(self) -> Iterable[tuple[str, Metric]]:
+        """(collector name, family) of the current snapshot; "" names the agent's own."""
         snapshot = self.snapshot
         if snapshot is None:
             return
         families: list[Metric] = []
+        owner: dict[str, str] = {}
         failed = set()
         for name, result in sorted(snapshot.results.items()):
             collector = self.collectors.get(name)
@@ -161,8 +212,12 @@ class SnapshotCollector:
                 failed.add(name)
             else:
                 families.extend(built)
-        yield from self_health_families(snapshot, self.interval, failed)
-        yield from families
+                owner.update((family.name, name) for family in built)
+        health = self_health_families(snapshot, self.interval, failed)
+        # The cardinality policy may rebuild families; each keeps its collector by name, and
+        # what the policy adds (nodeml_series_dropped_total) is the agent's own ("").
+        for family in self.limiter.apply([*health, *families]):
+            yield owner.get(family.name, ""), family
 
     def _guarded(
         self, name: str, collector: Collector, data: object, snapshot: Snapshot
@@ -205,13 +260,15 @@ class Renderer:
         collectors: Sequence[Collector],
         interval: float,
         process_metrics: bool = True,
+        policy: MetricsPolicy | None = None,
     ) -> None:
         self.source = SnapshotCollector(collectors, interval)
+        self.source.limiter.policy = policy or MetricsPolicy()
         self.labels = LabelCache()  # formatted label sets, reused across ticks
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.source)
+        # The agent's own process_* and python_* metrics, like every client_python exporter
+        # (--web.disable-exporter-metrics leaves them out, as node_exporter's flag does).
+        self.exporter = CollectorRegistry(auto_describe=False)
         if process_metrics:
-            # The agent's own process_* and python_* metrics, like every client_python exporter.
             once = OnceLogger(log)
             # Registered through a guard: a failure reading /proc yields nothing, not a crash.
             spare = CollectorRegistry()
@@ -220,12 +277,19 @@ class Renderer:
                 PlatformCollector(registry=spare),
                 GCCollector(registry=spare),
             ):
-                self.registry.register(_Guarded(inner, once))
+                self.exporter.register(_Guarded(inner, once))
 
     def render(self, snapshot: Snapshot, formats: Iterable[Format] = ((False, False),)) -> Rendered:
         """Collect one snapshot's families and pre-format `formats` (call off the loop)."""
         self.source.snapshot = snapshot
-        rendered = Rendered(list(self.registry.collect()), snapshot.taken_at, self.labels)
+        owned = list(self.source.owned())
+        own = list(self.exporter.collect())
+        rendered = Rendered(
+            [f for _, f in owned] + own,
+            snapshot.taken_at,
+            self.labels,
+            owners=[o for o, _ in owned] + [""] * len(own),
+        )
         for fmt in formats:
             rendered.ensure(fmt)
         return rendered
@@ -265,3 +329,26 @@ def negotiate(headers: Mapping[str, str]) -> tuple[Format, str]:
     om = wants_openmetrics(headers.get("Accept", ""))
     gz = accepts_gzip(headers.get("Accept-Encoding", ""))
     return (om, gz), (CONTENT_TYPE_OM if om else CONTENT_TYPE_TEXT)
+
+
+MAX_COLLECT_PARAMS = 64
+
+
+def select_collectors(values: Sequence[str], enabled: Sequence[str]) -> frozenset[str] | None:
+    """The collectors a `collect[]` query asks for (node_exporter's filter); None for all.
+
+    Raises:
+        ValueError: a name that is not an enabled collector, or too many values (400).
+    """
+    if not values:
+        return None
+    if len(values) > MAX_COLLECT_PARAMS:
+        raise ValueError(f"collect[]: at most {MAX_COLLECT_PARAMS} values")
+    for name in values:
+        if name not in enabled:
+            shown = name if len(name) <= 64 else name[:64] + "..."
+            raise ValueError(
+                f"collect[]: unknown or disabled collector {shown!r} "
+                f"(enabled: {', '.join(sorted(enabled)) or 'none'})"
+            )
+    return frozenset(values)

@@ -8,19 +8,20 @@ that keeps the last known pods (it keeps them when the API server goes away).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 import aiohttp
 
-from node_exporter_ml.config import ServingTarget
+from node_exporter_ml.config import ConfigError, ServingTarget
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.snapshot import Snapshot
 
@@ -333,6 +334,8 @@ class PodSource:
         token_file: str | None = None,
         ca_file: str | None = None,
         kubelet_url: str | None = None,
+        token: str | None = None,
+        tls: Callable[[], ssl.SSLContext] | None = None,
         poll_interval: float = 15.0,
         watch_timeout: int = 300,
         backoff: tuple[float, float] = (1.0, 30.0),
@@ -343,6 +346,8 @@ class PodSource:
         self.node_name = node_name
         self.token_file = token_file
         self.ca_file = ca_file
+        self.token = token  # a kubeconfig's inline token, used when token_file gives none
+        self.tls = tls or functools.partial(_ssl_context, ca_file)
         self.poll_interval = poll_interval
         self.watch_timeout = watch_timeout
         self.backoff = backoff
@@ -387,7 +392,7 @@ class PodSource:
 
     async def _headers(self) -> dict[str, str]:
         loop = asyncio.get_running_loop()
-        token = await loop.run_in_executor(None, _read_optional, self.token_file)
+        token = await loop.run_in_executor(None, _read_optional, self.token_file) or self.token
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -488,7 +493,11 @@ class PodSource:
     async def run(self) -> None:
         """Run until cancelled, keeping `pods` current."""
         loop = asyncio.get_running_loop()
-        self._ssl = await loop.run_in_executor(None, _ssl_context, self.ca_file)
+        try:
+            self._ssl = await loop.run_in_executor(None, self.tls)
+        except (ConfigError, ssl.SSLError, OSError) as err:  # a kubeconfig's files changed
+            self._set_failed(err)
+            return
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=self.watch_timeout + 30)
         delay = self.backoff[0]
         rv: str | None = None

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from node_exporter_ml.nvml.health import GpuHealth
+
 T = TypeVar("T")
 
 
@@ -196,12 +198,19 @@ class XidCount:
 
 @dataclass(frozen=True, slots=True)
 class NvmlData:
-    """What the nvml collector returns: the visible GPUs (lost ones dropped and listed)."""
+    """What the nvml collector returns: the visible GPUs (lost ones dropped and listed).
+
+    `health` holds one verdict per GPU read, lost or missing; `gpus` is how many NVML
+    enumerates and `expected_gpus` how many there should be (None before the first tick).
+    """
 
     driver_version: str = ""
     devices: tuple[GpuSample, ...] = ()
     lost: tuple[LostGpu, ...] = ()
     xid_errors: tuple[XidCount, ...] = ()
+    health: tuple[GpuHealth, ...] = ()
+    gpus: int | None = None
+    expected_gpus: int | None = None
 
 
 # --- process and cgroup collectors ---------------------------------------------------------
@@ -213,6 +222,7 @@ class ProcessSample:
 
     `cgroup_path` is the path that identifies its workload; `container_id`, `pod_uid`,
     `runtime`, `qos` and `unit` are what that path says (see host/cgroup_path.py);
+    `slurm_*` come from the path and, where readable, /proc/<pid>/environ (host/slurm.py);
     `reasons` says why it counts as an inference process ("gpu", "serving", "match").
     """
 
@@ -235,6 +245,10 @@ class ProcessSample:
     runtime: str | None = None
     qos: str | None = None
     reasons: frozenset[str] = frozenset()
+    slurm_job: str | None = None
+    slurm_step: str | None = None
+    slurm_job_name: str | None = None
+    slurm_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +256,21 @@ class ProcessData:
     """What the process collector returns, keyed by pid."""
 
     processes: Mapping[int, ProcessSample] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CpuQuota:
+    """The CPU bandwidth limit over a cgroup: its own quota, else its nearest limited ancestor's.
+
+    `path` is the limiting cgroup (relative to its hierarchy) and the counters are its
+    cpu.stat; `path` None means no cgroup on the way to the root has a quota.
+    """
+
+    path: str | None = None
+    limit_cores: float | None = None
+    periods_total: int | None = None
+    throttled_periods_total: int | None = None
+    throttled_seconds_total: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +303,7 @@ class CgroupSample:
     io_write_bytes_total: int | None = None
     cgroup_version: int | None = None
     pids: tuple[int, ...] = ()
+    cpu_quota: CpuQuota | None = None  # None: not known (cpu controller unreadable)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from node_exporter_ml import __version__
 from node_exporter_ml.agent import Agent
-from node_exporter_ml.exposition import negotiate
+from node_exporter_ml.exposition import negotiate, select_collectors
 from node_exporter_ml.webconfig import WebConfig
 from node_exporter_ml.webguard import (
     ADMISSION,
@@ -41,8 +41,13 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 async def metrics(request: web.Request) -> web.Response:
     """Serve the cached exposition: no I/O, no collection; each format is made once a tick."""
+    agent = request.app[AGENT]
+    try:
+        only = select_collectors(request.query.getall("collect[]", []), agent.collector_names)
+    except ValueError as err:
+        return web.Response(status=400, text=f"{err}\n")
     fmt, content_type = negotiate(request.headers)
-    body = await request.app[AGENT].body(fmt)
+    body = await agent.body(fmt, only)
     if body is None:
         return web.Response(status=503, text="no snapshot yet\n")
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}

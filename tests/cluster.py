@@ -38,7 +38,7 @@ RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
 MODEL = "mlp-8x4096"
 SERVER_PID, NEIGHBOUR_PID = 415, 476
 
-COLLECTORS = ("nvml", "process", "cgroup", "kube", "serving", "drift")
+COLLECTORS = ("nvml", "process", "cgroup", "kube", "serving", "drift", "node")
 
 TextAt = Callable[[float], str]
 

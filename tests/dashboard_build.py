@@ -158,6 +158,71 @@ def variable_query(name: str, label: str, query: str, *, multi: bool = True) -> 
     }
 
 
+def node_row(g: _Layout) -> None:
+    """The node as a whole (the node collector, psutil): is the host itself the bottleneck?"""
+    g.row("Node")
+    inst = "{{instance}}"
+    g.add(
+        timeseries(
+            "Node CPU by mode",
+            "Share of the node's CPU time in each mode, all CPUs together "
+            "(nodeml_node_cpu_seconds_total over nodeml_node_cpus).",
+            "percentunit",
+            target(
+                f"sum by (instance, mode) (rate(nodeml_node_cpu_seconds_total{{{NODE}, "
+                f'mode!="idle"}}[$__rate_interval])) / on (instance) group_left '
+                f"nodeml_node_cpus{{{NODE}}}",
+                inst + " {{mode}}",
+            ),
+            min=0,
+        )
+    )
+    g.add(
+        timeseries(
+            "Load per CPU",
+            "1- and 15-minute load averages divided by the logical CPUs: above 1, tasks "
+            "queue for a CPU (also for uninterruptible IO).",
+            "none",
+            target(f"nodeml_node_load1{{{NODE}}} / nodeml_node_cpus{{{NODE}}}", inst + " 1m"),
+            target(
+                f"nodeml_node_load15{{{NODE}}} / nodeml_node_cpus{{{NODE}}}", inst + " 15m", "B"
+            ),
+            min=0,
+        )
+    )
+    g.add(
+        timeseries(
+            "Node memory and swap in use",
+            "Share of memory not available without swapping (1 - MemAvailable/MemTotal), "
+            "and of swap in use.",
+            "percentunit",
+            target(
+                f"1 - nodeml_node_memory_available_bytes{{{NODE}}} "
+                f"/ nodeml_node_memory_total_bytes{{{NODE}}}",
+                inst + " memory",
+            ),
+            target(
+                f"1 - nodeml_node_swap_free_bytes{{{NODE}}} "
+                f"/ (nodeml_node_swap_total_bytes{{{NODE}}} > 0)",
+                inst + " swap",
+                "B",
+            ),
+            min=0,
+            max=1,
+        )
+    )
+    g.add(
+        stat(
+            "Node uptime",
+            "Time since each node booted (a reboot resets GPU state and XID counts).",
+            "s",
+            f"min(nodeml_node_uptime_seconds{{{NODE}}})",
+        ),
+        w=6,
+        h=4,
+    )
+
+
 def build() -> dict[str, Any]:
     """The whole dashboard."""
     g = _Layout()
@@ -294,6 +359,43 @@ def build() -> dict[str, Any]:
                 legend + " XID {{xid}}",
             ),
         )
+    )
+
+    g.row("GPU health")
+    g.add(
+        state_timeline(
+            "Health checks",
+            "Per-GPU health verdict per check from the agent: 0 pass, 1 warn, 2 fail "
+            "(xid, memory, nvlink, pcie, thermal, power, fabric, lost; see docs/nvml.md).",
+            f"max by (instance, gpu, check) (nodeml_gpu_health{{{GPU}}})",
+            "{{instance}} GPU {{gpu}} {{check}}",
+        ),
+        w=12,
+    )
+    g.add(
+        state_timeline(
+            "Recommended action",
+            "1 for the action the agent recommends per GPU (none, restart_application, "
+            "reset_gpu, drain_and_reset, reboot_node, contact_support).",
+            f"max by (instance, gpu, action) (nodeml_gpu_recommended_action{{{GPU}}})",
+            "{{instance}} GPU {{gpu}} {{action}}",
+        ),
+        w=8,
+    )
+    g.add(
+        timeseries(
+            "GPUs present and expected",
+            "GPUs NVML enumerates against those the node should have (--nvml.expected-gpus, "
+            "else the count at the agent's start): fewer means a GPU fell off the bus.",
+            "none",
+            target(f"sum by (instance) (nodeml_gpus{{{NODE}}})", "{{instance}} present"),
+            target(
+                f"sum by (instance) (nodeml_gpu_expected{{{NODE}}})",
+                "{{instance}} expected",
+                ref="B",
+            ),
+        ),
+        w=4,
     )
 
     g.row("Processes and pods on the GPUs")
@@ -476,6 +578,8 @@ def build() -> dict[str, Any]:
             ),
         )
     )
+
+    node_row(g)
 
     g.row("Data drift")
     g.add(

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import random
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +16,19 @@ from aiohttp import web
 from node_exporter_ml.drift.api import routes
 from node_exporter_ml.drift.service import DriftService
 from node_exporter_ml.webguard import AUTH, Authenticator, auth_middleware
+
+
+def fixture_module(name: str, path: Path) -> ModuleType:
+    """A Python file of tests/fixtures (not a package), imported once under `name`."""
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return module
 
 
 def make_rows(

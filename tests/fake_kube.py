@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 from typing import Any
 
 from aiohttp import web
@@ -107,6 +108,8 @@ class FakeApi:
         self.port: int | None = None
         self.end_watches_now = False
         self.garbage_lists = 0  # answer this many lists with an HTML error page
+        self.ssl_context: ssl.SSLContext | None = None  # serve HTTPS (start(ssl_context=))
+        self.client_cn: str | None = None  # a verified client certificate with this CN also
 
     # -- state changes -----------------------------------------------------------------
 
@@ -142,7 +145,7 @@ class FakeApi:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(dict(request.query))
         self.auth.append(request.headers.get("Authorization"))
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}" and not self._cert_ok(request):
             return web.json_response(_status(401, "Unauthorized", "Unauthorized"), status=401)
         if request.query.get("fieldSelector") != f"spec.nodeName={self.node}":
             return web.json_response(_status(400, "BadRequest", "want this node only"), status=400)
@@ -202,7 +205,14 @@ class FakeApi:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> str:
+    def _cert_ok(self, request: web.Request) -> bool:
+        """The real API server's x509 authentication: the CN of a verified client cert."""
+        cert = request.transport.get_extra_info("peercert") if request.transport else None
+        subject = dict(item for rdn in (cert or {}).get("subject", ()) for item in rdn)
+        return self.client_cn is not None and subject.get("commonName") == self.client_cn
+
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> str:
+        self.ssl_context = ssl_context or self.ssl_context
         app = web.Application()
         app.router.add_get("/api/v1/pods", self.handle)
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)
@@ -211,7 +221,9 @@ class FakeApi:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 self.port = s.getsockname()[1]
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+        await web.TCPSite(
+            self._runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.ssl_context
+        ).start()
         return self.url
 
     async def stop(self) -> None:
@@ -222,7 +234,7 @@ class FakeApi:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:

@@ -7,11 +7,13 @@ formats checked against a 6.x host), so the readers see what they would on a nod
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 BTIME = 1_767_000_000
+NODE_FILES = Path(__file__).parent / "fixtures" / "proc" / "node"  # meminfo, vmstat, loadavg
 UID = "0e2d0f43-5b7c-4a3e-9f6a-2b1c3d4e5f60"
 UID_ = UID.replace("-", "_")
 STATIC_UID = "6d3b5f1e8a9c4b2d7e0f1a2b3c4d5e6f"
@@ -40,6 +42,7 @@ class FakeProc:
     fds: int = 5
     sockets: tuple[int, ...] = ()
     netns: str = HOST_NETNS  # processes in it see /proc/net as their own net/
+    environ: bytes = b"PATH=/usr/bin\0HOME=/root\0"
 
 
 def stat_line(p: FakeProc) -> str:
@@ -120,9 +123,11 @@ def write_proc(
     """
     root.mkdir(parents=True, exist_ok=True)
     (root / "stat").write_text(
-        "cpu  1 2 3 4 5 6 7 0 0 0\nintr 0\nctxt 123\n"
+        "cpu  1 2 3 4 5 6 7 0 0 0\ncpu0 1 2 3 4 5 6 7 0 0 0\nintr 0\nctxt 123\n"
         f"btime {BTIME}\nprocesses 9999\nprocs_running 1\n"
     )
+    for name in ("meminfo", "vmstat", "loadavg"):  # a real host's, for the node collector
+        shutil.copyfile(NODE_FILES / name, root / name)
     (root / "net").mkdir(exist_ok=True)
     header = (
         "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt"
@@ -143,6 +148,7 @@ def write_proc(
         (d / "status").write_text(status_text(p))
         (d / "comm").write_text(p.comm + "\n")
         (d / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in p.cmdline))
+        (d / "environ").write_bytes(p.environ)
         (d / "cgroup").write_text(p.cgroup)
         for fd in range(p.fds):
             os.symlink("/dev/null", d / "fd" / str(fd))

@@ -24,6 +24,8 @@ class Variant:
     conmon: bool = False
     layout: str = "v2"  # v2, v1, hybrid
     host_path: str | None = None  # where the cgroup is in the host tree, if not as shown
+    slurm_job: str | None = None
+    slurm_step: str | None = None
 
 
 SYSTEMD_POD = f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice"
@@ -220,5 +222,84 @@ VARIANTS = [
         "v2 user session",
         "0::/user.slice/user-1000.slice/session-3.scope\n",
         unit="session-3.scope",
+    ),
+    # Slurm (reference/gpu-health-and-hpc.md section 4): cgroup/v2 up to 25.11 and from
+    # 26.05 (SLUID job directories), several slurmd per node, and cgroup/v1.
+    Variant(
+        "v2 slurm srun step task",
+        "0::/system.slice/slurmstepd.scope/job_4242/step_0/user/task_0\n",
+        slurm_job="4242",
+        slurm_step="0",
+    ),
+    Variant(
+        "v2 slurm batch step",
+        "0::/system.slice/slurmstepd.scope/job_4242/step_batch/user/task_0\n",
+        slurm_job="4242",
+        slurm_step="batch",
+    ),
+    Variant(
+        "v2 slurm extern step (pam_slurm_adopt ssh)",
+        "0::/system.slice/slurmstepd.scope/job_4242/step_extern/user/task_special\n",
+        slurm_job="4242",
+        slurm_step="extern",
+    ),
+    Variant(
+        "v2 slurm interactive step (salloc)",
+        "0::/system.slice/slurmstepd.scope/job_77/step_interactive/user/task_0\n",
+        slurm_job="77",
+        slurm_step="interactive",
+    ),
+    Variant(
+        "v2 slurm heterogeneous step",
+        "0::/system.slice/slurmstepd.scope/job_4242/step_3+1/user/task_2\n",
+        slurm_job="4242",
+        slurm_step="3+1",
+    ),
+    Variant(
+        "v2 slurm 26.05 SLUID job directory",
+        "0::/system.slice/slurmstepd.scope/s5K1KKYAYG5D00/step_0/user/task_0\n",
+        slurm_job="s5K1KKYAYG5D00",
+        slurm_step="0",
+    ),
+    Variant(
+        "v2 slurm several slurmd per node",
+        "0::/system.slice/node07_slurmstepd.scope/job_9/step_1/user/task_0\n",
+        slurm_job="9",
+        slurm_step="1",
+    ),
+    Variant(
+        "v2 slurm custom CgroupSlice",
+        "0::/slurm.slice/slurmstepd.scope/s5K1KKYAYG5D00/step_batch/user/task_0\n",
+        slurm_job="s5K1KKYAYG5D00",
+        slurm_step="batch",
+    ),
+    Variant(
+        "v2 slurmstepd leaf is not the job",
+        "0::/system.slice/slurmstepd.scope/job_4242/step_0/slurm\n",
+        unit="slurmstepd.scope",
+    ),
+    Variant(
+        "v2 slurmstepd waiting for work",
+        "0::/system.slice/slurmstepd.scope/system\n",
+        unit="slurmstepd.scope",
+    ),
+    Variant(
+        "v1 slurm task",
+        v1_cgroup_file(
+            "/slurm/uid_1000/job_4242/step_0/task_0", systemd_path="/system.slice/slurmd.service"
+        ),
+        layout="v1",
+        slurm_job="4242",
+        slurm_step="0",
+    ),
+    Variant(
+        "v1 slurm several slurmd per node",
+        v1_cgroup_file(
+            "/slurm_node07/uid_1000/job_4242/step_batch/task_0",
+            systemd_path="/system.slice/slurmd.service",
+        ),
+        layout="v1",
+        slurm_job="4242",
+        slurm_step="batch",
     ),
 ]

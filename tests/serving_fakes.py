@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from node_exporter_ml.serving.data import ModelStats, ServingData, TargetStatus
+from node_exporter_ml.serving.window import WindowStats
 from node_exporter_ml.snapshot import GpuProcessSample, GpuSample, NvmlData
 from tests.conftest import NEIGHBOUR_NVML, NEIGHBOUR_SERVING, SERVING_FIXTURES
 
@@ -72,3 +74,17 @@ def nvml_frame(recording: dict[str, Any], i: int) -> NvmlData:
             )
         )
     return NvmlData(driver_version=recording["driver_version"], devices=tuple(devices))
+
+
+def one_model(rate: float, latency: float, framework: str, **owner: Any) -> ServingData:
+    """One scraped target "model" serving model "m" over a 60 s window at `rate` requests
+    per second and `latency` seconds (mean and p50); `owner` sets `pid` or `socket_pid`."""
+    stats = WindowStats(
+        seconds=60.0, requests=rate * 60, requests_per_second=rate, mean_seconds=latency,
+        quantiles=((0.5, latency),),
+    )  # fmt: skip
+    target = TargetStatus(
+        name="model", url="http://127.0.0.1:8000/metrics", source="config", up=True,
+        framework=framework, models=(ModelStats("m", None, stats),), **owner,
+    )  # fmt: skip
+    return ServingData(targets=(target,))

@@ -103,7 +103,7 @@ def test_queries_follow_dashboard_linter_rules():
             assert counter.endswith("[$__rate_interval]"), (title, expr)
         assert all(
             any(f"{fn}{m}" in expr for fn in COUNTER_FUNCS)
-            for m in re.findall(r"(nodeml_\w+_total)", expr)
+            for m in re.findall(r"(nodeml_\w+_total)\b", expr)  # not ..._total_bytes
         ), (title, expr)
 
 

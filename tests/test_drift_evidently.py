@@ -8,9 +8,7 @@ out (and says so in ``not_evaluated``), so they are taken out of the dataset cou
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,21 +17,15 @@ import pytest
 
 from node_exporter_ml.drift import Table, evaluate
 
+from .drift_helpers import fixture_module
+
 FIXTURES = Path(__file__).parent / "fixtures" / "drift"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
 CASE_NAMES = sorted(EXPECTED["cases"])
 
 
 def _cases_module() -> ModuleType:
-    module = sys.modules.get("drift_fixture_cases")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("drift_fixture_cases", FIXTURES / "cases.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["drift_fixture_cases"] = module
-        spec.loader.exec_module(module)
-    return module
+    return fixture_module("drift_fixture_cases", FIXTURES / "cases.py")
 
 
 def load_case(name: str) -> tuple[Table, Table]:

@@ -4,7 +4,6 @@ import asyncio
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -19,6 +18,7 @@ from node_exporter_ml.drift.page import (
     histogram_svg,
     numeric_histogram,
 )
+from tests.browser import screenshot as browser_screenshot
 from tests.drift_helpers import make_rows
 
 RUNNER = Path(__file__).with_name("drift_runner.py")
@@ -129,17 +129,9 @@ async def start_runner(tmp_path: Path) -> tuple[asyncio.subprocess.Process, str]
 async def screenshot(url: str, tmp_path: Path, size: tuple[int, int]) -> Screenshot:
     """The page at `url` as headless Chromium draws it in a `size` window."""
     shot = tmp_path / "page.png"
-    cmd = [
-        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-        f"--window-size={size[0]},{size[1]}", f"--screenshot={shot}", url,
-    ]  # fmt: skip
-    env = {**os.environ, "HOME": str(tmp_path)}
-    result = await asyncio.to_thread(
-        subprocess.run, cmd, capture_output=True, timeout=60, env=env, check=False
-    )
-    assert shot.exists(), result.stderr.decode(errors="replace")[-2000:]
+    chromium()  # fails the test clearly when Chromium is missing
+    stderr = await asyncio.to_thread(browser_screenshot, url, shot, size)
+    assert shot.exists(), stderr[-2000:]
     data = await asyncio.to_thread(shot.read_bytes)
     if os.environ.get("DRIFT_PAGE_SCREENSHOT"):
         await asyncio.to_thread(Path(os.environ["DRIFT_PAGE_SCREENSHOT"]).write_bytes, data)

@@ -50,7 +50,7 @@ NONDETERMINISTIC = re.compile(
     r"|nodeml_collector_duration_seconds|nodeml_serving_scrape_duration_seconds"
     r"|nodeml_process_gpu_sm_seconds_total|nodeml_process_gpu_energy_joules_total"
     r"|nodeml_gpu_idle_energy_joules_total|nodeml_process_start_time_seconds"
-    r"|nodeml_drift_evaluation_)"
+    r"|nodeml_drift_evaluation_|nodeml_node_uptime_seconds)"
 )
 
 
@@ -109,8 +109,8 @@ async def _scrape_when_settled(client, agent: Agent) -> str:
     raise AssertionError("the agent never settled:\n" + text[-3000:])
 
 
-@pytest.mark.timeout(60)
-async def test_golden_exposition(aiohttp_client, inputs, update_golden):
+async def scrape_agent(aiohttp_client, inputs: dict[str, object]) -> str:
+    """The whole agent over the fixtures, scraped once it settled (the raw exposition)."""
     tmp: Path = inputs["tmp"]  # type: ignore[assignment]
     api = FakeApi()
     api.add(pod_json(SERVER_UID, "mlp-server-0", "ml", containers={SERVER_CID: "server"}))
@@ -135,7 +135,12 @@ async def test_golden_exposition(aiohttp_client, inputs, update_golden):
     finally:
         await runner.cleanup()
         await api.stop()
+    return text
 
+
+@pytest.mark.timeout(60)
+async def test_golden_exposition(aiohttp_client, inputs, update_golden):
+    text = await scrape_agent(aiohttp_client, inputs)
     if shutil.which("promtool"):
         proc = await asyncio.create_subprocess_exec(
             "promtool", "check", "metrics", stdin=subprocess.PIPE,

@@ -13,7 +13,9 @@ from tests.host_variants import VARIANTS, Variant
 @pytest.mark.parametrize("v", VARIANTS, ids=[v.id for v in VARIANTS])
 def test_identity_of_every_variant(v: Variant) -> None:
     _, ident = identify(parse_cgroup_file(v.cgroup))
-    assert ident == CgroupIdentity(v.pod_uid, v.container_id, v.runtime, v.qos, v.unit, v.conmon)
+    assert ident == CgroupIdentity(
+        v.pod_uid, v.container_id, v.runtime, v.qos, v.unit, v.conmon, v.slurm_job, v.slurm_step
+    )
 
 
 @pytest.mark.parametrize(

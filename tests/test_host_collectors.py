@@ -97,12 +97,14 @@ def test_every_path_variant_end_to_end(tmp_path: Path, v: Variant) -> None:
     s = tick(c, snap(nvml=nvml(415)), pods())
 
     p = s.data("process", ProcessData).processes[415]  # type: ignore[union-attr]
-    assert (p.pod_uid, p.container_id, p.runtime, p.qos, p.unit) == (
+    assert (p.pod_uid, p.container_id, p.runtime, p.qos, p.unit, p.slurm_job, p.slurm_step) == (
         v.pod_uid,
         v.container_id,
         v.runtime,
         v.qos,
         v.unit,
+        v.slurm_job,
+        v.slurm_step,
     )
     assert p.reasons == {"gpu"}
     cgroups = s.data("cgroup", CgroupData)
@@ -121,6 +123,8 @@ def test_every_path_variant_end_to_end(tmp_path: Path, v: Variant) -> None:
         }
     elif v.pod_uid == STATIC_UID:
         expected = {"namespace": "kube-system", "pod": "triton-node-a", "container": ""}
+    elif v.slurm_job:
+        expected = {"slurm_job": v.slurm_job, "slurm_step": v.slurm_step or ""}
     elif v.unit:
         expected = {"unit": v.unit}
     elif v.container_id:

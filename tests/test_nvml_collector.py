@@ -15,6 +15,7 @@ import pytest
 from node_exporter_ml.collectors.base import NoDataError
 from node_exporter_ml.collectors.nvml import INIT_RETRY_SECONDS, NvmlCollector
 from node_exporter_ml.nvml.binding import nvml_error
+from node_exporter_ml.nvml.health import WATCHED_XIDS
 from node_exporter_ml.nvml.replay import Replay
 from node_exporter_ml.registry import load_collectors
 from node_exporter_ml.snapshot import NvmlData, ProcessData, ProcessSample, Snapshot
@@ -511,16 +512,20 @@ async def test_xid_events_are_counted_from_the_event_thread():
     await collector.start()
     try:
         data = await asyncio.to_thread(collector.update, None)
-        assert data.xid_errors == ()
+        # Every watched XID of every GPU starts at 0, so increase() sees the first event.
+        before = {(x.index, x.xid): x.count for x in data.xid_errors}
+        assert before == {(g, xid): 0 for g in (0, 1) for xid in WATCHED_XIDS}
         clock.at_frame(2)
         data = await _xids(collector, 3)
     finally:
         await collector.stop()
-    counts = {(x.index, x.xid): x.count for x in data.xid_errors}
+    counts = {(x.index, x.xid): x.count for x in data.xid_errors if x.count}
     assert counts == {(1, 79): 2, (0, 13): 1}
     text = render(collector, data)
     assert value(text, "nodeml_gpu_xid_errors_total", gpu="1", xid="79",
                  uuid="GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee") == 2.0  # fmt: skip
+    assert value(text, "nodeml_gpu_xid_errors_total", gpu="1", xid="48",
+                 uuid="GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee") == 0.0  # fmt: skip
 
 
 async def test_xid_events_through_the_unversioned_wait_on_an_old_driver():
@@ -533,7 +538,7 @@ async def test_xid_events_through_the_unversioned_wait_on_an_old_driver():
         data = await _xids(collector, 1)
     finally:
         await collector.stop()
-    assert [(x.index, x.xid, x.count) for x in data.xid_errors] == [(0, 48, 1)]
+    assert [(x.index, x.xid, x.count) for x in data.xid_errors if x.count] == [(0, 48, 1)]
 
 
 async def test_start_without_a_driver_keeps_the_agent_running():

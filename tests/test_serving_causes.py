@@ -1,14 +1,18 @@
-"""Synthetic windows for each of the six causes, and the regression gate."""
+"""Synthetic windows for each cause, the documented scales, and the regression gate."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from node_exporter_ml.serving.causes import (
+    ASSUMED_LEVELS,
     CAUSES,
     MIN_BASELINE_POINTS,
+    SCALES,
     Signals,
     assess,
     regression_gate,
@@ -34,6 +38,7 @@ CALM = Signals(
     memory_stall=0.0,
     memory_usage=0.5,
     oom_kills=0.0,
+    idle_clocked=0.0,
 )
 
 
@@ -71,7 +76,15 @@ INCIDENTS = {
     "power_thermal_throttling": replace(
         CALM, latency_seconds=SLOW, requests_per_second=60.0, power_thermal=1.0, clock_ratio=0.7
     ),
+    "gpu_low_power": replace(
+        CALM, latency_seconds=SLOW, requests_per_second=20.0, owner_sm=0.06, device_sm_active=0.06,
+        idle_clocked=1.0, in_flight=0.6,
+    ),
     "load": replace(CALM, latency_seconds=SLOW, requests_per_second=250.0, in_flight=12.0),
+    # The model's GPU work per request doubled at the same rate: the model got slower.
+    "service_time": replace(
+        CALM, latency_seconds=SLOW, owner_sm=0.6, device_sm_active=0.6, in_flight=6.0
+    ),
 }  # fmt: skip
 
 
@@ -95,10 +108,41 @@ def test_signal_moving_without_latency_is_no_cause(cause):
     assert all(v == 0.0 for v in report.scores.values()), report.scores
 
 
-def test_latency_up_at_flat_throughput_with_nothing_else_is_queueing_load():
-    report = assess(history(replace(CALM, latency_seconds=SLOW, in_flight=None)), WINDOW, BASELINE)
+def test_latency_up_at_flat_throughput_and_flat_work_is_queueing_load():
+    # The recording's 8 clients on a one-at-a-time server: each request takes the GPU
+    # work it took before, the rest of the latency is waiting.
+    report = assess(history(replace(CALM, latency_seconds=SLOW, in_flight=6.0)), WINDOW, BASELINE)
     assert top(report) == "load"
     assert report.scores["load"] == pytest.approx(1.0)
+    assert report.scores["service_time"] == 0.0
+
+
+def test_latency_up_at_flat_rate_with_work_unseen_is_service_time():
+    # No GPU process data (a CPU model server): nothing says the requests queue.
+    calm = replace(CALM, owner_sm=None, cotenant_sm=None, device_sm_active=None)
+    incident = replace(calm, latency_seconds=SLOW, in_flight=6.0)
+    report = assess(history(incident, calm=calm), WINDOW, BASELINE)
+    assert top(report) == "service_time"
+    assert report.scores["service_time"] == pytest.approx(1.0)
+    assert report.scores["load"] == 0.0
+
+
+def test_more_requests_is_load_not_service_time():
+    report = assess(history(INCIDENTS["load"]), WINDOW, BASELINE)
+    assert report.scores["service_time"] == 0.0
+
+
+def test_idle_clocks_at_a_steady_rate_are_no_low_power_cause():
+    # The rate did not fall: a GPU that idles between requests at the usual rate is not news.
+    incident = replace(CALM, latency_seconds=SLOW, idle_clocked=1.0)
+    report = assess(history(incident), WINDOW, BASELINE)
+    assert report.scores["gpu_low_power"] == 0.0
+
+
+def test_low_rate_with_busy_clocks_is_no_low_power_cause():
+    incident = replace(INCIDENTS["gpu_low_power"], idle_clocked=0.0)
+    report = assess(history(incident), WINDOW, BASELINE)
+    assert report.scores["gpu_low_power"] == 0.0
 
 
 def test_latency_up_with_throughput_collapsing_and_no_signal_is_unexplained():
@@ -172,3 +216,126 @@ def test_empty_history_and_missing_latency():
 )
 def test_regression_gate(ratio, gate):
     assert regression_gate(ratio) == pytest.approx(gate)
+
+
+# --- the documented scales, pinned -----------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "serving.md"
+# docs/serving.md's table of scales: | `signal` | scale | assumed level (or -) |
+SCALE_ROW = re.compile(r"^\s*\| `(\w+)` \| ([0-9.]+) \| ([0-9.]+|-) \|$", re.MULTILINE)
+
+
+def test_the_documented_scales_are_the_codes():
+    rows = SCALE_ROW.findall(DOCS.read_text(encoding="utf-8"))
+    assert {name: float(scale) for name, scale, _ in rows} == dict(SCALES)
+    assumed = {name: float(level) for name, _, level in rows if level != "-"}
+    assert assumed == dict(ASSUMED_LEVELS)
+
+
+# (cause, the signal's field, its calm value, the rise that reads 1 as documented, extras)
+SCALE_CASES = [
+    ("noisy_neighbour", "cotenant_sm", 0.0, 0.3, {}),
+    ("cpu_throttling", "cpu_throttled", 0.0, 0.25, {}),
+    ("memory_pressure", "memory_stall", 0.0, 0.1, {}),
+    # The saturation level is 0 at 60 % SM activity, 1 at 95 %.
+    ("gpu_saturation", "device_sm_active", 0.6, 0.35, {"cotenant_sm": 0.0}),
+    # The working-set level is 0 at 85 % of the limit, 1 at 98 %.
+    ("memory_pressure", "memory_usage", 0.85, 0.13, {}),
+]
+
+
+@pytest.mark.parametrize(("cause", "field", "calm", "full", "extra"), SCALE_CASES)
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0, 2.0])
+def test_a_rise_of_the_scale_reads_one(cause, field, calm, full, extra, share):
+    base = replace(CALM, requests_per_second=50.0, **{field: calm}, **extra)
+    incident = replace(base, latency_seconds=SLOW, **{field: calm + share * full})
+    report = assess(history(incident, calm=base), WINDOW, BASELINE)
+    assert report.scores[cause] == pytest.approx(min(1.0, share))
+
+
+# With no baseline: (cause, field, level now, documented score). Throttled in half the
+# periods, co-tenants on half the SMs, memory PSI at 15 % read 1; SM activity counts
+# only above ~78 % (saturation level 0.5) and reads at most 0.5.
+ASSUMED_CASES = [
+    ("cpu_throttling", "cpu_throttled", 0.25, 0.0),
+    ("cpu_throttling", "cpu_throttled", 0.375, 0.5),
+    ("cpu_throttling", "cpu_throttled", 0.5, 1.0),
+    ("cpu_throttling", "cpu_throttled", 1.0, 1.0),
+    ("noisy_neighbour", "cotenant_sm", 0.2, 0.0),
+    ("noisy_neighbour", "cotenant_sm", 0.35, 0.5),
+    ("noisy_neighbour", "cotenant_sm", 0.5, 1.0),
+    ("memory_pressure", "memory_stall", 0.05, 0.0),
+    ("memory_pressure", "memory_stall", 0.1, 0.5),
+    ("memory_pressure", "memory_stall", 0.15, 1.0),
+    ("gpu_saturation", "device_sm_active", 0.775, 0.0),
+    ("gpu_saturation", "device_sm_active", 0.95, 0.5),
+    ("gpu_saturation", "device_sm_active", 1.0, 0.5),
+]
+
+
+@pytest.mark.parametrize(("cause", "field", "level", "expected"), ASSUMED_CASES)
+def test_unknown_baseline_scores_the_level_above_the_assumed_one(cause, field, level, expected):
+    extra = {"cotenant_sm": 0.0, "owner_sm": 1.0} if field == "device_sm_active" else {}
+    base = replace(CALM, requests_per_second=50.0, **{field: None}, **extra)
+    incident = replace(base, latency_seconds=SLOW, **{field: level})
+    report = assess(history(incident, calm=base), WINDOW, BASELINE)
+    assert report.scores[cause] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("drop", "expected"), [(0.0, 0.0), (0.075, 0.5), (0.15, 1.0), (0.3, 1.0)])
+def test_power_thermal_scales_with_the_clock_drop(drop, expected):
+    assert SCALES["power_thermal"] == 1.0
+    assert SCALES["clock_drop"] == 0.15
+    incident = replace(
+        CALM, latency_seconds=SLOW, requests_per_second=50.0, power_thermal=1.0,
+        clock_ratio=1.0 - drop,
+    )  # fmt: skip
+    report = assess(history(incident), WINDOW, BASELINE)
+    assert report.scores["power_thermal_throttling"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("rate", "expected"), [(100.0, 0.0), (150.0, 0.5), (200.0, 1.0)])
+def test_load_reads_one_when_the_rate_doubles(rate, expected):
+    assert SCALES["requests"] == 1.0
+    # The work per request doubled with it: no queueing beyond the service time.
+    incident = replace(
+        CALM, latency_seconds=SLOW, requests_per_second=rate, owner_sm=0.6 * rate / 100
+    )
+    report = assess(history(incident), WINDOW, BASELINE)
+    assert report.scores["load"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("rate", "idle", "expected"),
+    [(85.0, 1.0, 0.0), (67.5, 1.0, 0.5), (50.0, 1.0, 1.0), (50.0, 0.25, 0.5), (10.0, 0.5, 1.0)],
+)
+def test_low_power_scales_with_the_rate_fall_and_the_idle_share(rate, idle, expected):
+    assert SCALES["rate_fall"] == 0.35
+    assert SCALES["idle_clocked"] == 0.5
+    incident = replace(
+        CALM, latency_seconds=SLOW, requests_per_second=rate, idle_clocked=idle,
+        owner_sm=0.3 * rate / 100,
+    )  # fmt: skip
+    report = assess(history(incident), WINDOW, BASELINE)
+    assert report.scores["gpu_low_power"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("work", "service", "load"),
+    [(1.0, 0.0, 1.0), (1.5, 0.5, 0.5), (2.0, 1.0, 0.0), (3.0, 1.0, 0.0)],
+)
+def test_work_per_request_splits_service_time_from_queueing(work, service, load):
+    # Latency 3x at the same rate: work per request up by half the latency's rise reads 1.
+    assert SCALES["work_explains"] == 0.5
+    incident = replace(CALM, latency_seconds=SLOW, owner_sm=0.3 * work, device_sm_active=0.5)
+    report = assess(history(incident), WINDOW, BASELINE)
+    assert report.scores["service_time"] == pytest.approx(service)
+    assert report.scores["load"] == pytest.approx(load)
+
+
+@pytest.mark.parametrize(("rate", "flat"), [(50.0, 0.0), (60.0, 0.0), (72.5, 0.5), (85.0, 1.0)])
+def test_flat_throughput_runs_from_60_to_85_percent(rate, flat):
+    calm = replace(CALM, owner_sm=None, cotenant_sm=None, device_sm_active=None)
+    incident = replace(calm, latency_seconds=SLOW, requests_per_second=rate)
+    report = assess(history(incident, calm=calm), WINDOW, BASELINE)
+    assert report.scores["service_time"] == pytest.approx(flat)

@@ -17,6 +17,7 @@ from node_exporter_ml.snapshot import (
     CgroupData,
     CgroupSample,
     CollectorResult,
+    CpuQuota,
     GpuProcessSample,
     GpuSample,
     NvmlData,
@@ -117,22 +118,56 @@ def test_joins_degrade_when_collectors_are_missing():
 
 
 def test_cgroup_signals_between_ticks():
-    from node_exporter_ml.serving.enrich import _cgroup_totals
-
     a = CgroupSample(POD_CGROUP, cpu_periods_total=1000, cpu_throttled_periods_total=100,
                      pressure_memory_waiting_seconds_total=1.0, oom_kills_total=0,
                      memory_working_set_bytes=900, memory_limit_bytes=1000)  # fmt: skip
     b = replace(a, cpu_periods_total=1100, cpu_throttled_periods_total=150,
                 pressure_memory_waiting_seconds_total=2.0, oom_kills_total=1)  # fmt: skip
-    old, new = _cgroup_totals(0.0, (a,)), _cgroup_totals(5.0, (b,))
-    got = cgroup_signals(old, new, (b,))
+    _, old = cgroup_signals({}, 0.0, (a,))
+    got, _ = cgroup_signals(old, 5.0, (b,))
     assert got == {"cpu_throttled": 0.5, "memory_stall": 0.2, "memory_usage": 0.9, "oom_kills": 1.0}
     # Without periods, throttled seconds per second per allowed core.
     c = CgroupSample(POD_CGROUP, cpu_throttled_seconds_total=10.0, cpu_limit_cores=2.0)
     d = replace(c, cpu_throttled_seconds_total=15.0)
-    got = cgroup_signals(_cgroup_totals(0.0, (c,)), _cgroup_totals(5.0, (d,)), (d,))
+    got, _ = cgroup_signals(cgroup_signals({}, 0.0, (c,))[1], 5.0, (d,))
     assert got["cpu_throttled"] == pytest.approx(0.5)
-    assert cgroup_signals(None, new, (b,))["cpu_throttled"] is None
+    # A cgroup seen for the first time: levels only, no rates yet.
+    first, _ = cgroup_signals({}, 5.0, (b,))
+    assert first == {"cpu_throttled": None, "memory_stall": None, "memory_usage": 0.9,
+                     "oom_kills": None}  # fmt: skip
+
+
+def test_cgroup_signals_follow_the_quota_that_applies():
+    pod = "/kubepods.slice/kubepods-pod1.slice"
+    free = CgroupSample(POD_CGROUP, cpu_periods_total=0, cpu_quota=CpuQuota())
+    assert cgroup_signals({}, 0.0, (free,))[0]["cpu_throttled"] == 0.0  # no quota: known 0
+    a = replace(free, cpu_quota=CpuQuota(pod, 0.5, 100, 10, 1.0))
+    b = replace(free, cpu_quota=CpuQuota(pod, 0.5, 200, 90, 9.0))
+    assert cgroup_signals(cgroup_signals({}, 0.0, (a,))[1], 5.0, (b,))[0]["cpu_throttled"] == 0.8
+    # The quota moved to the container itself (an in-place resize): no delta across sources.
+    c = replace(free, cpu_quota=CpuQuota(POD_CGROUP, 0.2, 300, 95, 9.5))
+    assert cgroup_signals(cgroup_signals({}, 0.0, (b,))[1], 5.0, (c,))[0]["cpu_throttled"] is None
+    # A process moved to another cgroup: its deltas start afresh there.
+    other = replace(b, path="/system.slice/x.service")
+    assert (
+        cgroup_signals(cgroup_signals({}, 0.0, (a,))[1], 5.0, (other,))[0]["cpu_throttled"] is None
+    )
+
+
+def test_socket_owner_is_the_first_owner_pid_among_cgroup_siblings():
+    # Two servers in one cgroup (a bare host): the socket holder, not the lowest pid, owns.
+    shared = {
+        5: ProcessSample(pid=5, comm="other-server", cgroup_path="/user.slice"),
+        9: ProcessSample(pid=9, comm="mlserver", cgroup_path="/user.slice"),
+    }
+    snap = Snapshot(
+        taken_at=0.0,
+        results={"process": CollectorResult("process", True, 0.0, ProcessData(shared))},
+    )
+    assert owner_pids(target(socket_pid=9), snap) == (9, 5)
+    data = ServingData(targets=(target(socket_pid=9),))
+    fams = {f.name: f for f in render_families(data, snap)}
+    assert fams["nodeml_serving_target_info"].samples[0].labels["pid"] == "9"
 
 
 def _serving(latency: float, rps: float = 100.0) -> ServingData:

@@ -284,3 +284,82 @@ def test_reading_only_the_profiles_families_changes_nothing(framework):
         full = read_exposition(parse_exposition(text))
         partial = parse_body(text.encode(), {})
         assert partial == full
+
+
+# MLServer 1.7: the REST histogram's `path` is the route template, not the model's path.
+MLSERVER_17 = """\
+# TYPE model_infer_request_duration summary
+{summaries}\
+# TYPE rest_server_request_duration_seconds histogram
+rest_server_request_duration_seconds_bucket{{le="0.1",method="POST",path="/v2/models/{{model_name}}/infer",status_code="200"}} 4
+rest_server_request_duration_seconds_bucket{{le="+Inf",method="POST",path="/v2/models/{{model_name}}/infer",status_code="200"}} 6
+rest_server_request_duration_seconds_count{{method="POST",path="/v2/models/{{model_name}}/infer",status_code="200"}} 6
+rest_server_request_duration_seconds_sum{{method="POST",path="/v2/models/{{model_name}}/infer",status_code="200"}} 0.9
+rest_server_request_duration_seconds_bucket{{le="0.1",method="GET",path="/v2/health/ready",status_code="200"}} 9
+rest_server_request_duration_seconds_bucket{{le="+Inf",method="GET",path="/v2/health/ready",status_code="200"}} 9
+rest_server_request_duration_seconds_count{{method="GET",path="/v2/health/ready",status_code="200"}} 9
+rest_server_request_duration_seconds_sum{{method="GET",path="/v2/health/ready",status_code="200"}} 0.01
+"""  # noqa: E501
+
+
+def _mlserver_summary(model: str, count: int) -> str:
+    return (
+        f'model_infer_request_duration_count{{model="{model}",version="None"}} {count}\n'
+        f'model_infer_request_duration_sum{{model="{model}",version="None"}} {count * 0.15}\n'
+    )
+
+
+def test_mlserver_route_template_histogram_is_the_one_models_quantiles():
+    text = MLSERVER_17.format(summaries=_mlserver_summary("sleep", 6))
+    reading = read_exposition(parse_exposition(text))
+    assert reading.framework == "mlserver"
+    m = reading.models[("sleep", None)]
+    assert m.count == 6
+    assert m.sum_seconds == pytest.approx(0.9)
+    assert m.histogram is not None
+    assert list(m.histogram.counts) == [4, 6]  # the health route is not the model's
+
+
+def test_mlserver_with_several_models_has_no_per_model_quantiles():
+    text = MLSERVER_17.format(summaries=_mlserver_summary("a", 2) + _mlserver_summary("b", 4))
+    reading = read_exposition(parse_exposition(text))
+    assert sorted(reading.models) == [("a", None), ("b", None)]
+    for key, count in ((("a", None), 2), (("b", None), 4)):
+        m = reading.models[key]
+        assert m.count == count  # the mean from the summary
+        assert m.histogram is None  # the template names no model: no quantiles
+
+
+BENTOML_PROBED = """\
+# TYPE bentoml_service_request_duration_seconds histogram
+{series}\
+# TYPE bentoml_service_request counter
+bentoml_service_request_total{{endpoint="/predict",http_response_code="200",service_name="Svc",service_version="not available"}} 5
+bentoml_service_request_total{{endpoint="/predict",http_response_code="500",service_name="Svc",service_version="not available"}} 1
+bentoml_service_request_total{{endpoint="/readyz",http_response_code="200",service_name="Svc",service_version="not available"}} 40
+bentoml_service_request_total{{endpoint="/livez",http_response_code="503",service_name="Svc",service_version="not available"}} 7
+"""  # noqa: E501
+
+
+def test_bentoml_probes_are_no_model_traffic_and_not_available_is_unversioned():
+    series = ""
+    for endpoint, fast, total, total_sum in (
+        ("/predict", 2, 6, 1.2), ("/readyz", 40, 40, 0.04), ("/livez", 7, 7, 0.01),
+    ):  # fmt: skip
+        labels = f'endpoint="{endpoint}",service_name="Svc",service_version="not available"'
+        series += (
+            f'bentoml_service_request_duration_seconds_bucket{{{labels},le="0.1"}} {fast}\n'
+            f'bentoml_service_request_duration_seconds_bucket{{{labels},le="+Inf"}} {total}\n'
+            f"bentoml_service_request_duration_seconds_count{{{labels}}} {total}\n"
+            f"bentoml_service_request_duration_seconds_sum{{{labels}}} {total_sum}\n"
+        )
+    reading = read_exposition(parse_exposition(BENTOML_PROBED.format(series=series)))
+    assert reading.framework == "bentoml"
+    assert list(reading.models) == [("Svc", None)]
+    m = reading.models[("Svc", None)]
+    assert m.count == 6
+    assert m.sum_seconds == pytest.approx(1.2)
+    assert m.histogram is not None
+    assert list(m.histogram.counts) == [2, 6]
+    assert m.requests == 6
+    assert m.errors == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 from collections.abc import Iterable
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -28,6 +29,7 @@ from node_exporter_ml.kube import (
     annotation_problem,
     in_cluster_api_url,
 )
+from node_exporter_ml.kubeconfig import load_kubeconfig
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.snapshot import Snapshot
 from node_exporter_ml.tasks import cancel_task
@@ -35,7 +37,8 @@ from node_exporter_ml.tasks import cancel_task
 log = logging.getLogger(__name__)
 
 NOT_IN_CLUSTER = (
-    "not in a cluster: no --kube.api-url, --kube.kubelet-url or KUBERNETES_SERVICE_HOST"
+    "not in a cluster: no --kube.api-url, --kube.kubeconfig, --kube.kubelet-url or "
+    "KUBERNETES_SERVICE_HOST"
 )
 _LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -56,6 +59,17 @@ def make_source(ctx: CollectContext) -> PodSource | None:
             token_file=cfg.kube_token_file,
             ca_file=cfg.kube_ca_file,
             poll_interval=max(cfg.interval, 15.0),
+        )
+    if cfg.kube_kubeconfig:
+        # Outside a pod: server and credentials from the kubeconfig (ConfigError: exit 2);
+        # the node is the kubelet's default name, this host's, unless given.
+        kubeconfig = load_kubeconfig(cfg.kube_kubeconfig)
+        return PodSource(
+            api_url=cfg.kube_api_url or kubeconfig.server,
+            node_name=cfg.kube_node_name or socket.gethostname().lower(),
+            token_file=kubeconfig.token_file,
+            token=kubeconfig.token,
+            tls=kubeconfig.ssl_context,
         )
     api_url = cfg.kube_api_url or in_cluster_api_url()
     if api_url is None:

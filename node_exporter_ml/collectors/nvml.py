@@ -52,10 +52,21 @@ from node_exporter_ml.nvml.devices import (
     DeviceReading,
     MigDevice,
     clock_event_names,
+    health_inputs,
     read_device,
     read_device_info,
     read_mig_devices,
     read_processes,
+)
+from node_exporter_ml.nvml.health import (
+    ACTIONS,
+    CHECKS,
+    NVLINK_ACTIVE,
+    WATCHED_XIDS,
+    GpuHealth,
+    HealthInputs,
+    assess,
+    missing_gpu,
 )
 from node_exporter_ml.nvml.replay import Replay, ReplayError
 from node_exporter_ml.registry import register_collector
@@ -95,6 +106,8 @@ class _GpuState:
     process_energy: dict[tuple[int, int | None, int | None], float] = field(default_factory=dict)
     idle_energy: float = 0.0
     gpm_prev: dict[int | None, tuple[Any, float]] = field(default_factory=dict)
+    health_prev: HealthInputs | None = None
+    links_up: frozenset[int] = frozenset()
 
 
 def _ratio(percent: float | None) -> float | None:
@@ -145,6 +158,10 @@ class NvmlCollector(BlockingCollector):
         self._gpus: dict[int, _GpuState] = {}
         self._names: dict[int, str] = {}
         self._xid: Counter[tuple[str, int]] = Counter()
+        self._xid_seen: dict[tuple[str, int], float] = {}  # since the GPU's last reset
+        self._tick_xid: Counter[tuple[str, int]] = Counter()  # the counts this tick reports
+        self._expected: int | None = ctx.config.nvml_expected_gpus
+        self._known: dict[int, str] = {}  # index -> uuid of every GPU read since start
         self._xid_lock = threading.Lock()
         self._events_wanted = False
         self._event_thread: threading.Thread | None = None
@@ -273,6 +290,7 @@ class NvmlCollector(BlockingCollector):
                 )  # fmt: skip
                 with self._xid_lock:
                     self._xid[(event.uuid or "", event.xid)] += 1
+                    self._xid_seen[(event.uuid or "", event.xid)] = self._clock()
 
     def _stop_events(self) -> None:
         thread, self._event_thread = self._event_thread, None
@@ -295,19 +313,31 @@ class NvmlCollector(BlockingCollector):
             NoDataError: NVML is not available (retried every 60 s).
         """
         nvml = self._ensure_init()
+        # Counts taken before the GPUs are read: every XID this tick reports is one the
+        # health verdicts below have seen too (an event may land in between).
+        with self._xid_lock:
+            self._tick_xid = Counter(self._xid)
         try:
             count = nvml.device_count()
-            if count == 0:
+            if count == 0 and not self._expected:
                 raise NoDataError("NVML sees no NVIDIA GPU")
             devices: list[GpuSample] = []
             lost: list[LostGpu] = []
+            health: list[GpuHealth] = []
             for index in range(count):
                 try:
-                    devices.append(self._read_gpu(nvml, index))
+                    sample, verdict = self._read_gpu(nvml, index)
                 except DeviceLost as err:
                     lost.append(self._lost(index, err))
+                    verdict = self._lost_health(lost[-1])
+                else:
+                    devices.append(sample)
+                health.append(verdict)
         except NvmlUnavailable as err:
             raise self._lose_nvml(err) from err
+        if self._expected is None:
+            self._expected = count
+        health += self._missing(count)
         for index in [i for i in self._gpus if i >= count]:
             del self._gpus[index]
         live = {p.pid for d in devices for p in d.processes}
@@ -319,7 +349,32 @@ class NvmlCollector(BlockingCollector):
             driver_version=nvml.driver_version,
             devices=tuple(devices),
             lost=tuple(lost),
-            xid_errors=self._xid_counts(lost),
+            xid_errors=self._xid_counts(devices, lost),
+            health=tuple(health),
+            gpus=count,
+            expected_gpus=self._expected,
+        )
+
+    def _missing(self, count: int) -> list[GpuHealth]:
+        """Verdicts of GPUs no longer enumerated: known ones by uuid, the rest by index."""
+        gone = {i: u for i, u in self._known.items() if i >= count}
+        gone |= {i: "" for i in range(count, self._expected or 0) if i not in gone}
+        return [missing_gpu(i, u) for i, u in sorted(gone.items())]
+
+    def _xid_ages(self, uuid: str) -> dict[int, float]:
+        now = self._clock()
+        with self._xid_lock:
+            return {x: now - t for (u, x), t in self._xid_seen.items() if u == uuid}
+
+    def _gpu_reset(self, uuid: str) -> None:
+        """The GPU came back from a reset (or off the bus): its XIDs no longer stand."""
+        with self._xid_lock:
+            for key in [k for k in self._xid_seen if k[0] == uuid]:
+                del self._xid_seen[key]
+
+    def _lost_health(self, gpu: LostGpu) -> GpuHealth:
+        return assess(
+            HealthInputs(gpu.index, gpu.uuid, self._clock(), True, self._xid_ages(gpu.uuid))
         )
 
     def _lost(self, index: int, err: DeviceLost) -> LostGpu:
@@ -334,15 +389,26 @@ class NvmlCollector(BlockingCollector):
             st.handle = None
         return LostGpu(index, uuid, str(err))
 
-    def _xid_counts(self, lost: list[LostGpu]) -> tuple[XidCount, ...]:
-        # Every GPU read this tick has its info in _gpus, which wins the merge anyway.
-        index_of = {g.uuid: g.index for g in lost}
-        index_of |= {st.info.uuid: i for i, st in self._gpus.items() if st.info is not None}
-        with self._xid_lock:
-            counts = sorted(self._xid.items())
-        return tuple(XidCount(index_of.get(u, -1), u, xid, n) for (u, xid), n in counts)
+    def _xid_counts(self, devices: list[GpuSample], lost: list[LostGpu]) -> tuple[XidCount, ...]:
+        """Every XID counted so far, and a 0 for each watched XID of each GPU of this tick.
 
-    def _read_gpu(self, nvml: NvmlBinding, index: int) -> GpuSample:
+        Counters that exist from the start make `increase()` see the first event
+        (dcgm-exporter#646: a series born at 1 reads as no increase).
+        """
+        # Every GPU read this tick has its info in _gpus, which wins the merge anyway.
+        index_of = {u: i for i, u in self._known.items()}  # GPUs gone from the bus too
+        index_of |= {g.uuid: g.index for g in lost}
+        index_of |= {st.info.uuid: i for i, st in self._gpus.items() if st.info is not None}
+        uuids = [g.uuid for g in devices] + [g.uuid for g in lost]
+        counts: Counter[tuple[str, int]] = Counter(
+            {(u, xid): 0 for u in uuids if u for xid in WATCHED_XIDS}
+        )
+        counts.update(self._tick_xid)
+        return tuple(
+            XidCount(index_of.get(u, -1), u, xid, n) for (u, xid), n in sorted(counts.items())
+        )
+
+    def _read_gpu(self, nvml: NvmlBinding, index: int) -> tuple[GpuSample, GpuHealth]:
         st = self._gpus.get(index)
         if st is None or st.handle is None:
             handle = nvml.handle(index)
@@ -356,7 +422,7 @@ class NvmlCollector(BlockingCollector):
         info, h = st.info, st.handle
         now = self._clock()
         dt = 0.0 if st.last_tick is None else max(0.0, now - st.last_tick)
-        reading = read_device(nvml, h)
+        reading = read_device(nvml, h, info.nvlink_links)
         migs = read_mig_devices(nvml, h) if reading.mig_mode == 1 else []
         procs = read_processes(nvml, h, migs)
         energy = self._energy(st, reading, dt)
@@ -371,7 +437,24 @@ class NvmlCollector(BlockingCollector):
         # fails its readings stays lost, logged once, not "lost"/"back" every tick.
         if self._once.forget(f"lost:{index}"):
             log.info("GPU %d (%s) answers again", index, info.uuid)
-        return sample
+            self._gpu_reset(info.uuid)
+        return sample, self._health(st, info, reading, now)
+
+    def _health(
+        self, st: _GpuState, info: DeviceInfo, reading: DeviceReading, now: float
+    ) -> GpuHealth:
+        prev = st.health_prev
+        dbe = (reading.fields or {}).get(FI_ECC_DBE_VOL_TOTAL)
+        before = prev.dbe_volatile if prev is not None else None
+        if dbe is not None and before is not None and dbe < before:
+            self._gpu_reset(info.uuid)  # volatile ECC counts start over when the GPU resets
+        inputs = health_inputs(
+            info, reading, at=now, xid_ages=self._xid_ages(info.uuid), links_up_before=st.links_up
+        )
+        st.links_up |= {k for k, v in reading.nvlink_states.items() if v == NVLINK_ACTIVE}
+        st.health_prev = inputs
+        self._known[info.index] = info.uuid
+        return assess(inputs, prev)
 
     def _processes(
         self,
@@ -752,6 +835,7 @@ def nvml_families(data: NvmlData, snapshot: Snapshot) -> list[Metric]:
                 fam.add_metric([str(d.index), d.uuid], float(value))
         out.append(fam)
     out.extend(_labelled_device_families(data))
+    out.extend(health_families(data))
     out.extend(_gpm_families(data))
     out.extend(_mig_families(data))
     out.extend(_process_families(data, snapshot))
@@ -813,6 +897,46 @@ def _labelled_device_families(data: NvmlData) -> list[Metric]:
     for x in data.xid_errors:
         xid.add_metric([str(x.index) if x.index >= 0 else "", x.uuid, str(x.xid)], x.count)
     return [remapped, ecc, violation, events, xid, lost]
+
+
+def health_families(data: NvmlData) -> list[Metric]:
+    """nodeml_gpu_health, nodeml_gpu_recommended_action, nodeml_gpus, nodeml_gpu_expected."""
+    health = GaugeMetricFamily(
+        "nodeml_gpu_health",
+        "Health verdict per check: 0 pass, 1 warn, 2 fail (checks: " + " ".join(CHECKS) + "); "
+        "a check that does not apply to the GPU (no NVLink, no fabric) is absent.",
+        labels=[*_GPU, "check"],
+    )
+    action = GaugeMetricFamily(
+        "nodeml_gpu_recommended_action",
+        "1 for the strongest pending action (" + " ".join(ACTIONS) + "), 0 for the others: "
+        "from NVML's GPU recovery action, the XID catalog and the health checks.",
+        labels=[*_GPU, "action"],
+    )
+    for h in sorted(data.health, key=lambda h: (h.index, h.uuid)):
+        gpu = [str(h.index), h.uuid]
+        for check in CHECKS:
+            if check in h.checks:
+                health.add_metric([*gpu, check], h.checks[check])
+        for name in ACTIONS:
+            action.add_metric([*gpu, name], 1.0 if name == h.action else 0.0)
+    out: list[Metric] = [health, action]
+    if data.gpus is not None:
+        out.append(
+            GaugeMetricFamily(
+                "nodeml_gpus", "GPUs NVML enumerates, from nvmlDeviceGetCount.", value=data.gpus
+            )
+        )
+    if data.expected_gpus is not None:
+        out.append(
+            GaugeMetricFamily(
+                "nodeml_gpu_expected",
+                "GPUs this node should have: --nvml.expected-gpus, else the count at the "
+                "agent's first successful tick.",
+                value=data.expected_gpus,
+            )
+        )
+    return out
 
 
 def _gpm_families(data: NvmlData) -> list[Metric]:

@@ -16,6 +16,7 @@ from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.host import ParseError
 from node_exporter_ml.host.cgroup_path import CgroupIdentity, identify
 from node_exporter_ml.host.procfs import ProcFS
+from node_exporter_ml.host.slurm import ENVIRON_LIMIT, SlurmEnviron, parse_slurm_environ
 from node_exporter_ml.host.sockets import find_listening_pids
 from node_exporter_ml.kube import kube_data
 from node_exporter_ml.logonce import OnceLogger
@@ -56,6 +57,7 @@ class _Known:
     comm: str
     cmdline: tuple[str, ...] | None = None
     identity: CgroupIdentity | None = None
+    slurm: SlurmEnviron | None = None  # the environment at exec does not change
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +208,9 @@ class ProcessCollector(BlockingCollector):
             entry.cmdline = fs.read_cmdline(pid)
         path, ident = identify(fs.read_cgroup(pid))
         entry.identity = ident
+        if entry.slurm is None:
+            entry.slurm = self._slurm_environ(pid)
+        env = entry.slurm
         try:
             open_fds: int | None = fs.count_open_fds(pid)
         except PermissionError:
@@ -243,7 +248,31 @@ class ProcessCollector(BlockingCollector):
             runtime=ident.runtime,
             qos=ident.qos,
             reasons=frozenset(reasons),
+            # The cgroup path names every process of a job alike; the environment, readable
+            # or not per process, only fills in what the path does not say.
+            slurm_job=ident.slurm_job or env.job_id,
+            slurm_step=ident.slurm_step or (env.step if not ident.slurm_job else None),
+            slurm_job_name=env.job_name,
+            slurm_user=env.user,
         )
+
+    def _slurm_environ(self, pid: int) -> SlurmEnviron:
+        """The Slurm variables of a process's environment; empty when it is not readable."""
+        try:
+            return parse_slurm_environ(self.fs.read_environ(pid, ENVIRON_LIMIT))
+        except PermissionError:
+            self._once.log(
+                logging.WARNING,
+                "environ-permission",
+                "process: cannot read %s; Slurm job names and users need CAP_SYS_PTRACE or "
+                "the same user (cgroup paths still give job and step)",
+                self.fs.path(pid, "environ"),
+            )
+        except OSError as err:
+            if isinstance(err, VANISHED):
+                raise
+            self._once.log(logging.DEBUG, "environ", "process: environ of %d: %s", pid, err)
+        return SlurmEnviron()
 
     def update(self, previous: Snapshot | None) -> ProcessData:
         """Select the inference processes and read each; vanished pids are skipped."""
@@ -301,9 +330,9 @@ class ProcessCollector(BlockingCollector):
         )
         info = GaugeMetricFamily(
             "nodeml_workload_info",
-            "Joins an inference process to its workload (namespace/pod/container, or unit) and "
-            "the GPU it holds (uuid, empty when none); from NVML, /proc/<pid>/cgroup and the "
-            "Kubernetes API.",
+            "Joins an inference process to its workload (namespace/pod/container, a Slurm job "
+            "with its slurm_job_name and user, or unit) and the GPU it holds (uuid, empty when "
+            "none); from NVML, /proc/<pid>/cgroup and environ, and the Kubernetes API.",
         )
         held = gpu_pids(snapshot)
         for pid, p in sorted(data.processes.items()):
@@ -329,6 +358,8 @@ class ProcessCollector(BlockingCollector):
             if p.start_time_seconds is not None:
                 add_sample(start, labels, p.start_time_seconds)
             base = {"namespace": "", "pod": "", "container": "", **labels}
+            if "slurm_job" in labels:  # job name and user here only, not on every series
+                base |= {"slurm_job_name": p.slurm_job_name or "", "user": p.slurm_user or ""}
             for uuid in held.get(pid) or [""]:
                 add_sample(info, {**base, "uuid": uuid}, 1)
         yield from (cpu, rss, threads, fds, switches, start, info)

@@ -462,8 +462,7 @@ def render_families(data: ServingData, snapshot: Snapshot) -> list[Metric]:
     cause = GaugeMetricFamily(
         "nodeml_serving_latency_cause",
         "0-1: how strongly each node signal moved with the latency regression "
-        "(noisy_neighbour, gpu_saturation, cpu_throttling, memory_pressure, "
-        "power_thermal_throttling, load).",
+        f"({', '.join(CAUSES)}).",
         labels=[],
     )
     derived = snapshot.derived.get(DERIVED_KEY)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from node_exporter_ml.host import ParseError
 from node_exporter_ml.host.procfs import CgroupLine
-from node_exporter_ml.snapshot import CgroupSample
+from node_exporter_ml.snapshot import CgroupSample, CpuQuota
 
 # cgroup v1 reports "no limit" as the largest page-aligned long (9223372036854771712 on
 # 4K-page x86_64); anything this large is no limit.
@@ -356,7 +356,60 @@ class CgroupFS:
             read, written = parse_io_stat(text, f"{d}/io.stat")
             v["io_read_bytes_total"], v["io_write_bytes_total"] = read, written
         self._pressure(d, v)
+        v["cpu_quota"] = self._quota(d, self.unified_root, self._v2_quota)
         return CgroupSample(path=key, cgroup_version=2, pids=pids, **v)  # type: ignore[arg-type]
+
+    def _v2_quota(self, d: str, rel: str) -> CpuQuota | None:
+        text = self._text(d, "cpu.max")
+        cores = None if text is None else parse_cpu_max(text, f"{d}/cpu.max")
+        return self._quota_stat(d, rel, cores, "throttled_usec", 1e-6)
+
+    def _v1_quota(self, d: str, rel: str) -> CpuQuota | None:
+        quota, period = self._text(d, "cpu.cfs_quota_us"), self._text(d, "cpu.cfs_period_us")
+        if quota is None or period is None:
+            return None
+        cores = parse_cfs_quota(quota, period, f"{d}/cpu.cfs_quota_us")
+        return self._quota_stat(d, rel, cores, "throttled_time", 1e-9)
+
+    def _quota_stat(
+        self, d: str, rel: str, cores: float | None, throttled_key: str, unit: float
+    ) -> CpuQuota | None:
+        """The quota of cgroup `d` with its cpu.stat counters (None: `d` has no quota)."""
+        if cores is None:
+            return None
+        stat = parse_flat_keyed(self._text(d, "cpu.stat") or "", f"{d}/cpu.stat")
+        throttled = stat.get(throttled_key)
+        return CpuQuota(
+            rel,
+            cores,
+            stat.get("nr_periods"),
+            stat.get("nr_throttled"),
+            None if throttled is None else throttled * unit,
+        )
+
+    @staticmethod
+    def _quota(
+        d: str | None, root: str | None, read: Callable[[str, str], CpuQuota | None]
+    ) -> CpuQuota | None:
+        """The nearest CPU quota from `d` up to (not including) the hierarchy `root`.
+
+        A pod's or a slice's quota limits the containers and services below it, whose own
+        cpu.max may say `max` (or be absent, the cpu controller not enabled down there).
+        None when `d` is not below `root`; CpuQuota(path=None) when nothing on the path
+        has a quota.
+        """
+        if d is None or root is None:
+            return None
+        top = os.path.normpath(root)
+        here = os.path.normpath(d)
+        if os.path.commonpath([top, here]) != top:
+            return None
+        while here != top:
+            found = read(here, "/" + os.path.relpath(here, top))
+            if found is not None:
+                return found
+            here = os.path.dirname(here)
+        return CpuQuota()
 
     def _v1_path(self, controller: str, paths: CgroupPaths) -> str | None:
         mount, path = self.v1_dir(controller), paths.controllers.get(controller)
@@ -414,4 +467,5 @@ class CgroupFS:
                 )
                 break
         self._pressure(v2_dir, v)
+        v["cpu_quota"] = self._quota(cpu, self.v1_dir("cpu"), self._v1_quota)
         return CgroupSample(path=key, cgroup_version=1, pids=pids, **v)  # type: ignore[arg-type]

@@ -307,6 +307,19 @@ class ProcFS:
         """/proc/<pid>/cmdline as arguments (empty for kernel threads and zombies)."""
         return parse_cmdline(self._read_bytes(pid, "cmdline"))
 
+    def read_environ(self, pid: int, limit: int) -> bytes:
+        """The first `limit` bytes of /proc/<pid>/environ (same uid or CAP_SYS_PTRACE)."""
+        fd = os.open(self.path(pid, "environ"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks: list[bytes] = []
+            left = limit
+            while left > 0 and (chunk := os.read(fd, min(left, 65536))):
+                chunks.append(chunk)
+                left -= len(chunk)
+        finally:
+            os.close(fd)
+        return b"".join(chunks)
+
     def read_cgroup(self, pid: int) -> tuple[CgroupLine, ...]:
         """Parse /proc/<pid>/cgroup."""
         return parse_cgroup_file(self._read(pid, "cgroup"), self.path(pid, "cgroup"))
@@ -359,3 +372,19 @@ class ProcFS:
             except FileNotFoundError:
                 continue
         return local
+
+
+def parse_loadavg(text: str, path: str = "loadavg") -> tuple[float, float, float]:
+    """The 1, 5 and 15 minute load averages of /proc/loadavg ("0.52 0.58 0.59 2/1184 9127").
+
+    Raises:
+        ParseError: the first three fields are not non-negative numbers.
+    """
+    fields = text.split()[:3]
+    try:
+        one, five, fifteen = (float(f) for f in fields)
+    except ValueError as err:
+        raise ParseError(path, f"expected three load averages, got {text[:60]!r}") from err
+    if not all(0.0 <= v < float("inf") for v in (one, five, fifteen)):
+        raise ParseError(path, f"expected three load averages, got {text[:60]!r}")
+    return one, five, fifteen

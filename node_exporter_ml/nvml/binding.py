@@ -20,6 +20,7 @@ from typing import Any
 import pynvml
 
 from node_exporter_ml.logonce import OnceLogger
+from node_exporter_ml.nvml.health import FabricInfo
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ ERR_TIMEOUT = pynvml.NVML_ERROR_TIMEOUT
 ERR_FUNCTION_NOT_FOUND = pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
 ERR_GPU_IS_LOST = pynvml.NVML_ERROR_GPU_IS_LOST
 ERR_UNKNOWN = pynvml.NVML_ERROR_UNKNOWN
+ERR_VERSION_MISMATCH = pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH
 _LOST = frozenset({ERR_GPU_IS_LOST, ERR_UNKNOWN})
 _UNAVAILABLE = frozenset(
     {
@@ -463,15 +465,51 @@ class NvmlBinding:
 
     def field_values(self, h: Handle, ids: Sequence[int]) -> dict[int, float]:
         """The fields of `ids` that this device supports, decoded by their value type."""
-        values = self._query("nvmlDeviceGetFieldValues", h, list(ids))
-        out: dict[int, float] = {}
-        for value in values or ():
+        return {fid: v for fid, _, v in self._fields(h, list(ids))}
+
+    def link_field_values(self, h: Handle, field_id: int, links: Sequence[int]) -> dict[int, float]:
+        """Field `field_id` scoped to each NVLink of `links` (links that do not answer left out)."""
+        return {link: v for _, link, v in self._fields(h, [(field_id, link) for link in links])}
+
+    def _fields(self, h: Handle, ids: list[Any]) -> list[tuple[int, int, float]]:
+        """(field id, scope id, value) of each answered field; a lost GPU raises DeviceLost."""
+        out = []
+        for value in self._query("nvmlDeviceGetFieldValues", h, ids) or ():
             ret = int(value.nvmlReturn)
             if ret == 0:
-                out[int(value.fieldId)] = _decode_field(value)
+                out.append((int(value.fieldId), int(value.scopeId), _decode_field(value)))
             elif ret in _LOST:
                 raise DeviceLost("nvmlDeviceGetFieldValues", str(nvml_error(ret)))
         return out
+
+    def fabric_info(self, h: Handle) -> FabricInfo | None:
+        """Fabric state and health (v3 struct, else v2 without summary); None without a fabric.
+
+        From nvmlDeviceGetGpuFabricInfoV; the v1 call (deprecated since R525) has no health
+        mask and is not used.
+        """
+        for struct, with_summary in (("c_nvmlGpuFabricInfo_v3_t", True),
+                                     ("c_nvmlGpuFabricInfo_v2_t", False)):  # fmt: skip
+            make = getattr(self._lib, struct, None)
+            if make is None:
+                continue
+            info = make()
+            try:
+                self._raw("nvmlDeviceGetGpuFabricInfoV", h, info)
+            except _FunctionMissing:
+                return None
+            except NVMLError as err:
+                if getattr(err, "value", None) == ERR_VERSION_MISMATCH:
+                    continue  # an older driver: try the older struct
+                self._failed("nvmlDeviceGetGpuFabricInfoV", err)
+                return None
+            return FabricInfo(
+                state=int(info.state),
+                status=int(info.status),
+                health_mask=int(info.healthMask),
+                health_summary=int(info.healthSummary) if with_summary else None,
+            )
+        return None
 
     # --- processes -----------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ integrals) is the collector's, not this module's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from node_exporter_ml.nvml.binding import (
@@ -18,6 +19,7 @@ from node_exporter_ml.nvml.binding import (
     NvmlBinding,
     ProcessInfo,
 )
+from node_exporter_ml.nvml.health import NVLINK_ACTIVE, FabricInfo, HealthInputs
 
 # nvmlClocksEventReason* bits -> readable names (nvidia-smi -q "Clocks Event Reasons").
 CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (
@@ -37,6 +39,16 @@ FI_ECC_SBE_VOL_TOTAL = 3
 FI_ECC_DBE_VOL_TOTAL = 4
 FI_ECC_SBE_AGG_TOTAL = 5
 FI_ECC_DBE_AGG_TOTAL = 6
+FI_RETIRED_SBE = 29
+FI_RETIRED_DBE = 30
+FI_RETIRED_PENDING = 31
+FI_NVLINK_CRC_FLIT_TOTAL = 38
+FI_NVLINK_CRC_DATA_TOTAL = 45
+FI_NVLINK_REPLAY_TOTAL = 52
+FI_NVLINK_RECOVERY_TOTAL = 59
+FI_NVLINK_GET_STATE = 165  # per link (scoped): NVML_NVLINK_STATE_*
+FI_GPU_RECOVERY_ACTION = 230  # NVML_GPU_RECOVERY_ACTION_* (R570+)
+NVLINK_MAX_LINKS = 36  # NVML_NVLINK_MAX_LINKS (NVLink5); probed once per GPU
 FI_PERF_POLICY = {
     74: "power",
     75: "thermal",
@@ -75,6 +87,14 @@ FIELD_IDS: tuple[int, ...] = (
     FI_REMAPPED_FAILURE,
     FI_PCIE_COUNT_TX_BYTES,
     FI_PCIE_COUNT_RX_BYTES,
+    FI_RETIRED_SBE,
+    FI_RETIRED_DBE,
+    FI_RETIRED_PENDING,
+    FI_NVLINK_CRC_FLIT_TOTAL,
+    FI_NVLINK_CRC_DATA_TOTAL,
+    FI_NVLINK_REPLAY_TOTAL,
+    FI_NVLINK_RECOVERY_TOTAL,
+    FI_GPU_RECOVERY_ACTION,
 )
 
 # GPM metric ids (NVML_GPM_METRIC_*).
@@ -110,6 +130,7 @@ class DeviceInfo:
     max_memory_clock_mhz: int | None = None
     supported_reasons: int | None = None
     gpm_supported: bool = False
+    nvlink_links: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +152,8 @@ class DeviceReading:
     mig_mode: int | None = None
     clock_event_reasons: int | None = None
     fields: dict[int, float] | None = None
+    nvlink_states: Mapping[int, float] = field(default_factory=dict)
+    fabric: FabricInfo | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,10 +187,13 @@ def read_device_info(nvml: NvmlBinding, index: int, h: Handle) -> DeviceInfo:
         max_memory_clock_mhz=nvml.max_clock_mhz(h, CLOCK_MEM),
         supported_reasons=nvml.supported_clocks_event_reasons(h),
         gpm_supported=nvml.gpm_supported(h),
+        nvlink_links=tuple(
+            sorted(nvml.link_field_values(h, FI_NVLINK_GET_STATE, range(NVLINK_MAX_LINKS)))
+        ),
     )
 
 
-def read_device(nvml: NvmlBinding, h: Handle) -> DeviceReading:
+def read_device(nvml: NvmlBinding, h: Handle, links: Sequence[int] = ()) -> DeviceReading:
     """One tick's readings of a GPU. Never calls nvmlDeviceGetPcieThroughput (20 ms sleep).
 
     The energy counter comes from the field-value batch when the driver answers it there
@@ -192,6 +218,51 @@ def read_device(nvml: NvmlBinding, h: Handle) -> DeviceReading:
         mig_mode=nvml.mig_mode(h),
         clock_event_reasons=nvml.clocks_event_reasons(h),
         fields=fields,
+        nvlink_states=nvml.link_field_values(h, FI_NVLINK_GET_STATE, links) if links else {},
+        fabric=nvml.fabric_info(h),
+    )
+
+
+def health_inputs(
+    info: DeviceInfo,
+    r: DeviceReading,
+    *,
+    at: float,
+    xid_ages: Mapping[int, float],
+    links_up_before: frozenset[int],
+) -> HealthInputs:
+    """What the health checks need from one tick's readings of a GPU (pure).
+
+    `links_up_before` are the links seen active at some earlier tick: a link is down when it
+    was up and is not now (links never up, e.g. unused on this board, are not reported).
+    """
+    f = r.fields or {}
+    crc = [f[i] for i in (FI_NVLINK_CRC_FLIT_TOTAL, FI_NVLINK_CRC_DATA_TOTAL) if i in f]
+    action = f.get(FI_GPU_RECOVERY_ACTION)
+    return HealthInputs(
+        index=info.index,
+        uuid=info.uuid,
+        at=at,
+        xid_ages=xid_ages,
+        recovery_action=None if action is None else int(action),
+        dbe_volatile=f.get(FI_ECC_DBE_VOL_TOTAL),
+        remap_pending=f.get(FI_REMAPPED_PENDING),
+        remap_failure=f.get(FI_REMAPPED_FAILURE),
+        remapped_uncorrectable=f.get(FI_REMAPPED_UNC),
+        retired_dbe=f.get(FI_RETIRED_DBE),
+        retired_sbe=f.get(FI_RETIRED_SBE),
+        retired_pending=f.get(FI_RETIRED_PENDING),
+        nvlink_crc_total=sum(crc) if crc else None,
+        nvlink_replay_total=f.get(FI_NVLINK_REPLAY_TOTAL),
+        nvlink_recovery_total=f.get(FI_NVLINK_RECOVERY_TOTAL),
+        nvlink_down=frozenset(
+            link for link in links_up_before if r.nvlink_states.get(link) != NVLINK_ACTIVE
+        ),
+        nvlink_links=len(info.nvlink_links),
+        pcie_replays_total=f.get(FI_PCIE_REPLAY_COUNTER),
+        clock_events=clock_event_names(r.clock_event_reasons),
+        power_watts=None if r.power_mw is None else r.power_mw / 1000.0,
+        fabric=r.fabric,
     )
 
 

@@ -6,8 +6,9 @@ the replay was created (on its clock) until the next frame; after the last frame
 there. A key missing from a frame makes its call raise NotSupported, as the format says.
 Extensions (all optional, see docs/nvml.md): `missing_functions`, `init_error`,
 `process_names`, per-device `mig_devices`/`supported_event_types`, per-frame `events`
-(XID), and per-frame-device `field_values`, `encoder_utilization`, `decoder_utilization`,
-`performance_state`, `mig`, `gpm_instances`, `lost` and `errors`.
+(XID) and `device_count`, and per-frame-device `field_values` (per-link fields as
+"id:link"), `fabric`, `encoder_utilization`, `decoder_utilization`, `performance_state`,
+`mig`, `gpm_instances`, `lost` and `errors`.
 """
 
 from __future__ import annotations
@@ -100,6 +101,16 @@ class _GpmMetricsGet:
         self.metrics = [
             SimpleNamespace(metricId=0, nvmlReturn=0, value=0.0) for _ in range(len(GPM_KEYS) * 4)
         ]
+
+
+class _FabricInfo:
+    """The fields of pynvml's c_nvmlGpuFabricInfo_v3_t that the binding reads."""
+
+    def __init__(self) -> None:
+        self.state = 0
+        self.status = 0
+        self.healthMask = 0
+        self.healthSummary = 0
 
 
 def _fail(source: str, where: str, expected: str) -> ReplayError:
@@ -301,8 +312,11 @@ class Replay:
         return str(name)
 
     def nvmlDeviceGetCount(self) -> int:  # noqa: N802
-        """The number of recorded devices."""
+        """The number of recorded devices, or the frame's `device_count` (GPUs off the bus)."""
         self._check("nvmlDeviceGetCount")
+        count = self.frames[self.frame_index()].get("device_count")
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+            return min(count, len(self.devices))
         return len(self.devices)
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> _Device:  # noqa: N802
@@ -447,20 +461,27 @@ class Replay:
             self._reading("nvmlDeviceGetCurrentClocksThrottleReasons", h, "clocks_event_reasons")
         )
 
-    def nvmlDeviceGetFieldValues(self, h: Any, ids: Sequence[int]) -> list[SimpleNamespace]:  # noqa: N802
-        """Field values from the frame's `field_values` (id -> number); others NotSupported."""
+    def nvmlDeviceGetFieldValues(  # noqa: N802
+        self, h: Any, ids: Sequence[int | tuple[int, int]]
+    ) -> list[SimpleNamespace]:
+        """Field values from the frame's `field_values` ("id" or "id:link" -> number).
+
+        Fields the frame does not hold answer NotSupported, each on its own.
+        """
         if isinstance(h, _MigDevice):
             raise nvml_error("NotSupported")
         reading = self._check("nvmlDeviceGetFieldValues", self._index(h))
         values = reading.get("field_values", {})
         out = []
-        for fid in ids:
-            v = values.get(str(fid))
+        for wanted in ids:
+            # (field, scope) pairs are per-link fields, recorded under "field:link".
+            fid, scope = wanted if isinstance(wanted, tuple) else (wanted, 0)
+            v = values.get(f"{fid}:{scope}" if isinstance(wanted, tuple) else str(fid))
             ok = isinstance(v, int | float) and not isinstance(v, bool)
             out.append(
                 SimpleNamespace(
                     fieldId=fid,
-                    scopeId=0,
+                    scopeId=scope,
                     nvmlReturn=0 if ok else _NOT_SUPPORTED,
                     valueType=0 if isinstance(v, float) else 3,
                     value=SimpleNamespace(dVal=float(v), ullVal=int(v))
@@ -469,6 +490,17 @@ class Replay:
                 )
             )
         return out
+
+    c_nvmlGpuFabricInfo_v3_t = _FabricInfo  # noqa: N815 - the pynvml name
+
+    def nvmlDeviceGetGpuFabricInfoV(self, h: Any, info: _FabricInfo) -> int:  # noqa: N802
+        """Fill `info` from the frame's `fabric` {state, status, health_mask, health_summary}."""
+        f = self._reading("nvmlDeviceGetGpuFabricInfoV", h, "fabric")
+        info.state = int(f.get("state", 0))
+        info.status = int(f.get("status", 0))
+        info.healthMask = int(f.get("health_mask", 0))
+        info.healthSummary = int(f.get("health_summary", 0))
+        return 0
 
     # --- processes ------------------------------------------------------------------------
 

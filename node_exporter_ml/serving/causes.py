@@ -16,13 +16,17 @@ Method (the README's "how causes are scored"):
    baseline is noise (g = 0), twice the baseline or more is a full regression (g = 1).
 4. Each cause has a movement m in 0-1: how far its signal rose from its own baseline,
    on a scale where a rise that plainly hurts latency reads 1 (see `SCALES`). Its score
-   is g * m: a signal that moved while latency did not is not a cause, and latency that
-   rose with no signal moving scores nothing but `load`'s "unexplained queueing" term.
-5. `load` is max(rate rise, (1 - strongest resource movement) * max(in-flight rise,
-   flat-throughput)), where flat-throughput is 1 when the request rate held up (>= 85 %
-   of baseline) and 0 when it fell below 60 %: latency up at the same throughput with
-   no resource moving is a server queueing requests; latency up with throughput
-   collapsing points at a slower server, which a resource signal should explain.
+   is g * m: a signal that moved while latency did not is not a cause. A signal unknown
+   in the baseline but known now (a quota applied at run time, a new cgroup, a GPU seen
+   for the first time) is scored on its absolute level: its rise above `ASSUMED_LEVELS`,
+   a level that is plainly high, never on a missing baseline read as 0.
+5. `load` is a rising request rate, or queueing: latency up at the same throughput
+   (flat: >= 85 % of the baseline rate, 0 below 60 %) with no resource moving and more
+   than the model's own work per request explains. `service_time` is the rest of that
+   flat-rate regression: the model itself taking longer (bigger inputs, a new version),
+   seen as the owner's GPU work per request rising with the latency, or assumed when
+   the node cannot see that work. `gpu_low_power` is latency up while the request rate
+   fell and the owner's GPUs spent the window idle-clocked (P8, clock event gpu_idle).
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ CAUSES = (
     "cpu_throttling",
     "memory_pressure",
     "power_thermal_throttling",
+    "gpu_low_power",
     "load",
+    "service_time",
 )
 MIN_BASELINE_POINTS = 3
 GATE_START = 1.2
@@ -53,7 +59,21 @@ SCALES: Mapping[str, float] = {
     "power_thermal": 1.0,  # fraction of ticks with a power/thermal clock event
     "clock_drop": 0.15,  # SM clock 15 % below its baseline
     "requests": 1.0,  # request rate doubled
+    "rate_fall": 0.35,  # request rate down from 85 % to 50 % of its baseline
+    "idle_clocked": 0.5,  # the GPU idle-clocked in half the window's ticks more than usual
+    "work_explains": 0.5,  # GPU work per request rose half as much as latency (relative)
 }
+ASSUMED_LEVELS: Mapping[str, float] = {
+    # With no baseline, a signal moves only as far as it stands above this level.
+    "cotenant_sm": 0.2,  # co-tenants holding half the SMs reads 1
+    "sm_level": 0.5,  # SM activity above ~78 %
+    "cpu_throttled": 0.25,  # throttled in half the periods reads 1
+    "memory_stall": 0.05,  # memory PSI "some" at 15 % of the time reads 1
+    "memory_level": 0.0,  # the level is 0 below 85 % of the limit already
+    "power_thermal": 0.0,  # an event is never normal
+    "idle_clocked": 0.0,  # idle clocks between requests are not normal under load
+}
+FLAT_RATE = (0.6, 0.85)  # throughput "flat": 0 below 60 % of the baseline rate, 1 from 85 %
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +96,7 @@ class Signals:
     memory_stall: float | None = None
     memory_usage: float | None = None
     oom_kills: float | None = None
+    idle_clocked: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,24 +171,33 @@ def _owner_fraction(s: Signals) -> float | None:
     return s.owner_sm / total if total > 0 else None
 
 
-def movements(current: Sequence[Signals], baseline: Sequence[Signals]) -> dict[str, float]:
-    """The movement (0-1) of each cause's signal from the baseline ticks to the current ones."""
+def movements(
+    current: Sequence[Signals], baseline: Sequence[Signals], latency_ratio: float | None = None
+) -> dict[str, float]:
+    """The movement (0-1) of each cause's signal from the baseline ticks to the current ones.
 
-    def moved(get: Callable[[Signals], float | None], scale: float) -> float:
-        return rise(_mean(current, get), _median(baseline, get), scale)
+    `latency_ratio` (current / baseline latency) splits a flat-rate regression between the
+    model's own service time and queueing; without it the whole of it is service time.
+    """
 
-    noisy = moved(lambda s: s.cotenant_sm, SCALES["cotenant_sm"])
+    def moved(get: Callable[[Signals], float | None], scale: str) -> float:
+        now, base = _mean(current, get), _median(baseline, get)
+        if now is not None and base is None:
+            base = ASSUMED_LEVELS.get(scale)  # missing is not zero: score the level
+        return rise(now, base, SCALES[scale])
+
+    noisy = moved(lambda s: s.cotenant_sm, "cotenant_sm")
     # Saturation counts only as far as this workload owns the activity.
     own = _mean(current, _owner_fraction)
-    saturation = moved(lambda s: saturation_level(s.device_sm_active), SCALES["sm_level"])
+    saturation = moved(lambda s: saturation_level(s.device_sm_active), "sm_level")
     saturation *= 1.0 if own is None else own
-    cpu = moved(lambda s: s.cpu_throttled, SCALES["cpu_throttled"])
+    cpu = moved(lambda s: s.cpu_throttled, "cpu_throttled")
     memory = max(
-        moved(lambda s: s.memory_stall, SCALES["memory_stall"]),
-        moved(lambda s: memory_level(s.memory_usage), SCALES["memory_level"]),
+        moved(lambda s: s.memory_stall, "memory_stall"),
+        moved(lambda s: memory_level(s.memory_usage), "memory_level"),
         1.0 if any(v > 0 for v in _values(current, lambda s: s.oom_kills)) else 0.0,
     )
-    events = moved(lambda s: s.power_thermal, SCALES["power_thermal"])
+    events = moved(lambda s: s.power_thermal, "power_thermal")
     clock_now = _mean(current, lambda s: s.clock_ratio)
     clock_base = _median(baseline, lambda s: s.clock_ratio)
     if clock_now is not None and clock_base is not None and clock_base > 0:
@@ -175,23 +205,56 @@ def movements(current: Sequence[Signals], baseline: Sequence[Signals]) -> dict[s
         events *= clip01((clock_base - clock_now) / clock_base / SCALES["clock_drop"])
     elif events > 0:
         events *= 0.5  # clocks unknown: the event alone is half the evidence
-    resource = max(noisy, saturation, cpu, memory, events)
     rate_now = _mean(current, lambda s: s.requests_per_second)
     rate_base = _median(baseline, lambda s: s.requests_per_second)
     rate_ratio = rate_now / rate_base if rate_now is not None and rate_base else None
+    fell = 0.0 if rate_ratio is None else clip01((FLAT_RATE[1] - rate_ratio) / SCALES["rate_fall"])
+    low_power = fell * moved(lambda s: s.idle_clocked, "idle_clocked")
+    resource = max(noisy, saturation, cpu, memory, events, low_power)
     rate = rise(rate_ratio, 1.0, SCALES["requests"])
     flight_base = _median(baseline, lambda s: s.in_flight)
-    queued = moved(lambda s: s.in_flight, max(1.0, flight_base or 0.0))
-    flat = 0.0 if rate_ratio is None else clip01((rate_ratio - 0.6) / 0.25)
-    load = max(rate, (1.0 - resource) * max(queued, flat))
+    queued = rise(_mean(current, lambda s: s.in_flight), flight_base, max(1.0, flight_base or 0.0))
+    flat = (
+        0.0
+        if rate_ratio is None
+        else clip01((rate_ratio - FLAT_RATE[0]) / (FLAT_RATE[1] - FLAT_RATE[0]))
+    )
+    own_work = _work_ratio(current, baseline)
+    if own_work is None or latency_ratio is None:
+        explained = 1.0  # no sign of queueing the service time cannot explain
+    else:
+        explained = (
+            clip01((own_work - 1.0) / (latency_ratio - 1.0) / SCALES["work_explains"])
+            if latency_ratio > 1
+            else 1.0
+        )
+    unexplained = 1.0 - resource
     return {
         "noisy_neighbour": noisy,
         "gpu_saturation": saturation,
         "cpu_throttling": cpu,
         "memory_pressure": memory,
         "power_thermal_throttling": events,
-        "load": load,
+        "gpu_low_power": low_power,
+        "load": max(rate, unexplained * (1.0 - explained) * max(queued, flat)),
+        "service_time": unexplained * explained * flat,
     }
+
+
+def _work_ratio(current: Sequence[Signals], baseline: Sequence[Signals]) -> float | None:
+    """The owner's GPU work per request now / in the baseline (None: not seen on this node).
+
+    By Little's law in-flight requests grow with latency whatever the reason; the work
+    per request tells a slower model (it grows) from requests waiting in a queue (flat).
+    """
+
+    def per_request(s: Signals) -> float | None:
+        if s.owner_sm is None or not s.requests_per_second:
+            return None
+        return s.owner_sm / s.requests_per_second
+
+    now, base = _mean(current, per_request), _median(baseline, per_request)
+    return now / base if now is not None and base else None
 
 
 def assess(history: Sequence[Signals], window: float, baseline: float) -> CauseReport:
@@ -216,5 +279,5 @@ def assess(history: Sequence[Signals], window: float, baseline: float) -> CauseR
         return CauseReport(None, base, current_latency)
     ratio = current_latency / base
     gate = regression_gate(ratio)
-    scores = {cause: gate * m for cause, m in movements(current, past).items()}
+    scores = {cause: gate * m for cause, m in movements(current, past, ratio).items()}
     return CauseReport(ratio, base, current_latency, scores)

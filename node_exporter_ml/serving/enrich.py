@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from node_exporter_ml.config import Config
@@ -22,30 +22,41 @@ DERIVED_KEY = "serving"
 HistoryKey = tuple[str, str, str | None]
 
 
+_LEAF = "\0leaf"  # the throttling counters are the cgroup's own (its quota is not known)
+
+
 @dataclass(frozen=True, slots=True)
 class _CgroupTotals:
+    """One cgroup's counters at one tick; `quota_path` says whose CPU counters they are."""
+
     t: float
+    quota_path: str | None
     throttled_periods: float | None
     periods: float | None
     throttled_seconds: float | None
+    limit_cores: float | None
     memory_waiting: float | None
     oom_kills: float | None
 
 
-def _total(samples: Iterable[CgroupSample], attr: str) -> float | None:
-    values = [getattr(s, attr) for s in samples]
-    known = [float(v) for v in values if v is not None]
-    return sum(known) if known else None
-
-
-def _cgroup_totals(t: float, groups: tuple[CgroupSample, ...]) -> _CgroupTotals:
+def _cgroup_totals(t: float, g: CgroupSample) -> _CgroupTotals:
+    q = g.cpu_quota
+    cpu: tuple[str | None, int | None, int | None]
+    if q is None:
+        cpu = (_LEAF, g.cpu_throttled_periods_total, g.cpu_periods_total)
+        seconds, cores = g.cpu_throttled_seconds_total, g.cpu_limit_cores
+    else:
+        cpu = (q.path, q.throttled_periods_total, q.periods_total)
+        seconds, cores = q.throttled_seconds_total, q.limit_cores
     return _CgroupTotals(
         t,
-        _total(groups, "cpu_throttled_periods_total"),
-        _total(groups, "cpu_periods_total"),
-        _total(groups, "cpu_throttled_seconds_total"),
-        _total(groups, "pressure_memory_waiting_seconds_total"),
-        _total(groups, "oom_kills_total"),
+        cpu[0],
+        None if cpu[1] is None else float(cpu[1]),
+        None if cpu[2] is None else float(cpu[2]),
+        seconds,
+        cores,
+        g.pressure_memory_waiting_seconds_total,
+        None if g.oom_kills_total is None else float(g.oom_kills_total),
     )
 
 
@@ -55,36 +66,57 @@ def _rate(new: float | None, old: float | None, seconds: float) -> float | None:
     return (new - old) / seconds
 
 
+def _throttled(old: _CgroupTotals | None, new: _CgroupTotals) -> float | None:
+    """Share of CFS periods throttled between two ticks (0, known, when no quota applies)."""
+    if new.quota_path is None:
+        return 0.0  # no quota anywhere on the cgroup's path: nothing can throttle it
+    if old is None or old.quota_path != new.quota_path:
+        return None  # a new cgroup, or another cgroup's quota now: no delta yet
+    periods = _rate(new.periods, old.periods, 1.0)
+    throttled = _rate(new.throttled_periods, old.throttled_periods, 1.0)
+    if periods and throttled is not None:
+        return min(1.0, throttled / periods)
+    seconds = _rate(new.throttled_seconds, old.throttled_seconds, new.t - old.t)
+    return None if seconds is None else min(1.0, seconds / max(1.0, new.limit_cores or 0.0))
+
+
+def _known_max(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
 def cgroup_signals(
-    old: _CgroupTotals | None, new: _CgroupTotals, groups: tuple[CgroupSample, ...]
-) -> dict[str, float | None]:
-    """CPU throttling, memory stall, working-set usage and OOM kills between two ticks."""
+    old: Mapping[str, _CgroupTotals], t: float, groups: tuple[CgroupSample, ...]
+) -> tuple[dict[str, float | None], dict[str, _CgroupTotals]]:
+    """CPU throttling, memory stall, working-set usage and OOM kills of this tick's cgroups.
+
+    Deltas are taken per cgroup path against the same cgroup's previous tick, so a process
+    that moved to another cgroup is followed from the cgroup it is in now (a cgroup seen
+    for the first time gives its levels, not yet its rates). Returns the signals and the
+    totals to keep for the next tick.
+    """
+    totals = {g.path: _cgroup_totals(t, g) for g in groups}
+    throttled, stalls, ooms = [], [], []
+    for path, new in totals.items():
+        prev = old.get(path)
+        throttled.append(_throttled(prev, new))
+        if prev is not None:
+            stall = _rate(new.memory_waiting, prev.memory_waiting, new.t - prev.t)
+            stalls.append(None if stall is None else min(1.0, stall))
+            ooms.append(_rate(new.oom_kills, prev.oom_kills, 1.0))
     usage = [
         s.memory_working_set_bytes / s.memory_limit_bytes
         for s in groups
         if s.memory_working_set_bytes is not None and s.memory_limit_bytes
     ]
-    out: dict[str, float | None] = {
-        "cpu_throttled": None,
-        "memory_stall": None,
+    known_ooms = [v for v in ooms if v is not None]
+    signals: dict[str, float | None] = {
+        "cpu_throttled": _known_max(throttled),
+        "memory_stall": _known_max(stalls),
         "memory_usage": max(usage) if usage else None,
-        "oom_kills": None,
+        "oom_kills": sum(known_ooms) if known_ooms else None,
     }
-    if old is None:
-        return out
-    dt = new.t - old.t
-    periods = _rate(new.periods, old.periods, 1.0)
-    throttled = _rate(new.throttled_periods, old.throttled_periods, 1.0)
-    if periods and throttled is not None:
-        out["cpu_throttled"] = min(1.0, throttled / periods)
-    else:
-        seconds = _rate(new.throttled_seconds, old.throttled_seconds, dt)
-        limit = max(1.0, max((s.cpu_limit_cores or 0.0) for s in groups) if groups else 1.0)
-        out["cpu_throttled"] = None if seconds is None else min(1.0, seconds / limit)
-    stall = _rate(new.memory_waiting, old.memory_waiting, dt)
-    out["memory_stall"] = None if stall is None else min(1.0, stall)
-    out["oom_kills"] = _rate(new.oom_kills, old.oom_kills, 1.0)
-    return out
+    return signals, totals
 
 
 class LatencyCauses:
@@ -99,7 +131,7 @@ class LatencyCauses:
         self.window = config.serving_window
         self.baseline = config.serving_baseline
         self._history: dict[HistoryKey, deque[Signals]] = {}
-        self._cgroups: dict[str, _CgroupTotals] = {}
+        self._cgroups: dict[str, dict[str, _CgroupTotals]] = {}
         self._lock = threading.Lock()
 
     def __call__(self, snapshot: Snapshot) -> Snapshot:
@@ -130,10 +162,11 @@ class LatencyCauses:
         pids = owner_pids(target, snapshot)
         shares = gpu_shares(pids, owner_gpus(pids, snapshot.data("nvml", NvmlData)))
         groups = owner_cgroups(pids, snapshot)
-        totals = _cgroup_totals(t, groups)
-        cg = cgroup_signals(self._cgroups.get(target.name), totals, groups) if groups else {}
+        cg: dict[str, float | None] = {}
         if groups:
-            self._cgroups[target.name] = totals
+            cg, self._cgroups[target.name] = cgroup_signals(
+                self._cgroups.get(target.name, {}), t, groups
+            )
         for m in target.models:
             yield (
                 (target.name, m.model, m.version),
@@ -147,6 +180,7 @@ class LatencyCauses:
                     device_sm_active=shares.device_sm_active,
                     power_thermal=shares.power_thermal,
                     clock_ratio=shares.clock_ratio,
+                    idle_clocked=shares.idle_clocked,
                     cpu_throttled=cg.get("cpu_throttled"),
                     memory_stall=cg.get("memory_stall"),
                     memory_usage=cg.get("memory_usage"),

@@ -20,6 +20,7 @@ from node_exporter_ml.snapshot import (
 )
 
 _POWER_THERMAL_WORDS = ("power", "thermal", "hw_slowdown")
+IDLE_PSTATE = 8  # P8 and lower-power states: the clocks a GPU parks at between requests
 
 
 def _short_container_id(cid: str) -> str:
@@ -36,7 +37,9 @@ def owner_pids(target: TargetStatus, snapshot: Snapshot) -> tuple[int, ...]:
 
     An explicit `pid` is the owner; a `container_id` or `pod` owns every process the
     process collector attributes to it; otherwise the socket owner and every process in
-    its cgroup (a vLLM API server's GPU work runs in a sibling engine process).
+    its cgroup (a vLLM API server's GPU work runs in a sibling engine process). The socket
+    owner comes first: when several servers share a cgroup (processes on a bare host,
+    sidecars), the lowest pid of the cgroup may be another server.
     """
     procs = snapshot.data("process", ProcessData)
     processes = procs.processes if procs is not None else {}
@@ -65,7 +68,8 @@ def owner_pids(target: TargetStatus, snapshot: Snapshot) -> tuple[int, ...]:
     if owner is None or not owner.cgroup_path or owner.cgroup_path == "/":
         return (target.socket_pid,)
     siblings = {pid for pid, p in processes.items() if p.cgroup_path == owner.cgroup_path}
-    return tuple(sorted(siblings | {target.socket_pid}))
+    siblings.discard(target.socket_pid)
+    return (target.socket_pid, *sorted(siblings))
 
 
 def owner_gpus(pids: Iterable[int], nvml: NvmlData | None) -> tuple[GpuSample, ...]:
@@ -100,12 +104,25 @@ class GpuShares:
     device_sm_active: float | None
     power_thermal: float | None
     clock_ratio: float | None
+    idle_clocked: float | None = None
 
 
 def is_power_thermal(reason: str) -> bool:
     """True for clock-event reasons that cap clocks for power or heat."""
     lowered = reason.lower()
     return any(w in lowered for w in _POWER_THERMAL_WORDS)
+
+
+def is_idle_clocked(g: GpuSample) -> bool | None:
+    """Whether the GPU sits in a low-power state: clock event gpu_idle, or P8 or lower power.
+
+    None when the GPU reports neither its clock events nor its performance state.
+    """
+    if "gpu_idle" in g.clock_events:
+        return True
+    if g.performance_state is not None:
+        return g.performance_state >= IDLE_PSTATE
+    return False if g.clock_events_supported else None
 
 
 def gpu_shares(pids: Iterable[int], gpus: Iterable[GpuSample]) -> GpuShares:
@@ -117,6 +134,7 @@ def gpu_shares(pids: Iterable[int], gpus: Iterable[GpuSample]) -> GpuShares:
     active: float | None = None
     events: float | None = None
     clock: float | None = None
+    idle: float | None = None
     for g in gpus:
         own = [p.sm_ratio for p in g.processes if p.pid in wanted and p.sm_ratio is not None]
         others = [p for p in g.processes if p.pid not in wanted]
@@ -136,4 +154,7 @@ def gpu_shares(pids: Iterable[int], gpus: Iterable[GpuSample]) -> GpuShares:
         if g.sm_clock_hertz is not None and g.max_sm_clock_hertz:
             ratio = g.sm_clock_hertz / g.max_sm_clock_hertz
             clock = ratio if clock is None else min(clock, ratio)
-    return GpuShares(owner_sm, cotenant_sm, tuple(sorted(cotenants)), active, events, clock)
+        parked = is_idle_clocked(g)
+        if parked is not None:
+            idle = max(idle or 0.0, 1.0 if parked else 0.0)
+    return GpuShares(owner_sm, cotenant_sm, tuple(sorted(cotenants)), active, events, clock, idle)

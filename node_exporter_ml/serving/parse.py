@@ -10,6 +10,7 @@ TF Serving) stays under its own name, colons (`vllm:`, `:tensorflow:`) are kept.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -74,6 +75,25 @@ class Exposition:
 
 def _unescape(value: str) -> str:
     return _ESCAPE.sub(lambda m: _ESCAPES[m.group(0)], value)
+
+
+def _blank(name: str) -> bool:
+    return " " in name or "\t" in name
+
+
+def _timestamp(token: str) -> tuple[int, int]:
+    """A sample timestamp as (seconds, nanoseconds), the precision OpenMetrics keeps."""
+    if "_" in token:
+        raise ValueError(f"bad timestamp {token[:40]!r}")
+    sec, dot, frac = token.partition(".")
+    if dot and sec.lstrip("-").isdigit() and frac.isdigit():
+        return int(sec), int(frac[:9].ljust(9, "0"))
+    if not dot and token.lstrip("-").isdigit():
+        return int(token), 0
+    stamp = float(token)  # "1e3"; float() raises ValueError on anything else
+    if not math.isfinite(stamp):
+        raise ValueError(f"bad timestamp {token[:40]!r}")
+    return int(stamp), round((stamp - int(stamp)) * 1e9)
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -166,6 +186,7 @@ def parse_exposition(
     lineno = 0
     cached = cache.get
     number = float
+    stamped: set[tuple[str, tuple[tuple[str, str], ...], tuple[int, int]]] = set()
     skipping = "\n"  # the name of a family whose samples are skipped (never a line prefix)
     for lineno, line in enumerate(text.split("\n"), 1):
         if not line:
@@ -209,6 +230,10 @@ def parse_exposition(
                 if hit is not None:
                     name, labels = hit
                     rest = line[close + 1 :]
+                elif _blank(name := line[:brace].rstrip()):
+                    # `a_total 0 123 # {a="b"} 0.5`: the brace opens an exemplar.
+                    name, _, rest = line.partition(" ")
+                    labels = EMPTY_LABELS
                 else:
                     label_text = line[brace + 1 : close]
                     if close < 0 or "\\" in label_text or label_text.count('"') & 1:
@@ -216,7 +241,6 @@ def parse_exposition(
                         head = ""  # a brace inside a value: not memoised
                     else:
                         rest = line[close + 1 :]
-                    name = line[:brace].rstrip()
                     labels = parse_labels(label_text) if label_text else EMPTY_LABELS
                     if head:
                         cache[head] = (name, labels)
@@ -228,8 +252,14 @@ def parse_exposition(
                 token = rest
             except ValueError:
                 # "<value> <timestamp>", or an OpenMetrics exemplar after " # "
-                token = rest.split(None, 1)[0]
+                parts = rest.split(None, 2)
+                token = parts[0]
                 value = float(token)
+                if len(parts) > 1 and parts[1] != "#":
+                    stamp = (name, tuple(labels.items()), _timestamp(parts[1]))
+                    if stamp in stamped:
+                        continue  # the same series at the same instant: the first one counts
+                    stamped.add(stamp)
             if "_" in token:  # float() takes "1_000"; the exposition format does not
                 raise ValueError(f"bad value {token.strip()[:40]!r}")
         except (ValueError, IndexError) as err:

@@ -22,7 +22,10 @@ ModelKey = tuple[str, str | None]
 KeyFn = Callable[[Labels], "ModelKey | None"]
 
 UNKNOWN_MODEL = "unknown"
-_NO_VERSION = frozenset({"", "None", "none", "null", "default"})
+# BentoML says "not available" for a service without a version.
+_NO_VERSION = frozenset({"", "None", "none", "null", "default", "not available"})
+# Health and metrics endpoints BentoML counts in the same families as the model's traffic.
+_PROBE_ENDPOINTS = frozenset({"/readyz", "/livez", "/healthz", "/metrics"})
 _LATENCY_WORDS = ("latency", "duration")
 _UNIT_SUFFIXES = (
     (("_seconds", "_secs", "_s"), 1.0),
@@ -32,7 +35,10 @@ _UNIT_SUFFIXES = (
 )
 _MODEL_LABELS = ("model", "model_name", "model_id", "served_model_name", "name", "service_name")
 _VERSION_LABELS = ("version", "model_version", "service_version")
-_MLSERVER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+_MLSERVER_PATH = re.compile(r"^/v2/models/([^/{}]+)(?:/versions/([^/{}]+))?/infer$")
+_MLSERVER_TEMPLATE = re.compile(
+    r"^/v2/models/\{model_name\}(?:/versions/\{model_version\})?/infer$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,17 +287,25 @@ def read_torchserve(exp: Exposition, model: str | None = None) -> dict[ModelKey,
 def read_bentoml(exp: Exposition, model: str | None = None) -> dict[ModelKey, ModelReading]:
     """BentoML: `bentoml_service_request_duration_seconds` by `service_name` (>=1.2).
 
-    BentoML before 1.2 names it `bentoml_api_server_request_duration_seconds`.
+    BentoML before 1.2 names it `bentoml_api_server_request_duration_seconds`. Its
+    `/readyz`, `/livez` probes (and `/metrics` scrapes) count in the same families:
+    they are left out of the model's latency and rate.
     """
     key = label_key("service_name", "service_version")
     prefix = "bentoml_service" if exp.get("bentoml_service_request_duration_seconds") else None
     prefix = prefix or "bentoml_api_server"
+    error = _status_5xx("http_response_code")
     return _merge(
-        histograms_by(exp, f"{prefix}_request_duration_seconds", key),
-        requests=sum_by(exp, f"{prefix}_request", key),
-        errors=sum_by(exp, f"{prefix}_request", key, where=_status_5xx("http_response_code")),
-        in_flight=sum_by(exp, f"{prefix}_request_in_progress", key),
+        histograms_by(exp, f"{prefix}_request_duration_seconds", key, where=_not_probe),
+        requests=sum_by(exp, f"{prefix}_request", key, where=_not_probe),
+        errors=sum_by(exp, f"{prefix}_request", key, where=lambda x: _not_probe(x) and error(x)),
+        in_flight=sum_by(exp, f"{prefix}_request_in_progress", key, where=_not_probe),
     )
+
+
+def _not_probe(labels: Labels) -> bool:
+    """False for BentoML's health probes and metrics endpoint, which are not model traffic."""
+    return labels.get("endpoint") not in _PROBE_ENDPOINTS
 
 
 def read_ray_serve(exp: Exposition, model: str | None = None) -> dict[ModelKey, ModelReading]:
@@ -349,18 +363,30 @@ def _mlserver_path_key(labels: Labels) -> ModelKey | None:
 def read_mlserver(exp: Exposition, model: str | None = None) -> dict[ModelKey, ModelReading]:
     """MLServer: `model_infer_request_duration` (summary, s) by `model`/`version`.
 
-    Quantiles come from the REST histogram `rest_server_request_duration_seconds`, whose
-    `path` names the model (`/v2/models/<model>[/versions/<v>]/infer`): gRPC calls count
-    in the mean and rate but not in the quantiles.
+    Quantiles come from the REST histogram `rest_server_request_duration_seconds`.
+    MLServer 1.7 labels it with the route template (`/v2/models/{model_name}/infer`,
+    starlette_exporter's grouped paths), which names no model: it is that model's only
+    when the server serves one model; with several, MLServer offers no per-model
+    quantiles and only the mean is shown. Older servers put the model's own path there
+    (`/v2/models/<model>[/versions/<v>]/infer`). gRPC calls count in the mean and rate,
+    not in the quantiles.
     """
     key = label_key("model", "version")
     success = sum_by(exp, "model_infer_request_success", key)
     failure = sum_by(exp, "model_infer_request_failure", key)
+    latency = histograms_by(exp, "model_infer_request_duration", key)
+    only = next(iter(latency)) if len(latency) == 1 else None
+
+    def rest_key(labels: Labels) -> ModelKey | None:
+        if "{" in labels.get("path", ""):
+            return only if _MLSERVER_TEMPLATE.match(labels["path"]) else None
+        return _mlserver_path_key(labels)
+
     return _merge(
-        histograms_by(exp, "model_infer_request_duration", key),
+        latency,
         requests=_add(success, failure) if success or failure else None,
         errors=failure if success or failure else None,
-        quantiles=histograms_by(exp, "rest_server_request_duration_seconds", _mlserver_path_key),
+        quantiles=histograms_by(exp, "rest_server_request_duration_seconds", rest_key),
     )
 
 

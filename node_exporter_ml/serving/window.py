@@ -23,8 +23,10 @@ def histogram_quantile(q: float, bounds: Sequence[float], counts: Sequence[float
     """The q-quantile of a cumulative histogram, interpolated as PromQL's histogram_quantile.
 
     `bounds` are ascending upper bounds ending with +Inf; `counts` the cumulative counts.
-    Returns NaN when there are no observations or fewer than two buckets.
+    Returns NaN when there are no observations or fewer than two buckets, and for a NaN q.
     """
+    if math.isnan(q):
+        return math.nan
     if q < 0:
         return -math.inf
     if q > 1:
@@ -51,8 +53,8 @@ def histogram_quantile(q: float, bounds: Sequence[float], counts: Sequence[float
         start = bounds[b - 1]
         count -= fixed[b - 1]
         rank -= fixed[b - 1]
-    if count <= 0:
-        return end
+    if count <= 0:  # q == 0 on an empty first bucket: 0/0, NaN in PromQL too
+        return math.nan
     return start + (end - start) * (rank / count)
 
 

@@ -1,0 +1,278 @@
+"""Boundaries of host/cgroupfs.py that mutation testing found untested (issue 19).
+
+cgroup v1 memory.stat (kernel Documentation/admin-guide/cgroup-v1/memory.rst, 5.2): each
+counter is the cgroup's OWN, and `total_<counter>` is "the hierarchical version of
+<counter>, which in addition to the cgroup's own value includes the sum of all hierarchical
+children's values". memory.usage_in_bytes of a hierarchical cgroup is charged by its
+children too. So the working set of a cgroup with children (a pod-level cgroup, whose pages
+are charged in its container cgroups) is usage - total_inactive_file, as cAdvisor computes
+it; its own inactive_file is about 0.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from node_exporter_ml.host import ParseError
+from node_exporter_ml.host.cgroupfs import (
+    CgroupFS,
+    CgroupPaths,
+    parse_blkio_bytes,
+    parse_cfs_quota,
+    parse_cpu_max,
+    parse_flat_keyed,
+    parse_int,
+    parse_io_stat,
+    parse_limit,
+    parse_pressure,
+)
+from node_exporter_ml.host.procfs import parse_cgroup_file
+from tests.host_trees import (
+    CgroupStats,
+    make_v1_root,
+    make_v2_root,
+    v1_cgroup_file,
+    write_cgroup_v1,
+    write_cgroup_v2,
+    write_psi,
+)
+
+GIB = 1 << 30
+POD = "/kubepods/burstable/pod0e2d0f43-5b7c-4a3e-9f6a-2b1c3d4e5f60"
+
+
+def _read_pod_v1(root: Path, memory_stat: str, usage: int) -> object:
+    make_v1_root(root, hybrid=False)
+    write_cgroup_v1(root, {"cpu": POD, "memory": POD, "blkio": POD}, CgroupStats())
+    (root / "memory" / POD.lstrip("/") / "memory.usage_in_bytes").write_text(f"{usage}\n")
+    (root / "memory" / POD.lstrip("/") / "memory.stat").write_text(memory_stat)
+    paths = CgroupPaths.from_lines(parse_cgroup_file(v1_cgroup_file(POD)))
+    sample = CgroupFS(str(root)).read(POD, paths)
+    assert sample is not None
+    return sample
+
+
+def test_v1_pod_cgroup_working_set_uses_the_hierarchical_inactive_file(tmp_path: Path) -> None:
+    # A pod cgroup holding two containers: 3 GiB charged in all, 1 GiB of it inactive page
+    # cache in the children, none in the pod cgroup itself (the kernel's own order of lines).
+    stat = (
+        "cache 0\nrss 0\nmapped_file 0\ninactive_anon 0\nactive_anon 0\n"
+        "inactive_file 0\nactive_file 0\nunevictable 0\n"
+        f"hierarchical_memory_limit {8 * GIB}\n"
+        f"total_cache {2 * GIB}\ntotal_rss {GIB}\ntotal_inactive_anon 0\n"
+        f"total_active_anon {GIB}\ntotal_inactive_file {GIB}\ntotal_active_file {GIB}\n"
+    )
+    sample = _read_pod_v1(tmp_path, stat, usage=3 * GIB)
+    # 3 GiB - 1 GiB of the children's inactive file pages = 2 GiB (not 3 - 0)
+    assert sample.memory_working_set_bytes == 2 * GIB  # type: ignore[attr-defined]
+
+
+def test_v1_memory_stat_without_hierarchical_lines_uses_its_own(tmp_path: Path) -> None:
+    # a memory.stat with no total_* lines (not what a kernel writes, but what a hand-made
+    # tree may hold): the cgroup's own inactive_file is the best there is
+    sample = _read_pod_v1(tmp_path, f"cache {GIB}\ninactive_file {GIB // 4}\n", usage=GIB)
+    assert sample.memory_working_set_bytes == GIB - GIB // 4  # type: ignore[attr-defined]
+
+
+def test_v1_working_set_clamped_at_zero(tmp_path: Path) -> None:
+    # usage read a moment before memory.stat: inactive can exceed it; clamped at 0 as cAdvisor
+    sample = _read_pod_v1(tmp_path, "total_inactive_file 5000\n", usage=4096)
+    assert sample.memory_working_set_bytes == 0  # type: ignore[attr-defined]
+
+
+# --- v2: every field, and the file a malformed value is reported in -------------------------
+
+
+def test_v2_cpu_seconds_are_microseconds_exactly(tmp_path: Path) -> None:
+    make_v2_root(tmp_path)
+    write_cgroup_v2(tmp_path / "a", CgroupStats())
+    sample = CgroupFS(str(tmp_path)).read("/a", CgroupPaths(unified="/a"))
+    assert sample is not None
+    # cpu.stat is in microseconds (cgroup-v2.rst): 812400000 usec = 812.4 s, and so on
+    assert sample.cpu_usage_seconds_total == 812.4
+    assert sample.cpu_user_seconds_total == 700.0
+    assert sample.cpu_system_seconds_total == 112.4
+    assert sample.cpu_throttled_seconds_total == 3.1
+
+
+def test_v2_working_set_needs_memory_current(tmp_path: Path) -> None:
+    make_v2_root(tmp_path)
+    write_cgroup_v2(tmp_path / "a", CgroupStats())
+    (tmp_path / "a" / "memory.current").unlink()
+    sample = CgroupFS(str(tmp_path)).read("/a", CgroupPaths(unified="/a"))
+    assert sample is not None
+    assert sample.memory_current_bytes is None
+    assert sample.memory_working_set_bytes is None  # memory.stat alone gives no working set
+
+
+V2_FILES = [
+    "cpu.stat",
+    "cpu.max",
+    "memory.current",
+    "memory.max",
+    "memory.stat",
+    "memory.events",
+    "io.stat",
+    "cpu.pressure",
+    "memory.pressure",
+    "io.pressure",
+]
+# each file's own format with a value that is not a number
+GARBAGE = {
+    "cpu.stat": "usage_usec lots\n",
+    "cpu.max": "lots 100000\n",
+    "memory.current": "lots\n",
+    "memory.max": "lots\n",
+    "memory.stat": "inactive_file lots\n",
+    "memory.events": "oom_kill lots\n",
+    "io.stat": "8:0 rbytes=lots wbytes=0\n",
+    "cpu.pressure": "some avg10=0.00 total=lots\n",
+    "memory.pressure": "some avg10=0.00 total=lots\n",
+    "io.pressure": "some avg10=0.00 total=lots\n",
+}
+
+
+@pytest.mark.parametrize("name", V2_FILES)
+def test_v2_malformed_file_is_named_in_the_error(tmp_path: Path, name: str) -> None:
+    make_v2_root(tmp_path)
+    write_cgroup_v2(tmp_path / "a", CgroupStats())
+    (tmp_path / "a" / name).write_text(GARBAGE[name])
+    with pytest.raises(ParseError) as caught:
+        CgroupFS(str(tmp_path)).read("/a", CgroupPaths(unified="/a"))
+    assert caught.value.path == f"{tmp_path}/a/{name}"
+    assert "lots" in caught.value.detail
+
+
+V1_FILES = {
+    "cpuacct.usage": ("cpu,cpuacct", "lots\n"),
+    "cpuacct.stat": ("cpu,cpuacct", "user lots\n"),
+    "cpu.stat": ("cpu", "nr_periods lots\n"),  # `cpu` is a link to cpu,cpuacct
+    "cpu.cfs_quota_us": ("cpu", "lots\n"),
+    "memory.usage_in_bytes": ("memory", "lots\n"),
+    "memory.limit_in_bytes": ("memory", "lots\n"),
+    "memory.stat": ("memory", "total_inactive_file lots\n"),
+    "memory.oom_control": ("memory", "oom_kill lots\n"),
+    "blkio.throttle.io_service_bytes_recursive": ("blkio", "8:0 Read lots\n"),
+}
+
+
+@pytest.mark.parametrize("name", list(V1_FILES))
+def test_v1_malformed_file_is_named_in_the_error(tmp_path: Path, name: str) -> None:
+    make_v1_root(tmp_path, hybrid=False)
+    write_cgroup_v1(tmp_path, {"cpu": POD, "memory": POD, "blkio": POD}, CgroupStats())
+    mount, text = V1_FILES[name]
+    (tmp_path / mount / POD.lstrip("/") / name).write_text(text)
+    paths = CgroupPaths.from_lines(parse_cgroup_file(v1_cgroup_file(POD)))
+    with pytest.raises(ParseError) as caught:
+        CgroupFS(str(tmp_path)).read(POD, paths)
+    assert caught.value.path == f"{tmp_path}/{mount}{POD}/{name}"
+    assert "lots" in caught.value.detail
+
+
+def test_hybrid_pressure_file_is_named_in_the_error(tmp_path: Path) -> None:
+    make_v1_root(tmp_path, hybrid=True)
+    write_cgroup_v1(tmp_path, {"cpu": POD, "memory": POD, "blkio": POD}, CgroupStats())
+    write_psi(tmp_path / "unified" / POD.lstrip("/"), CgroupStats())
+    (tmp_path / "unified" / POD.lstrip("/") / "io.pressure").write_text("some total=lots\n")
+    text = v1_cgroup_file(POD, unified=POD)
+    with pytest.raises(ParseError) as caught:
+        CgroupFS(str(tmp_path)).read(POD, CgroupPaths.from_lines(parse_cgroup_file(text)))
+    assert caught.value.path == f"{tmp_path}/unified{POD}/io.pressure"
+
+
+# --- the search for a cgroup seen from a private namespace ----------------------------------
+
+
+def _chain(root: Path) -> None:
+    """root/a/b/c, with the wanted directory `x` only under root/a/b (the third visited)."""
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    (root / "a" / "b" / "x").mkdir()
+
+
+@pytest.mark.parametrize(("limit", "found"), [(3, True), (2, False)], ids=["at", "below"])
+def test_search_visits_at_most_max_dirs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int, found: bool
+) -> None:
+    # breadth first: root (1), a (2), a/b (3) holds x: found with a budget of 3, not of 2
+    _chain(tmp_path)
+    monkeypatch.setattr(CgroupFS, "MAX_SEARCH_DIRS", limit)
+    got = CgroupFS(str(tmp_path)).resolve(str(tmp_path), "/../x")
+    assert got == (str(tmp_path / "a" / "b" / "x") if found else None)
+
+
+def test_search_does_not_follow_symlinks(tmp_path: Path) -> None:
+    (tmp_path / "cg").mkdir()
+    (tmp_path / "elsewhere" / "x").mkdir(parents=True)
+    os.symlink(tmp_path / "elsewhere", tmp_path / "cg" / "link")
+    assert CgroupFS(str(tmp_path / "cg")).resolve(str(tmp_path / "cg"), "/../x") is None
+
+
+def test_search_goes_on_past_an_unreadable_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # root/dead vanishes between being queued and being listed; root/a/b/x is still found
+    _chain(tmp_path)
+    (tmp_path / "dead").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path: str):  # type: ignore[no-untyped-def]
+        if path == str(tmp_path / "dead"):
+            raise FileNotFoundError(path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    got = CgroupFS(str(tmp_path)).resolve(str(tmp_path), "/../x")
+    assert got == str(tmp_path / "a" / "b" / "x")
+
+
+# --- the parsers alone: the file a caller did not name, and what the detail says ------------
+
+
+@pytest.mark.parametrize(
+    ("parse", "default_path", "detail"),
+    [
+        (
+            lambda: parse_flat_keyed("nr_periods x1\n"),
+            "",
+            "nr_periods: expected an integer, got 'x1'",
+        ),
+        (lambda: parse_int(" x1 \n"), "", "expected an integer, got 'x1'"),
+        (lambda: parse_limit("x1\n"), "", "expected an integer or 'max', got 'x1'"),
+        (
+            lambda: parse_cpu_max("x1 100000\n"),
+            "cpu.max",
+            "expected 'max|QUOTA PERIOD', got 'x1 100000'",
+        ),
+        (
+            lambda: parse_cfs_quota("x1\n", "100000\n"),
+            "cpu.cfs_quota_us",
+            "expected integers, got 'x1' '100000'",
+        ),
+        (lambda: parse_pressure("some avg10=0.00 total=x1\n"), "", "some: bad total 'x1'"),
+        (
+            lambda: parse_io_stat("8:0 rbytes=x1\n"),
+            "io.stat",
+            "rbytes: expected an integer, got 'x1'",
+        ),
+        (
+            lambda: parse_blkio_bytes("8:0 Read x1\n"),
+            "blkio.throttle.io_service_bytes",
+            "expected an integer in '8:0 Read x1'",
+        ),
+    ],
+    ids=["flat keyed", "int", "limit", "cpu.max", "cfs quota", "pressure", "io.stat", "blkio"],
+)
+def test_parse_error_names_file_and_value(parse, default_path: str, detail: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ParseError) as caught:
+        parse()
+    assert (caught.value.path, caught.value.detail) == (default_path, detail)
+
+
+def test_io_stat_keys_split_at_the_first_equals() -> None:
+    # nested keyed: KEY=VALUE fields; a value holding "=" is not a byte count, so the key
+    # before the first "=" decides (rbytes=1=2 is a malformed rbytes, not a key "rbytes=1")
+    with pytest.raises(ParseError):
+        parse_io_stat("8:0 rbytes=1=2 wbytes=0\n")
