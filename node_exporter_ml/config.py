@@ -501,7 +501,7 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
         type=_duration_arg,
         default=30.0,
         metavar="DURATION",
-        help="close a connection idle, or sending its request headers, this long",
+        help=f"close a connection idle, or sending its request headers, this long {_seconds(30.0)}",
     )
     a("--config.file", dest="config_file", metavar="FILE", help="YAML config file")
     a(
