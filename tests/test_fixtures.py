@@ -9,9 +9,20 @@ from pathlib import Path
 from .conftest import FIXTURES, NEIGHBOUR_NVML, NEIGHBOUR_SERVING, SERVING_FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
-# A sibling folder of the clone, an absolute path of the machine that built it, or an
-# environment variable pointing at either (spelt in pieces so this file does not match).
-OUTSIDE = re.compile("|".join([r"\.\./" + "shared", "/" + "work/", "NODEML_" + "SHARED"]))
+
+
+def outside_pattern(root: Path) -> re.Pattern[str]:
+    """Paths into the folders beside the clone: ``../<sibling>`` or the sibling's absolute path.
+
+    The siblings are read from the disk, so whatever lies beside this clone (the folder a CI
+    lays next to it, another checkout) is what no file may name.
+    """
+    try:
+        siblings = sorted(p for p in root.parent.iterdir() if p.is_dir() and p != root)
+    except OSError:
+        siblings = []
+    parts = [rf"\.\./{re.escape(p.name)}/|{re.escape(str(p))}/" for p in siblings]
+    return re.compile("|".join(parts) or r"(?!)")
 
 
 def repository_files() -> list[Path]:
@@ -44,6 +55,7 @@ def repository_files() -> list[Path]:
 def test_no_file_points_outside_the_repository():
     files = repository_files()
     assert ROOT / "tests" / "conftest.py" in files
+    outside = outside_pattern(ROOT)
     hits = []
     for path in files:
         if not path.is_file():  # deleted in the work tree, not yet committed
@@ -53,19 +65,23 @@ def test_no_file_points_outside_the_repository():
         except UnicodeDecodeError:
             continue
         for number, line in enumerate(text.splitlines(), 1):
-            if OUTSIDE.search(line):
+            if outside.search(line):
                 hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not hits, "\n".join(hits)
 
 
-def test_the_pattern_finds_what_it_is_for():
+def test_the_pattern_finds_what_it_is_for(tmp_path):
+    clone, beside = tmp_path / "clone", tmp_path / "beside"
+    clone.mkdir()
+    beside.mkdir()
+    outside = outside_pattern(clone)
     for line in (
-        'make run ARGS="--nvml.replay=../' + 'shared/fixtures/nvml/x.json"',
-        'Path(os.environ.get("NODEML_' + 'SHARED", "/srv"))',
-        "see /" + "work/shared/reference/evidently-drift.md",
+        'make run ARGS="--nvml.replay=../beside/fixtures/x.json"',
+        f'Path(os.environ.get("FIXTURES", "{beside}/fixtures"))',
     ):
-        assert OUTSIDE.search(line), line
-    assert not OUTSIDE.search("shared/fixtures is gone; ../docs/nvml.md stays")
+        assert outside.search(line), line
+    assert not outside.search("beside/fixtures is gone; ../docs/nvml.md stays")
+    assert not outside_pattern(tmp_path / "missing" / "clone").search("../anything/x")
 
 
 def test_the_recordings_and_the_quickstart_copy_are_here():
