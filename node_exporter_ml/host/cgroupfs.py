@@ -327,6 +327,7 @@ class CgroupFS:
 
     def _read_v2(self, key: str, d: str, pids: tuple[int, ...]) -> CgroupSample:
         v: dict[str, object] = {}
+        cpu: dict[str, int] = {}
         if (text := self._text(d, "cpu.stat")) is not None:
             cpu = parse_flat_keyed(text, f"{d}/cpu.stat")
             for src, dst in (
@@ -339,8 +340,7 @@ class CgroupFS:
                     v[dst] = cpu[src] / 1e6
             v["cpu_periods_total"] = cpu.get("nr_periods")
             v["cpu_throttled_periods_total"] = cpu.get("nr_throttled")
-        if (text := self._text(d, "cpu.max")) is not None:
-            v["cpu_limit_cores"] = parse_cpu_max(text, f"{d}/cpu.max")
+        v["cpu_limit_cores"] = cores = self._v2_cores(d)
         current = None
         if (text := self._text(d, "memory.current")) is not None:
             current = v["memory_current_bytes"] = parse_int(text, f"{d}/memory.current")
@@ -356,47 +356,38 @@ class CgroupFS:
             read, written = parse_io_stat(text, f"{d}/io.stat")
             v["io_read_bytes_total"], v["io_write_bytes_total"] = read, written
         self._pressure(d, v)
-        v["cpu_quota"] = self._quota(d, self.unified_root, self._v2_quota)
+        v["cpu_quota"] = self._quota(
+            d, self.unified_root, cores, cpu, self._v2_cores, "throttled_usec", 1e-6
+        )
         return CgroupSample(path=key, cgroup_version=2, pids=pids, **v)  # type: ignore[arg-type]
 
-    def _v2_quota(self, d: str, rel: str) -> CpuQuota | None:
+    def _v2_cores(self, d: str) -> float | None:
         text = self._text(d, "cpu.max")
-        cores = None if text is None else parse_cpu_max(text, f"{d}/cpu.max")
-        return self._quota_stat(d, rel, cores, "throttled_usec", 1e-6)
+        return None if text is None else parse_cpu_max(text, f"{d}/cpu.max")
 
-    def _v1_quota(self, d: str, rel: str) -> CpuQuota | None:
+    def _v1_cores(self, d: str | None) -> float | None:
         quota, period = self._text(d, "cpu.cfs_quota_us"), self._text(d, "cpu.cfs_period_us")
         if quota is None or period is None:
             return None
-        cores = parse_cfs_quota(quota, period, f"{d}/cpu.cfs_quota_us")
-        return self._quota_stat(d, rel, cores, "throttled_time", 1e-9)
+        return parse_cfs_quota(quota, period, f"{d}/cpu.cfs_quota_us")
 
-    def _quota_stat(
-        self, d: str, rel: str, cores: float | None, throttled_key: str, unit: float
-    ) -> CpuQuota | None:
-        """The quota of cgroup `d` with its cpu.stat counters (None: `d` has no quota)."""
-        if cores is None:
-            return None
-        stat = parse_flat_keyed(self._text(d, "cpu.stat") or "", f"{d}/cpu.stat")
-        throttled = stat.get(throttled_key)
-        return CpuQuota(
-            rel,
-            cores,
-            stat.get("nr_periods"),
-            stat.get("nr_throttled"),
-            None if throttled is None else throttled * unit,
-        )
-
-    @staticmethod
     def _quota(
-        d: str | None, root: str | None, read: Callable[[str, str], CpuQuota | None]
+        self,
+        d: str | None,
+        root: str | None,
+        cores: float | None,
+        stat: Mapping[str, int],
+        cores_of: Callable[[str], float | None],
+        throttled_key: str,
+        unit: float,
     ) -> CpuQuota | None:
         """The nearest CPU quota from `d` up to (not including) the hierarchy `root`.
 
         A pod's or a slice's quota limits the containers and services below it, whose own
         cpu.max may say `max` (or be absent, the cpu controller not enabled down there).
-        None when `d` is not below `root`; CpuQuota(path=None) when nothing on the path
-        has a quota.
+        `cores` and `stat` are `d`'s own limit and cpu.stat, already read; an ancestor's
+        come from `cores_of` and its cpu.stat. None when `d` is not below `root`;
+        CpuQuota(path=None) when nothing on the path has a quota.
         """
         if d is None or root is None:
             return None
@@ -405,10 +396,18 @@ class CgroupFS:
         if os.path.commonpath([top, here]) != top:
             return None
         while here != top:
-            found = read(here, "/" + os.path.relpath(here, top))
-            if found is not None:
-                return found
+            if cores is not None:
+                throttled = stat.get(throttled_key)
+                return CpuQuota(
+                    "/" + os.path.relpath(here, top),
+                    cores,
+                    stat.get("nr_periods"),
+                    stat.get("nr_throttled"),
+                    None if throttled is None else throttled * unit,
+                )
             here = os.path.dirname(here)
+            if here != top and (cores := cores_of(here)) is not None:
+                stat = parse_flat_keyed(self._text(here, "cpu.stat") or "", f"{here}/cpu.stat")
         return CpuQuota()
 
     def _v1_path(self, controller: str, paths: CgroupPaths) -> str | None:
@@ -433,15 +432,14 @@ class CgroupFS:
                 v["cpu_user_seconds_total"] = ticks["user"] / self.clock_ticks
             if "system" in ticks:
                 v["cpu_system_seconds_total"] = ticks["system"] / self.clock_ticks
+        cpu_stat: dict[str, int] = {}
         if (text := self._text(cpu, "cpu.stat")) is not None:
-            stat = parse_flat_keyed(text, f"{cpu}/cpu.stat")
+            stat = cpu_stat = parse_flat_keyed(text, f"{cpu}/cpu.stat")
             v["cpu_periods_total"] = stat.get("nr_periods")
             v["cpu_throttled_periods_total"] = stat.get("nr_throttled")
             if "throttled_time" in stat:
                 v["cpu_throttled_seconds_total"] = stat["throttled_time"] / 1e9
-        quota, period = self._text(cpu, "cpu.cfs_quota_us"), self._text(cpu, "cpu.cfs_period_us")
-        if quota is not None and period is not None:
-            v["cpu_limit_cores"] = parse_cfs_quota(quota, period, f"{cpu}/cpu.cfs_quota_us")
+        v["cpu_limit_cores"] = cores = self._v1_cores(cpu)
         current = None
         if (text := self._text(memory, "memory.usage_in_bytes")) is not None:
             current = v["memory_current_bytes"] = parse_int(text, f"{memory}/memory.usage_in_bytes")
@@ -467,5 +465,7 @@ class CgroupFS:
                 )
                 break
         self._pressure(v2_dir, v)
-        v["cpu_quota"] = self._quota(cpu, self.v1_dir("cpu"), self._v1_quota)
+        v["cpu_quota"] = self._quota(
+            cpu, self.v1_dir("cpu"), cores, cpu_stat, self._v1_cores, "throttled_time", 1e-9
+        )
         return CgroupSample(path=key, cgroup_version=1, pids=pids, **v)  # type: ignore[arg-type]
