@@ -15,7 +15,7 @@ from node_exporter_ml.config import Config
 from node_exporter_ml.serving.causes import Signals, assess
 from node_exporter_ml.serving.data import ServingCauses, ServingData, TargetStatus
 from node_exporter_ml.serving.join import gpu_shares, owner_cgroups, owner_gpus, owner_pids
-from node_exporter_ml.snapshot import CgroupSample, NvmlData, Snapshot
+from node_exporter_ml.snapshot import CgroupSample, CpuQuota, NvmlData, Snapshot
 
 DERIVED_KEY = "serving"
 
@@ -41,22 +41,23 @@ class _CgroupTotals:
 
 def _cgroup_totals(t: float, g: CgroupSample) -> _CgroupTotals:
     q = g.cpu_quota
-    cpu: tuple[str | None, int | None, int | None]
-    if q is None:
-        cpu = (_LEAF, g.cpu_throttled_periods_total, g.cpu_periods_total)
-        seconds, cores = g.cpu_throttled_seconds_total, g.cpu_limit_cores
-    else:
-        cpu = (q.path, q.throttled_periods_total, q.periods_total)
-        seconds, cores = q.throttled_seconds_total, q.limit_cores
+    if q is None:  # the quota over the cgroup is not known: its own counters
+        q = CpuQuota(
+            _LEAF,
+            g.cpu_limit_cores,
+            g.cpu_periods_total,
+            g.cpu_throttled_periods_total,
+            g.cpu_throttled_seconds_total,
+        )
     return _CgroupTotals(
         t,
-        cpu[0],
-        None if cpu[1] is None else float(cpu[1]),
-        None if cpu[2] is None else float(cpu[2]),
-        seconds,
-        cores,
+        q.path,
+        q.throttled_periods_total,
+        q.periods_total,
+        q.throttled_seconds_total,
+        q.limit_cores,
         g.pressure_memory_waiting_seconds_total,
-        None if g.oom_kills_total is None else float(g.oom_kills_total),
+        g.oom_kills_total,
     )
 
 
