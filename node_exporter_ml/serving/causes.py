@@ -220,14 +220,9 @@ def movements(
         else clip01((rate_ratio - FLAT_RATE[0]) / (FLAT_RATE[1] - FLAT_RATE[0]))
     )
     own_work = _work_ratio(current, baseline)
-    if own_work is None or latency_ratio is None:
-        explained = 1.0  # no sign of queueing the service time cannot explain
-    else:
-        explained = (
-            clip01((own_work - 1.0) / (latency_ratio - 1.0) / SCALES["work_explains"])
-            if latency_ratio > 1
-            else 1.0
-        )
+    explained = 1.0  # without both ratios, no sign of queueing the service time cannot explain
+    if own_work is not None and latency_ratio is not None and latency_ratio > 1:
+        explained = clip01((own_work - 1.0) / (latency_ratio - 1.0) / SCALES["work_explains"])
     unexplained = 1.0 - resource
     return {
         "noisy_neighbour": noisy,
