@@ -196,9 +196,7 @@ def parse_json(body: bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
     # Only surrogate escapes (or a UTF-16/32 body) can make such strings: check only then.
     if _SURROGATE_ESCAPE.search(body) or json.detect_encoding(body) not in ("utf-8", "utf-8-sig"):
         try:
-            # A columnar decode holds arrays json cannot dump: check a plain decode (rare path).
-            plain = value if loads is json.loads else json.loads(body)
-            json.dumps(plain, ensure_ascii=False).encode("utf-8")
+            json.dumps(value, ensure_ascii=False, default=_column_values).encode("utf-8")
         except UnicodeEncodeError:
             raise ApiError(
                 400, "malformed JSON: a string holds a lone surrogate (\\ud800-\\udfff escape)"
@@ -206,6 +204,13 @@ def parse_json(body: bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
         except RecursionError:
             raise ApiError(400, "malformed JSON: nested too deeply") from None
     return value
+
+
+def _column_values(value: Any) -> Any:
+    """A column typed as it was decoded (`loads_columnar`), for json.dumps: its values."""
+    if isinstance(value, Column):
+        return value.values.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _limit_error(err: DataError, side: str) -> Exception:
