@@ -28,10 +28,10 @@ from node_exporter_ml.drift.columnar import (
     sniff,
 )
 from node_exporter_ml.drift.errors import DataError
-from node_exporter_ml.drift.service import DriftService, Limits
+from node_exporter_ml.drift.service import Limits
 from node_exporter_ml.drift.store import Window
 from node_exporter_ml.drift.table import Column, Table
-from tests.drift_helpers import app_for
+from tests.drift_helpers import app_for, running_service
 
 LIMITS = Limits(max_body_bytes=4 * 2**20, max_rows=5000, max_columns=20)
 
@@ -192,11 +192,9 @@ def test_limits_are_checked_before_decoding():
 
 @pytest.fixture
 async def client(aiohttp_client, tmp_path: Path):
-    svc = DriftService(str(tmp_path / "state"), interval=3600, window=Window(rows=500),
-                       limits=LIMITS)  # fmt: skip
-    await svc.start(run_loop=False)
-    yield await aiohttp_client(app_for(svc))
-    await svc.stop()
+    state = str(tmp_path / "state")
+    async with running_service(state, interval=3600, window=Window(rows=500), limits=LIMITS) as svc:
+        yield await aiohttp_client(app_for(svc))
 
 
 def _form(**files: bytes) -> FormData:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from node_exporter_ml.drift import Table
+from node_exporter_ml.drift.columnar import loads_columnar
 from node_exporter_ml.drift.service import (
     ApiError,
     Limits,
@@ -56,6 +57,25 @@ def test_parse_json_errors_name_the_place():
         parse_json(b'{"a":\n}')
     with pytest.raises(ApiError, match="nested too deeply"):
         parse_json(b"[" * 100_000 + b"]" * 100_000)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"reference":{"columns":{"a":[1,2],"b":["x","\\ud800"]}}}',
+        b'{"reference":{"columns":{"\\udc00":[1.5,null]}}}',
+        b'{"columns":{"a":[1,2]},"options":{"note":"\\ud801"}}',
+        '{"columns":{"a":["\ud800"]}}'.encode("utf-16", "surrogatepass"),
+    ],
+)
+def test_parse_json_refuses_lone_surrogates_in_columnar_bodies(body):
+    with pytest.raises(ApiError, match="lone surrogate"):
+        parse_json(body, loads_columnar)
+
+
+def test_parse_json_keeps_surrogate_pairs_in_columnar_bodies():
+    value = parse_json(b'{"columns":{"a":[1,2],"b":["\\ud83d\\ude00",null]}}', loads_columnar)
+    assert value["columns"]["b"].values.tolist() == ["\U0001f600", None]
 
 
 def test_observations_in_columns_form():

@@ -12,10 +12,10 @@ import pytest
 
 from node_exporter_ml.collectors.drift import DriftData, worker_families
 from node_exporter_ml.drift.errors import DataError
-from node_exporter_ml.drift.service import DriftService, Limits
+from node_exporter_ml.drift.service import Limits
 from node_exporter_ml.drift.store import Window
 from node_exporter_ml.drift.worker import WorkerError, WorkerLimits, WorkerPool
-from tests.drift_helpers import app_for, make_rows
+from tests.drift_helpers import app_for, make_rows, running_service
 from tests.drift_worker_tasks import die, nap
 
 
@@ -126,16 +126,14 @@ def test_the_worker_families():
 
 @pytest.fixture
 async def service(tmp_path: Path):
-    svc = DriftService(
+    async with running_service(
         str(tmp_path / "state"),
         interval=3600,
         window=Window(rows=500),
         limits=Limits(max_body_bytes=4 * 2**20),
         worker=WorkerLimits(timeout=30.0),
-    )
-    await svc.start(run_loop=False)
-    yield svc
-    await svc.stop()
+    ) as svc:
+        yield svc
 
 
 BODY = {"reference": {"rows": make_rows(400)}, "current": {"rows": make_rows(400, seed=5)}}
@@ -158,9 +156,7 @@ async def test_a_killed_worker_is_a_503_and_the_next_request_works(aiohttp_clien
 
 
 async def test_a_timed_out_evaluation_is_a_504(aiohttp_client, tmp_path):
-    svc = DriftService(str(tmp_path / "s"), worker=WorkerLimits(timeout=0.001))
-    await svc.start(run_loop=False)
-    try:
+    async with running_service(str(tmp_path / "s"), worker=WorkerLimits(timeout=0.001)) as svc:
         client = await aiohttp_client(app_for(svc))
         resp = await client.post("/api/v1/drift/evaluate", json=BODY)
         assert resp.status == 504
@@ -171,8 +167,6 @@ async def test_a_timed_out_evaluation_is_a_504(aiohttp_client, tmp_path):
         resp = await client.put("/api/v1/models/m/reference", json={"rows": make_rows(2000)})
         assert resp.status == 504
         assert (await (await client.get("/api/v1/models")).json())["models"] == []
-    finally:
-        await svc.stop()
 
 
 # --- the real agent ------------------------------------------------------------------------

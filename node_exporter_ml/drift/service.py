@@ -122,6 +122,24 @@ class PreparedReference:
 
 
 @dataclass(frozen=True, slots=True)
+class ParsedObservations:
+    """Observations encoded for the store, and what a regression model would refuse.
+
+    The predictions are checked in the worker while still decoded, not decoded again later.
+    """
+
+    rows: list[EncodedObservation]
+    non_number: tuple[int, Any] | None
+    """(row, prediction) of the first prediction neither missing nor a finite number."""
+
+
+def _parsed(rows: list[Observation]) -> ParsedObservations:
+    return ParsedObservations(
+        encode_observations(rows), first_non_number(o.prediction for o in rows)
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ModelResult:
     """A model's latest evaluation; `report` is what GET .../drift answers."""
 
@@ -178,9 +196,7 @@ def parse_json(body: bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
     # Only surrogate escapes (or a UTF-16/32 body) can make such strings: check only then.
     if _SURROGATE_ESCAPE.search(body) or json.detect_encoding(body) not in ("utf-8", "utf-8-sig"):
         try:
-            # A columnar decode holds arrays json cannot dump: check a plain decode (rare path).
-            plain = value if loads is json.loads else json.loads(body)
-            json.dumps(plain, ensure_ascii=False).encode("utf-8")
+            json.dumps(value, ensure_ascii=False, default=_column_values).encode("utf-8")
         except UnicodeEncodeError:
             raise ApiError(
                 400, "malformed JSON: a string holds a lone surrogate (\\ud800-\\udfff escape)"
@@ -188,6 +204,13 @@ def parse_json(body: bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
         except RecursionError:
             raise ApiError(400, "malformed JSON: nested too deeply") from None
     return value
+
+
+def _column_values(value: Any) -> Any:
+    """A column typed as it was decoded (`loads_columnar`), for json.dumps: its values."""
+    if isinstance(value, Column):
+        return value.values.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _limit_error(err: DataError, side: str) -> Exception:
@@ -669,28 +692,26 @@ class DriftService:
             prepared.n_columns,
         )
 
-    def parse_observations(self, body: bytes) -> list[EncodedObservation]:
+    def parse_observations(self, body: bytes) -> ParsedObservations:
         """Validate an observations body and encode it for the store (worker process)."""
-        return encode_observations(parse_observation_rows(parse_json(body), self.limits))
+        return _parsed(parse_observation_rows(parse_json(body), self.limits))
 
-    def parse_observation_upload(self, upload: Upload) -> list[EncodedObservation]:
+    def parse_observation_upload(self, upload: Upload) -> ParsedObservations:
         """`parse_observations` of a table: CSV, Parquet or Arrow (worker process)."""
         columns = {"columns": table_lists(self._table(upload, "body"))}
-        return encode_observations(parse_observation_rows(columns, self.limits))
+        return _parsed(parse_observation_rows(columns, self.limits))
 
-    def store_observations(self, model: str, rows: Sequence[EncodedObservation]) -> int:
-        """Append encoded observations (database thread); UnknownModelError without a reference."""
-        if self._model_task(model) == REGRESSION:
-            # The prediction travels JSON-encoded from the worker (index 3 of the stored tuple).
-            bad = first_non_number(None if r[3] is None else json.loads(r[3]) for r in rows)
-            if bad is not None:
-                raise ApiError(
-                    400,
-                    f"row {bad[0]}: prediction must be a finite number for a regression model, "
-                    f"not {reprlib.repr(bad[1])}",
-                )
+    def store_observations(self, model: str, parsed: ParsedObservations) -> int:
+        """Append parsed observations (database thread); UnknownModelError without a reference."""
+        bad = parsed.non_number
+        if bad is not None and self._model_task(model) == REGRESSION:
+            raise ApiError(
+                400,
+                f"row {bad[0]}: prediction must be a finite number for a regression model, "
+                f"not {reprlib.repr(bad[1])}",
+            )
         try:
-            return self.store.add_encoded_observations(model, rows)
+            return self.store.add_encoded_observations(model, parsed.rows)
         except KeyError:
             raise UnknownModelError(model) from None
 
