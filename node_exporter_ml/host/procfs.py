@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass
 
 from node_exporter_ml.host import ParseError
@@ -262,13 +263,16 @@ class ProcFS:
         """A path below the root."""
         return "/".join((self.root, *map(str, parts)))
 
-    def _read_bytes(self, *parts: object) -> bytes:
+    def _read_bytes(self, *parts: object, limit: int | None = None) -> bytes:
         # os.open/os.read: a third of open()'s cost, which matters when listing every pid.
         fd = os.open(self.path(*parts), os.O_RDONLY | os.O_CLOEXEC)
         try:
-            chunks = [os.read(fd, 65536)]
-            while chunks[-1]:  # seq_file may return less than asked before the end
-                chunks.append(os.read(fd, 65536))
+            chunks: list[bytes] = []
+            left = sys.maxsize if limit is None else limit
+            # Until EOF: seq_file may return less than asked before the end.
+            while left > 0 and (chunk := os.read(fd, min(left, 65536))):
+                chunks.append(chunk)
+                left -= len(chunk)
         finally:
             os.close(fd)
         return b"".join(chunks)
@@ -309,16 +313,7 @@ class ProcFS:
 
     def read_environ(self, pid: int, limit: int) -> bytes:
         """The first `limit` bytes of /proc/<pid>/environ (same uid or CAP_SYS_PTRACE)."""
-        fd = os.open(self.path(pid, "environ"), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            chunks: list[bytes] = []
-            left = limit
-            while left > 0 and (chunk := os.read(fd, min(left, 65536))):
-                chunks.append(chunk)
-                left -= len(chunk)
-        finally:
-            os.close(fd)
-        return b"".join(chunks)
+        return self._read_bytes(pid, "environ", limit=limit)
 
     def read_cgroup(self, pid: int) -> tuple[CgroupLine, ...]:
         """Parse /proc/<pid>/cgroup."""
