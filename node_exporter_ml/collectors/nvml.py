@@ -361,8 +361,7 @@ class NvmlCollector(BlockingCollector):
         gone |= {i: "" for i in range(count, self._expected or 0) if i not in gone}
         return [missing_gpu(i, u) for i, u in sorted(gone.items())]
 
-    def _xid_ages(self, uuid: str) -> dict[int, float]:
-        now = self._clock()
+    def _xid_ages(self, uuid: str, now: float) -> dict[int, float]:
         with self._xid_lock:
             return {x: now - t for (u, x), t in self._xid_seen.items() if u == uuid}
 
@@ -373,9 +372,8 @@ class NvmlCollector(BlockingCollector):
                 del self._xid_seen[key]
 
     def _lost_health(self, gpu: LostGpu) -> GpuHealth:
-        return assess(
-            HealthInputs(gpu.index, gpu.uuid, self._clock(), True, self._xid_ages(gpu.uuid))
-        )
+        now = self._clock()
+        return assess(HealthInputs(gpu.index, gpu.uuid, now, True, self._xid_ages(gpu.uuid, now)))
 
     def _lost(self, index: int, err: DeviceLost) -> LostGpu:
         st = self._gpus.get(index)
@@ -449,7 +447,11 @@ class NvmlCollector(BlockingCollector):
         if dbe is not None and before is not None and dbe < before:
             self._gpu_reset(info.uuid)  # volatile ECC counts start over when the GPU resets
         inputs = health_inputs(
-            info, reading, at=now, xid_ages=self._xid_ages(info.uuid), links_up_before=st.links_up
+            info,
+            reading,
+            at=now,
+            xid_ages=self._xid_ages(info.uuid, now),
+            links_up_before=st.links_up,
         )
         st.links_up |= {k for k, v in reading.nvlink_states.items() if v == NVLINK_ACTIVE}
         st.health_prev = inputs
