@@ -156,8 +156,10 @@ def per_workload(families: Sequence[Metric], mode: str) -> list[Metric]:
             continue
         if f.name == WORKLOAD_INFO:
             # The info keeps its name: per workload it joins a workload to the GPUs it holds.
-            merged = drop_labels(f, PROCESS_LABELS)
-            out.extend([f] if mode == "both" else [merged] if merged else [])
+            if mode == "both":
+                out.append(f)
+            elif (merged := drop_labels(f, PROCESS_LABELS)) is not None:
+                out.append(merged)
             continue
         if mode == "both":
             out.append(f)

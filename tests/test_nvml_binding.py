@@ -23,6 +23,7 @@ from node_exporter_ml.nvml.binding import (
     XidEvent,
     nvml_error,
 )
+from node_exporter_ml.nvml.health import FabricInfo
 
 H = object()  # a device handle: the binding passes it through untouched
 
@@ -407,3 +408,28 @@ def test_mps_processes_are_marked_and_unsupported_is_none(monkeypatch):
         pynvml, "nvmlDeviceGetMPSComputeRunningProcesses_v3", raising("NotSupported")
     )
     assert NvmlBinding().mps_processes(H) is None
+
+
+def test_fabric_info_falls_back_to_v2_once_the_driver_rejects_v3():
+    calls: list[str] = []
+
+    class V3(SimpleNamespace):
+        pass
+
+    class V2(SimpleNamespace):
+        pass
+
+    def get(h, info):
+        calls.append(type(info).__name__)
+        if isinstance(info, V3):
+            raise nvml_error(pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
+        info.state, info.status, info.healthMask = 3, 0, 1
+
+    lib = SimpleNamespace(
+        c_nvmlGpuFabricInfo_v3_t=V3, c_nvmlGpuFabricInfo_v2_t=V2, nvmlDeviceGetGpuFabricInfoV=get
+    )
+    nvml = NvmlBinding(lib)
+    expected = FabricInfo(state=3, status=0, health_mask=1, health_summary=None)
+    assert nvml.fabric_info(H) == expected
+    assert nvml.fabric_info(H) == expected
+    assert calls == ["V3", "V2", "V2"]

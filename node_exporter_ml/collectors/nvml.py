@@ -159,7 +159,6 @@ class NvmlCollector(BlockingCollector):
         self._names: dict[int, str] = {}
         self._xid: Counter[tuple[str, int]] = Counter()
         self._xid_seen: dict[tuple[str, int], float] = {}  # since the GPU's last reset
-        self._tick_xid: Counter[tuple[str, int]] = Counter()  # the counts this tick reports
         self._expected: int | None = ctx.config.nvml_expected_gpus
         self._known: dict[int, str] = {}  # index -> uuid of every GPU read since start
         self._xid_lock = threading.Lock()
@@ -316,7 +315,7 @@ class NvmlCollector(BlockingCollector):
         # Counts taken before the GPUs are read: every XID this tick reports is one the
         # health verdicts below have seen too (an event may land in between).
         with self._xid_lock:
-            self._tick_xid = Counter(self._xid)
+            xids = Counter(self._xid)
         try:
             count = nvml.device_count()
             if count == 0 and not self._expected:
@@ -349,7 +348,7 @@ class NvmlCollector(BlockingCollector):
             driver_version=nvml.driver_version,
             devices=tuple(devices),
             lost=tuple(lost),
-            xid_errors=self._xid_counts(devices, lost),
+            xid_errors=self._xid_counts(xids, devices, lost),
             health=tuple(health),
             gpus=count,
             expected_gpus=self._expected,
@@ -361,8 +360,7 @@ class NvmlCollector(BlockingCollector):
         gone |= {i: "" for i in range(count, self._expected or 0) if i not in gone}
         return [missing_gpu(i, u) for i, u in sorted(gone.items())]
 
-    def _xid_ages(self, uuid: str) -> dict[int, float]:
-        now = self._clock()
+    def _xid_ages(self, uuid: str, now: float) -> dict[int, float]:
         with self._xid_lock:
             return {x: now - t for (u, x), t in self._xid_seen.items() if u == uuid}
 
@@ -373,9 +371,8 @@ class NvmlCollector(BlockingCollector):
                 del self._xid_seen[key]
 
     def _lost_health(self, gpu: LostGpu) -> GpuHealth:
-        return assess(
-            HealthInputs(gpu.index, gpu.uuid, self._clock(), True, self._xid_ages(gpu.uuid))
-        )
+        now = self._clock()
+        return assess(HealthInputs(gpu.index, gpu.uuid, now, True, self._xid_ages(gpu.uuid, now)))
 
     def _lost(self, index: int, err: DeviceLost) -> LostGpu:
         st = self._gpus.get(index)
@@ -389,8 +386,10 @@ class NvmlCollector(BlockingCollector):
             st.handle = None
         return LostGpu(index, uuid, str(err))
 
-    def _xid_counts(self, devices: list[GpuSample], lost: list[LostGpu]) -> tuple[XidCount, ...]:
-        """Every XID counted so far, and a 0 for each watched XID of each GPU of this tick.
+    def _xid_counts(
+        self, xids: Counter[tuple[str, int]], devices: list[GpuSample], lost: list[LostGpu]
+    ) -> tuple[XidCount, ...]:
+        """`xids` (every XID counted so far), and a 0 for each watched XID of each GPU of this tick.
 
         Counters that exist from the start make `increase()` see the first event
         (dcgm-exporter#646: a series born at 1 reads as no increase).
@@ -403,7 +402,7 @@ class NvmlCollector(BlockingCollector):
         counts: Counter[tuple[str, int]] = Counter(
             {(u, xid): 0 for u in uuids if u for xid in WATCHED_XIDS}
         )
-        counts.update(self._tick_xid)
+        counts.update(xids)
         return tuple(
             XidCount(index_of.get(u, -1), u, xid, n) for (u, xid), n in sorted(counts.items())
         )
@@ -449,7 +448,11 @@ class NvmlCollector(BlockingCollector):
         if dbe is not None and before is not None and dbe < before:
             self._gpu_reset(info.uuid)  # volatile ECC counts start over when the GPU resets
         inputs = health_inputs(
-            info, reading, at=now, xid_ages=self._xid_ages(info.uuid), links_up_before=st.links_up
+            info,
+            reading,
+            at=now,
+            xid_ages=self._xid_ages(info.uuid, now),
+            links_up_before=st.links_up,
         )
         st.links_up |= {k for k, v in reading.nvlink_states.items() if v == NVLINK_ACTIVE}
         st.health_prev = inputs

@@ -69,10 +69,9 @@ def parse_slurm(parts: list[str]) -> tuple[int, str | None, str | None]:
     waiting stepds (`system`) give (-1, None, None).
     """
     for i, part in enumerate(parts):
-        rest = parts[i + 1 :]
         if _STEPD_SCOPE.match(part):
             job_at = i + 1
-        elif _V1_SLURM.match(part) and rest and _V1_UID.match(rest[0]):
+        elif _V1_SLURM.match(part) and i + 1 < len(parts) and _V1_UID.match(parts[i + 1]):
             job_at = i + 2
         else:
             continue

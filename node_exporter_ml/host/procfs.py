@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass
 
 from node_exporter_ml.host import ParseError
@@ -262,13 +263,16 @@ class ProcFS:
         """A path below the root."""
         return "/".join((self.root, *map(str, parts)))
 
-    def _read_bytes(self, *parts: object) -> bytes:
+    def _read_bytes(self, *parts: object, limit: int | None = None) -> bytes:
         # os.open/os.read: a third of open()'s cost, which matters when listing every pid.
         fd = os.open(self.path(*parts), os.O_RDONLY | os.O_CLOEXEC)
         try:
-            chunks = [os.read(fd, 65536)]
-            while chunks[-1]:  # seq_file may return less than asked before the end
-                chunks.append(os.read(fd, 65536))
+            chunks: list[bytes] = []
+            left = sys.maxsize if limit is None else limit
+            # Until EOF: seq_file may return less than asked before the end.
+            while left > 0 and (chunk := os.read(fd, min(left, 65536))):
+                chunks.append(chunk)
+                left -= len(chunk)
         finally:
             os.close(fd)
         return b"".join(chunks)
@@ -309,16 +313,7 @@ class ProcFS:
 
     def read_environ(self, pid: int, limit: int) -> bytes:
         """The first `limit` bytes of /proc/<pid>/environ (same uid or CAP_SYS_PTRACE)."""
-        fd = os.open(self.path(pid, "environ"), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            chunks: list[bytes] = []
-            left = limit
-            while left > 0 and (chunk := os.read(fd, min(left, 65536))):
-                chunks.append(chunk)
-                left -= len(chunk)
-        finally:
-            os.close(fd)
-        return b"".join(chunks)
+        return self._read_bytes(pid, "environ", limit=limit)
 
     def read_cgroup(self, pid: int) -> tuple[CgroupLine, ...]:
         """Parse /proc/<pid>/cgroup."""
@@ -372,6 +367,27 @@ class ProcFS:
             except FileNotFoundError:
                 continue
         return local
+
+
+def parse_cpu_times(text: str, path: str = "stat") -> tuple[tuple[float, ...], int]:
+    """The system-wide CPU times of /proc/stat in USER_HZ ticks, and how many CPUs it lists.
+
+    The times are the `cpu` line's first eight (user nice system idle iowait irq softirq
+    steal; steal 0 before Linux 2.6.11), the CPUs the `cpuN` lines after it, as psutil's
+    cpu_times() and cpu_times(percpu=True) read them.
+
+    Raises:
+        ParseError: the first line has fewer than seven times, or one is not a number.
+    """
+    lines = text.splitlines()
+    fields = lines[0].split()[1:9] if lines else []
+    try:
+        if len(fields) < 7:
+            raise ValueError(f"{len(fields)} times")
+        ticks = tuple(float(f) for f in fields) + (0.0,) * (8 - len(fields))
+    except ValueError as err:
+        raise ParseError(path, f"bad cpu line {text[:60]!r}: {err}") from err
+    return ticks, sum(1 for line in lines[1:] if line.startswith("cpu"))
 
 
 def parse_loadavg(text: str, path: str = "loadavg") -> tuple[float, float, float]:

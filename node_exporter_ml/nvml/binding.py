@@ -491,7 +491,7 @@ class NvmlBinding:
         for struct, with_summary in (("c_nvmlGpuFabricInfo_v3_t", True),
                                      ("c_nvmlGpuFabricInfo_v2_t", False)):  # fmt: skip
             make = getattr(self._lib, struct, None)
-            if make is None:
+            if make is None or f"nvmlDeviceGetGpuFabricInfoV:{struct}" in self._missing:
                 continue
             info = make()
             try:
@@ -500,7 +500,9 @@ class NvmlBinding:
                 return None
             except NVMLError as err:
                 if getattr(err, "value", None) == ERR_VERSION_MISMATCH:
-                    continue  # an older driver: try the older struct
+                    # An older driver: the older struct, from now on without asking again.
+                    self._missing.add(f"nvmlDeviceGetGpuFabricInfoV:{struct}")
+                    continue
                 self._failed("nvmlDeviceGetGpuFabricInfoV", err)
                 return None
             return FabricInfo(

@@ -474,9 +474,12 @@ class Replay:
         values = reading.get("field_values", {})
         out = []
         for wanted in ids:
-            # (field, scope) pairs are per-link fields, recorded under "field:link".
-            fid, scope = wanted if isinstance(wanted, tuple) else (wanted, 0)
-            v = values.get(f"{fid}:{scope}" if isinstance(wanted, tuple) else str(fid))
+            if isinstance(wanted, tuple):  # a per-link field, recorded under "field:link"
+                fid, scope = wanted
+                key = f"{fid}:{scope}"
+            else:
+                fid, scope, key = wanted, 0, str(wanted)
+            v = values.get(key)
             ok = isinstance(v, int | float) and not isinstance(v, bool)
             out.append(
                 SimpleNamespace(
