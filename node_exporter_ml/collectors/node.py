@@ -14,7 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
 from node_exporter_ml.host import ParseError
-from node_exporter_ml.host.procfs import parse_boot_time, parse_cpu_times, parse_loadavg
+from node_exporter_ml.host.procfs import parse_loadavg
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.snapshot import Snapshot
 
@@ -24,7 +24,6 @@ CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "stea
 # time, each with its own root (tests and the bench run several roots in one process).
 _PSUTIL = threading.Lock()
 _MALFORMED = (KeyError, ValueError, IndexError, TypeError, RuntimeError)
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +42,10 @@ class NodeSample:
 
 
 def read_node(procfs: str) -> NodeSample:
-    """Read the host's CPU, memory, swap, boot time and load under `procfs`.
+    """Read the host's CPU, memory and swap with psutil, and the load from <procfs>/loadavg.
 
-    CPU times and boot time come from one read of <procfs>/stat (psutil's cpu_times(), its
-    percpu form and boot_time() would read it three times), memory and swap from psutil,
-    which honours PROCFS_PATH for /proc/meminfo; its getloadavg() is os.getloadavg()
-    (sysinfo(2)), which ignores it, so loadavg is read directly.
+    psutil honours PROCFS_PATH for /proc/stat and /proc/meminfo; its getloadavg() is
+    os.getloadavg() (sysinfo(2)), which ignores it, so loadavg is read directly.
 
     Raises:
         ParseError: a file is not the kernel's format.
@@ -61,22 +58,20 @@ def read_node(procfs: str) -> NodeSample:
                 # psutil warns when meminfo lacks Buffers/Cached/Active... or there is no
                 # /proc/vmstat (pswpin/pswpout): fields this collector does not report.
                 warnings.simplefilter("ignore", RuntimeWarning)
+                cpu = psutil.cpu_times()
+                cpus = len(psutil.cpu_times(percpu=True))
                 mem = psutil.virtual_memory()
                 swap = psutil.swap_memory()
+                boot = psutil.boot_time()
         except _MALFORMED as err:
             raise ParseError(procfs, f"psutil: {type(err).__name__}: {err}") from err
         finally:
             psutil.PROCFS_PATH = saved
-    stat_path = os.path.join(procfs, "stat")
-    with open(stat_path, encoding="ascii", errors="replace") as f:
-        stat = f.read()
-    ticks, cpus = parse_cpu_times(stat, stat_path)
-    boot = parse_boot_time(stat, stat_path)
     loadavg_path = os.path.join(procfs, "loadavg")
     with open(loadavg_path, encoding="ascii", errors="replace") as f:
         load = parse_loadavg(f.read(4096), loadavg_path)
     return NodeSample(
-        cpu_seconds=tuple((m, t / _CLOCK_TICKS) for m, t in zip(CPU_MODES, ticks, strict=True)),
+        cpu_seconds=tuple((m, float(getattr(cpu, m, 0.0))) for m in CPU_MODES),
         cpus=cpus,
         load=load,
         memory_total_bytes=int(mem.total),
@@ -92,8 +87,8 @@ def read_node(procfs: str) -> NodeSample:
 class NodeCollector(BlockingCollector):
     """The host as a whole: CPU seconds by mode, load, memory, swap, uptime and boot time.
 
-    /proc/stat, psutil's virtual_memory() and swap_memory() over /proc/{meminfo,vmstat}
-    under --path.procfs, and /proc/loadavg (`uptime`, `free -b`,
+    psutil's cpu_times(), virtual_memory(), swap_memory() and boot_time() over
+    /proc/{stat,meminfo,vmstat} under --path.procfs, and /proc/loadavg (`uptime`, `free -b`,
     `vmstat`), so the dashboard's node row needs nothing but this agent.
 
         nodeml_node_memory_available_bytes 1.234e+11

@@ -369,27 +369,6 @@ class ProcFS:
         return local
 
 
-def parse_cpu_times(text: str, path: str = "stat") -> tuple[tuple[float, ...], int]:
-    """The system-wide CPU times of /proc/stat in USER_HZ ticks, and how many CPUs it lists.
-
-    The times are the `cpu` line's first eight (user nice system idle iowait irq softirq
-    steal; steal 0 before Linux 2.6.11), the CPUs the `cpuN` lines after it, as psutil's
-    cpu_times() and cpu_times(percpu=True) read them.
-
-    Raises:
-        ParseError: the first line has fewer than seven times, or one is not a number.
-    """
-    lines = text.splitlines()
-    fields = lines[0].split()[1:9] if lines else []
-    try:
-        if len(fields) < 7:
-            raise ValueError(f"{len(fields)} times")
-        ticks = tuple(float(f) for f in fields) + (0.0,) * (8 - len(fields))
-    except ValueError as err:
-        raise ParseError(path, f"bad cpu line {text[:60]!r}: {err}") from err
-    return ticks, sum(1 for line in lines[1:] if line.startswith("cpu"))
-
-
 def parse_loadavg(text: str, path: str = "loadavg") -> tuple[float, float, float]:
     """The 1, 5 and 15 minute load averages of /proc/loadavg ("0.52 0.58 0.59 2/1184 9127").
 
