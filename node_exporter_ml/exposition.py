@@ -15,7 +15,12 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OM
 
 from node_exporter_ml import __version__
-from node_exporter_ml.cardinality import CardinalityLimiter, MetricsPolicy
+from node_exporter_ml.cardinality import (
+    PROCESS_PREFIX,
+    WORKLOAD_PREFIX,
+    CardinalityLimiter,
+    MetricsPolicy,
+)
 from node_exporter_ml.collectors.base import Collector
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.snapshot import Snapshot
@@ -214,10 +219,12 @@ class SnapshotCollector:
                 families.extend(built)
                 owner.update((family.name, name) for family in built)
         health = self_health_families(snapshot, self.interval, failed)
-        # The cardinality policy may rebuild families; each keeps its collector by name, and
-        # what the policy adds (nodeml_series_dropped_total) is the agent's own ("").
+        # The cardinality policy may rebuild families; each keeps its collector by name (a
+        # per-workload sum by its per-process source's), and what the policy adds
+        # (nodeml_series_dropped_total) is the agent's own ("").
         for family in self.limiter.apply([*health, *families]):
-            yield owner.get(family.name, ""), family
+            source = family.name.replace(WORKLOAD_PREFIX, PROCESS_PREFIX, 1)
+            yield owner.get(family.name) or owner.get(source, ""), family
 
     def _guarded(
         self, name: str, collector: Collector, data: object, snapshot: Snapshot
