@@ -244,9 +244,10 @@ def test_collect_param_keeps_renamed_workload_families_with_their_collector():
     results = {c.name: CollectorResult(c.name, True, 0.1) for c in collectors}
     rendered = renderer.render(Snapshot(taken_at=1.0, results=results))
     assert b"nodeml_workload_gpu_memory_bytes" in rendered.text
-    things = rendered.ensure_subset((False, False), frozenset({"things"}))
+    things = rendered.ensure((False, False), frozenset({"things"}))
     assert b"nodeml_workload_gpu_memory_bytes" not in things
     assert b"nodeml_test_thing_value" in things
     assert b"nodeml_series_dropped_total" in things  # the agent's own
-    procs = rendered.ensure_subset((False, False), frozenset({"procs"}))
+    procs = rendered.ensure((False, False), frozenset({"procs"}))
     assert b"nodeml_workload_gpu_memory_bytes" in procs
+    assert rendered.get((False, False), frozenset({"procs"})) is procs  # served from the loop
