@@ -119,16 +119,12 @@ class Agent:
         rendered = self.rendered
         if rendered is None:
             return None
-        if only is not None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._render_executor, rendered.ensure_subset, fmt, only
-            )
-        self._wanted[fmt] = self._ticks
-        body = rendered.get(fmt)
+        if only is None:
+            self._wanted[fmt] = self._ticks
+        body = rendered.get(fmt, only)
         if body is None:
             loop = asyncio.get_running_loop()
-            body = await loop.run_in_executor(self._render_executor, rendered.ensure, fmt)
+            body = await loop.run_in_executor(self._render_executor, rendered.ensure, fmt, only)
         return body
 
     async def start(self) -> None:

@@ -20,7 +20,7 @@ from node_exporter_ml.config import Config, ConfigError, parse_args, parse_liste
 from node_exporter_ml.logformat import formatter
 from node_exporter_ml.registry import load_collectors
 from node_exporter_ml.web import WEB_CONFIG, build_app
-from node_exporter_ml.webconfig import WebConfig, apply_reload, load_web_config
+from node_exporter_ml.webconfig import WebConfig, check_reload, load_web_config
 from node_exporter_ml.webguard import (
     AUTH,
     quiet_malformed_requests,
@@ -136,11 +136,19 @@ async def serve(config: Config, web_config: WebConfig) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
+    def reload_files() -> WebConfig:
+        # Everything is checked before anything changes: a refused reload keeps it all.
+        web_cfg = load_web_config(config.web_config_file)
+        check_reload(app[WEB_CONFIG], web_cfg)
+        web_cfg.ssl_context()  # fails on bad TLS files
+        agent.reload()
+        if ssl_context is not None:  # TLS stays on (check_reload): new handshakes use web_cfg
+            web_cfg.configure(ssl_context)
+        return web_cfg
+
     async def reload() -> None:
         try:
-            web_cfg = await loop.run_in_executor(None, load_web_config, config.web_config_file)
-            await loop.run_in_executor(None, apply_reload, app[WEB_CONFIG], web_cfg, ssl_context)
-            await loop.run_in_executor(None, agent.reload)
+            web_cfg = await loop.run_in_executor(None, reload_files)
         except ConfigError as err:
             log.error("reload failed, keeping the running configuration: %s", err)
             return

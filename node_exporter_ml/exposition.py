@@ -15,7 +15,12 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OM
 
 from node_exporter_ml import __version__
-from node_exporter_ml.cardinality import CardinalityLimiter, MetricsPolicy
+from node_exporter_ml.cardinality import (
+    PROCESS_PREFIX,
+    WORKLOAD_PREFIX,
+    CardinalityLimiter,
+    MetricsPolicy,
+)
 from node_exporter_ml.collectors.base import Collector
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.snapshot import Snapshot
@@ -26,7 +31,7 @@ log = logging.getLogger(__name__)
 CONTENT_TYPE_TEXT = CONTENT_TYPE_PLAIN_0_0_4
 CONTENT_TYPE_OPENMETRICS = CONTENT_TYPE_OM
 GZIP_LEVEL = 6
-MAX_SUBSETS = 16  # collect[] selections kept per tick; others are formatted per request
+MAX_SUBSETS = 16  # collect[] bodies kept per tick; others are formatted per request
 _PER_COLLECTOR = frozenset({"nodeml_collector_success", "nodeml_collector_duration_seconds"})
 
 
@@ -54,45 +59,34 @@ class Rendered:
         # The collector each family came from; "" for the agent's own (always served).
         self.owners = tuple(owners) if owners is not None else ("",) * len(self.families)
         self._labels = labels if labels is not None else LabelCache()
-        self._bodies: dict[Format, bytes] = {}
-        self._subsets: dict[tuple[Format, frozenset[str]], bytes] = {}
+        # Keyed by format and `collect[]` selection (None: every collector).
+        self._bodies: dict[tuple[Format, frozenset[str] | None], bytes] = {}
         self._lock = threading.RLock()  # ensure() of a gzip body ensures the plain one
 
-    def get(self, fmt: Format) -> bytes | None:
+    def get(self, fmt: Format, only: frozenset[str] | None = None) -> bytes | None:
         """The body in this format if it was formatted already (never blocks)."""
-        return self._bodies.get(fmt)
+        return self._bodies.get((fmt, only))
 
-    def ensure(self, fmt: Format) -> bytes:
-        """Format (once) and return the body; CPU work, call it off the event loop."""
-        with self._lock:
-            body = self._bodies.get(fmt)
-            if body is None:
-                om, gz = fmt
-                if gz:  # compress the plain body of the same format, itself made once
-                    body = gzip.compress(self.ensure((om, False)), GZIP_LEVEL, mtime=0)
-                else:
-                    body = (render_openmetrics if om else render_text)(self.families, self._labels)
-                self._bodies[fmt] = body
-            return body
+    def ensure(self, fmt: Format, only: frozenset[str] | None = None) -> bytes:
+        """Format (once) and return the body; CPU work, call it off the event loop.
 
-    def ensure_subset(self, fmt: Format, collectors: frozenset[str]) -> bytes:
-        """The body of a `collect[]` scrape: only these collectors' families (call off the loop).
-
-        The agent's own families stay, with `nodeml_collector_*` rows of these collectors
-        only. Made once per tick and selection; at most MAX_SUBSETS selections are kept.
+        `only` (a `collect[]` scrape) keeps these collectors' families and the agent's own,
+        with `nodeml_collector_*` rows of these collectors only. At most MAX_SUBSETS bodies
+        of selections are kept.
         """
-        key = (fmt, collectors)
+        key = (fmt, only)
         with self._lock:
-            body = self._subsets.get(key)
+            body = self._bodies.get(key)
             if body is not None:
                 return body
             om, gz = fmt
-            families = self.select(collectors)
-            body = (render_openmetrics if om else render_text)(families, self._labels)
-            if gz:
-                body = gzip.compress(body, GZIP_LEVEL, mtime=0)
-            if len(self._subsets) < MAX_SUBSETS:
-                self._subsets[key] = body
+            if gz:  # compress the plain body of the same format, itself made once
+                body = gzip.compress(self.ensure((om, False), only), GZIP_LEVEL, mtime=0)
+            else:
+                families = self.families if only is None else self.select(only)
+                body = (render_openmetrics if om else render_text)(families, self._labels)
+            if only is None or sum(k[1] is not None for k in self._bodies) < MAX_SUBSETS:
+                self._bodies[key] = body
             return body
 
     def select(self, collectors: frozenset[str]) -> list[Metric]:
@@ -214,10 +208,12 @@ class SnapshotCollector:
                 families.extend(built)
                 owner.update((family.name, name) for family in built)
         health = self_health_families(snapshot, self.interval, failed)
-        # The cardinality policy may rebuild families; each keeps its collector by name, and
-        # what the policy adds (nodeml_series_dropped_total) is the agent's own ("").
+        # The cardinality policy may rebuild families; each keeps its collector by name (a
+        # per-workload sum by its per-process source's), and what the policy adds
+        # (nodeml_series_dropped_total) is the agent's own ("").
         for family in self.limiter.apply([*health, *families]):
-            yield owner.get(family.name, ""), family
+            source = family.name.replace(WORKLOAD_PREFIX, PROCESS_PREFIX, 1)
+            yield owner.get(family.name) or owner.get(source, ""), family
 
     def _guarded(
         self, name: str, collector: Collector, data: object, snapshot: Snapshot

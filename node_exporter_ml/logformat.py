@@ -19,14 +19,9 @@ FORMATS: Final = ("logfmt", "json")
 
 # slog's level names (promslog prints WARN, not WARNING).
 _LEVEL_NAMES = {"WARNING": "WARN", "CRITICAL": "ERROR", "FATAL": "ERROR"}
-_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# What is written as a u-escape: controls (C0, DEL, C1), line breaks, lone surrogates.
+_U_ESCAPED = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escaped(c: str) -> bool:
-    """True for what is escaped as a u-escape: controls, line breaks, lone surrogates."""
-    code = ord(c)
-    return code < 0x20 or 0x7F <= code <= 0x9F or c in "\u2028\u2029" or 0xD800 <= code <= 0xDFFF
 
 
 def logfmt_value(value: str) -> str:
@@ -43,7 +38,7 @@ def logfmt_value(value: str) -> str:
     for c in value:
         if c in _ESCAPES:
             out.append(_ESCAPES[c])
-        elif _escaped(c):
+        elif _U_ESCAPED.match(c):
             out.append(f"\\u{ord(c):04x}")
         else:
             out.append(c)
@@ -93,7 +88,7 @@ class JsonFormatter(_PromslogFormatter):
         occur in strings).
         """
         text = json.dumps(dict(self.fields(record)), ensure_ascii=False)
-        return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        return _U_ESCAPED.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def formatter(name: str) -> logging.Formatter:

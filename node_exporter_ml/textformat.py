@@ -176,7 +176,7 @@ def _utf8_safe(metric: Metric) -> Metric:
     """A copy of `metric` whose HELP and label values all encode as UTF-8."""
 
     def safe(value: str) -> str:
-        return value.encode("utf-8", "replace").decode("utf-8")
+        return _encode(value).decode("utf-8")
 
     copy = Metric(metric.name, safe(metric.documentation), metric.type, metric.unit)
     copy.samples = [

@@ -66,13 +66,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready once the first snapshot is rendered, and while snapshots stay fresh."""
-    agent = request.app[AGENT]
-    if agent.rendered is None:
+    if request.app[AGENT].rendered is None:
         return web.Response(status=503, text="no snapshot yet\n")
-    stale = agent.staleness()
-    if stale is not None:
-        return web.Response(status=503, text=f"stale: {stale}\n")
-    return web.Response(text="ok\n")
+    return await healthz(request)
 
 
 async def index(request: web.Request) -> web.Response:

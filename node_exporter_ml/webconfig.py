@@ -144,18 +144,6 @@ def check_reload(running: WebConfig, new: WebConfig) -> None:
         raise ConfigError("tls_server_config.client_ca_file: replacing a client CA needs a restart")
 
 
-def apply_reload(running: WebConfig, new: WebConfig, live: ssl.SSLContext | None) -> None:
-    """Check a reloaded web config and apply its TLS settings to the live context.
-
-    Raises:
-        ConfigError: the reload is refused (see check_reload) or the new TLS files are bad;
-            the running configuration is untouched.
-    """
-    check_reload(running, new)
-    if live is not None and new.ssl_context() is not None:  # built first: fails on bad files
-        new.configure(live)
-
-
 def _path(r: YamlReader, key: str, value: object, base: Path) -> str:
     if not isinstance(value, str) or not value:
         raise r.fail(key, "a file path", value)

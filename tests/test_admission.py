@@ -8,19 +8,18 @@ from pathlib import Path
 import pytest
 
 from node_exporter_ml.drift import api
-from node_exporter_ml.drift.service import DriftService
 from node_exporter_ml.drift.store import Window
 
-from .drift_helpers import app_for, make_rows
+from .drift_helpers import app_for, make_rows, running_service
 
 
 @pytest.fixture
 async def service(tmp_path: Path):
     # A time window: no result is ever "fresh", so every GET would evaluate on its own.
-    svc = DriftService(str(tmp_path / "state"), interval=3600, window=Window(seconds=3600))
-    await svc.start(run_loop=False)
-    yield svc
-    await svc.stop()
+    async with running_service(
+        str(tmp_path / "state"), interval=3600, window=Window(seconds=3600)
+    ) as svc:
+        yield svc
 
 
 async def test_concurrent_gets_of_one_model_share_one_evaluation(aiohttp_client, service):

@@ -6,7 +6,7 @@ import configparser
 import shutil
 
 from .deployfiles import agent_help
-from .test_deploy_systemd import UNIT, unit_with_existing_binary, verify
+from .test_deploy_systemd import UNIT, assert_verifies_silently, unit_with_existing_binary, verify
 
 SOCKET = UNIT.with_suffix(".socket")
 
@@ -22,10 +22,7 @@ def _socket_beside_service(tmp_path, text: str | None = None):
 
 
 def test_socket_unit_verifies_silently_beside_the_service(tmp_path):
-    proc = verify(_socket_beside_service(tmp_path))
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == ""
-    assert proc.stderr == ""
+    assert_verifies_silently(_socket_beside_service(tmp_path))
 
 
 def test_socket_unit_verify_can_fail(tmp_path):

@@ -11,11 +11,14 @@ import time
 import urllib.request
 
 import pytest
+from prometheus_client.core import GaugeMetricFamily
 
 from node_exporter_ml.agent import Agent
+from node_exporter_ml.cardinality import MetricsPolicy
 from node_exporter_ml.cli import systemd_sockets
 from node_exporter_ml.config import ConfigError, build_parser, parse_args, parse_duration
-from node_exporter_ml.exposition import MAX_COLLECT_PARAMS
+from node_exporter_ml.exposition import MAX_COLLECT_PARAMS, Renderer
+from node_exporter_ml.snapshot import CollectorResult, Snapshot
 from node_exporter_ml.web import build_app
 
 from .conftest import free_port
@@ -216,3 +219,35 @@ def _fd_open(fd: int) -> bool:
     except OSError:
         return False
     return True
+
+
+class _Families:
+    """A collector stand-in whose families are fixed (name and families() are all used)."""
+
+    def __init__(self, name, *families):
+        self.name = name
+        self._families = families
+
+    def families(self, data, snapshot):
+        return self._families
+
+
+def test_collect_param_keeps_renamed_workload_families_with_their_collector():
+    process = GaugeMetricFamily("nodeml_process_gpu_memory_bytes", "Per pid.", labels=["pid"])
+    process.add_metric(["1"], 1.0)
+    other = GaugeMetricFamily("nodeml_test_thing_value", "A thing.")
+    other.add_metric([], 2.0)
+    collectors = [_Families("procs", process), _Families("things", other)]
+    renderer = Renderer(
+        collectors, 1.0, process_metrics=False, policy=MetricsPolicy(per_process="workload")
+    )
+    results = {c.name: CollectorResult(c.name, True, 0.1) for c in collectors}
+    rendered = renderer.render(Snapshot(taken_at=1.0, results=results))
+    assert b"nodeml_workload_gpu_memory_bytes" in rendered.text
+    things = rendered.ensure((False, False), frozenset({"things"}))
+    assert b"nodeml_workload_gpu_memory_bytes" not in things
+    assert b"nodeml_test_thing_value" in things
+    assert b"nodeml_series_dropped_total" in things  # the agent's own
+    procs = rendered.ensure((False, False), frozenset({"procs"}))
+    assert b"nodeml_workload_gpu_memory_bytes" in procs
+    assert rendered.get((False, False), frozenset({"procs"})) is procs  # served from the loop

@@ -16,7 +16,7 @@ from node_exporter_ml.cli import main
 from node_exporter_ml.drift.service import DriftService, Limits
 from node_exporter_ml.drift.store import DB_NAME, Window
 
-from .drift_helpers import app_for, make_rows
+from .drift_helpers import app_for, make_rows, running_service
 
 HUGE = "9" * 5000  # past Python's 4,300-digit int limit
 LIMITS = Limits(max_rows=5000, max_models=2, max_features=4)
@@ -24,12 +24,10 @@ LIMITS = Limits(max_rows=5000, max_models=2, max_features=4)
 
 @pytest.fixture
 async def service(tmp_path: Path):
-    svc = DriftService(
+    async with running_service(
         str(tmp_path / "state"), interval=3600, window=Window(rows=100), limits=LIMITS
-    )
-    await svc.start(run_loop=False)
-    yield svc
-    await svc.stop()
+    ) as svc:
+        yield svc
 
 
 @pytest.fixture

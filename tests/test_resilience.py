@@ -18,13 +18,13 @@ from node_exporter_ml import agent as agent_module
 from node_exporter_ml.agent import Agent
 from node_exporter_ml.collectors.base import BlockingCollector
 from node_exporter_ml.collectors.drift import drift_families
-from node_exporter_ml.drift.service import DriftService, ModelResult
+from node_exporter_ml.drift.service import ModelResult
 from node_exporter_ml.drift.store import Window
 from node_exporter_ml.snapshot import Snapshot
 from node_exporter_ml.textformat import LabelCache, render_openmetrics, render_text
 from node_exporter_ml.web import build_app
 
-from .drift_helpers import app_for, make_rows
+from .drift_helpers import app_for, make_rows, running_service
 from .helpers import CountingCollector, FailingCollector, config, registry
 
 SURROGATE = "\ud800"
@@ -32,10 +32,10 @@ SURROGATE = "\ud800"
 
 @pytest.fixture
 async def drift_service(tmp_path: Path):
-    svc = DriftService(str(tmp_path / "state"), interval=3600, window=Window(rows=100))
-    await svc.start(run_loop=False)
-    yield svc
-    await svc.stop()
+    async with running_service(
+        str(tmp_path / "state"), interval=3600, window=Window(rows=100)
+    ) as svc:
+        yield svc
 
 
 @pytest.fixture

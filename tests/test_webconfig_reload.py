@@ -166,3 +166,32 @@ def test_sighup_applies_tls_changes_and_refuses_dropping_auth(certs, tmp_path):
         assert agent.get("/metrics").status == 401
     finally:
         agent.stop()
+
+
+@pytest.mark.timeout(90)
+def test_sighup_with_a_bad_config_file_keeps_the_running_tls_too(certs, tmp_path):
+    d, ca_a, ca_b = certs
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config: {{cert_file: {d}/a.crt, key_file: {d}/a.key}}\n")
+    conf = tmp_path / "config.yml"
+    conf.write_text("")
+    agent = AgentProcess(
+        ["--collector.disable-defaults", f"--web.config.file={web}", f"--config.file={conf}"],
+        tmp_path,
+        scheme="https",
+        ssl_context=_client(ca_a),
+    ).start()
+    try:
+        agent.wait_ready()
+        # A good web config with a new certificate, beside a config file that is now bad.
+        web.write_text(f"tls_server_config: {{cert_file: {d}/b.crt, key_file: {d}/b.key}}\n")
+        conf.write_text("no_such_key: 1\n")
+        agent.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "reload failed" not in agent.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "reload failed" in agent.output(), agent.output()[-2000:]
+        assert _status(agent, _client(ca_a)) == 200  # the running certificate still serves
+        assert _status(agent, _client(ca_b)) != 200
+    finally:
+        agent.stop()
