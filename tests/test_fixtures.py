@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 from .conftest import FIXTURES, NEIGHBOUR_NVML, NEIGHBOUR_SERVING, SERVING_FIXTURES
@@ -21,7 +22,11 @@ def outside_pattern(root: Path) -> re.Pattern[str]:
         siblings = sorted(p for p in root.parent.iterdir() if p.is_dir() and p != root)
     except OSError:
         siblings = []
-    parts = [rf"\.\./{re.escape(p.name)}/|{re.escape(str(p))}/" for p in siblings]
+    parts = [rf"\.\./{re.escape(p.name)}/" for p in siblings]
+    # Absolute paths too, unless the clone sits in the temporary directory (or at the root),
+    # whose other folders are anyone's and which docs may name (a throwaway venv).
+    if root.parent not in (Path(tempfile.gettempdir()).resolve(), Path("/")):
+        parts += [re.escape(str(p)) + "/" for p in siblings]
     return re.compile("|".join(parts) or r"(?!)")
 
 
