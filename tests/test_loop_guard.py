@@ -54,15 +54,21 @@ async def test_agent_never_blocks_the_loop(aiohttp_client, agent_args):
     gc.collect()
     gc.freeze()
     try:
-        with loop_guard(loop) as slow:
-            deadline = loop.time() + 3.0
-            scrapes = 0
-            while loop.time() < deadline:
-                for fmt in (GZIP_TEXT, OPENMETRICS):
-                    resp = await client.get("/metrics", headers=fmt)
-                    await resp.read()
-                scrapes += 1
-                await asyncio.sleep(0.01)
+        # A callback that really blocks (on each scrape or each tick, about 15 of each per
+        # window) is slow in every window; a window spoiled once by the 2-core machine's other
+        # processes is measured again, up to three windows in all.
+        for _ in range(3):
+            with loop_guard(loop) as slow:
+                deadline = loop.time() + 3.0
+                scrapes = 0
+                while loop.time() < deadline:
+                    for fmt in (GZIP_TEXT, OPENMETRICS):
+                        resp = await client.get("/metrics", headers=fmt)
+                        await resp.read()
+                    scrapes += 1
+                    await asyncio.sleep(0.01)
+            if not slow:
+                break
     finally:
         gc.unfreeze()
     assert agent.rendered is not None
