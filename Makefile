@@ -76,7 +76,7 @@ screenshots: $(BIN)/.installed-test test-deps
 
 # Four agents replaying different GPU recordings, one Prometheus with the shipped rules.
 demo-cluster: $(BIN)/.installed-test test-deps
-	$(BIN)/python -m tests.cluster
+	$(BIN)/python -m tools.cluster
 
 # The kubelet pod-resources API: proto/podresources/v1/api.proto -> committed Python modules.
 # The -I mapping makes the generated _pb2_grpc import its _pb2 by its package path.

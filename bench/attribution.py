@@ -37,7 +37,7 @@ from node_exporter_ml.snapshot import (
     NvmlData,
     Snapshot,
 )
-from tests.host_trees import CgroupStats, FakeProc, make_v2_root, write_cgroup_v2, write_proc
+from tools.host_trees import CgroupStats, FakeProc, make_v2_root, write_cgroup_v2, write_proc
 
 GOAL_MS = 50.0
 

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.browser import screenshot  # noqa: E402
+from tools.browser import screenshot  # noqa: E402
 
 # The families shown in the README's /metrics sample: one of each kind a reader meets first.
 SAMPLE = re.compile(

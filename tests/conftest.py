@@ -1,21 +1,13 @@
-"""Shared fixtures: a blocking-call guard on the event loop, the --update-golden flag."""
+"""Fixtures and hooks only (helpers live in modules: tests/helpers.py, tests/paths.py, ...): a
+blocking-call guard on the event loop, the --update-golden flag, the hypothesis profile."""
 
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
-
-# Every file a test reads is in the repository (tests/fixtures/README.md says what is where).
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-# The real H100 recording: NVML replay frames and the model server's /metrics at the same seconds.
-NEIGHBOUR_NVML = FIXTURES / "nvml-recordings" / "h100-neighbour.nvml.json"
-NEIGHBOUR_SERVING = FIXTURES / "nvml-recordings" / "h100-neighbour.serving.json"
-SERVING_FIXTURES = FIXTURES / "serving"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,12 +29,6 @@ def blockbuster() -> Iterator[BlockBuster]:
     """Any blocking call (file, socket, sleep) made on a running event loop fails the test."""
     with blockbuster_ctx("node_exporter_ml") as bb:
         yield bb
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

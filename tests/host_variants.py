@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.host_trees import CID, DOCKER_CID, KIND_CID, STATIC_UID, UID, UID_, v1_cgroup_file
+from tools.host_trees import CID, DOCKER_CID, KIND_CID, STATIC_UID, UID, UID_, v1_cgroup_file
 
 
 @dataclass(frozen=True)

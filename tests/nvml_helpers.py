@@ -13,7 +13,7 @@ from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.nvml import NvmlCollector
 from node_exporter_ml.config import Config
 from node_exporter_ml.snapshot import CollectorResult, NvmlData, Snapshot
-from tests.conftest import FIXTURES, NEIGHBOUR_NVML
+from tests.paths import FIXTURES, NEIGHBOUR_NVML
 
 NEIGHBOUR = NEIGHBOUR_NVML
 NVML_FIXTURES = FIXTURES / "nvml"

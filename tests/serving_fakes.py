@@ -9,7 +9,7 @@ from typing import Any
 from node_exporter_ml.serving.data import ModelStats, ServingData, TargetStatus
 from node_exporter_ml.serving.window import WindowStats
 from node_exporter_ml.snapshot import GpuProcessSample, GpuSample, NvmlData
-from tests.conftest import NEIGHBOUR_NVML, NEIGHBOUR_SERVING, SERVING_FIXTURES
+from tests.paths import NEIGHBOUR_NVML, NEIGHBOUR_SERVING, SERVING_FIXTURES
 
 NVML_RECORDING = NEIGHBOUR_NVML
 SERVING_RECORDING = NEIGHBOUR_SERVING

@@ -9,8 +9,7 @@ import pytest
 
 from node_exporter_ml.drift import api
 from node_exporter_ml.drift.store import Window
-
-from .drift_helpers import app_for, make_rows, running_service
+from tests.drift_helpers import app_for, make_rows, running_service
 
 
 @pytest.fixture

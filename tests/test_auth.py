@@ -19,8 +19,7 @@ from node_exporter_ml.agent import Agent
 from node_exporter_ml.collectors.drift import DriftCollector
 from node_exporter_ml.web import build_app
 from node_exporter_ml.webconfig import BasicAuth, WebConfig
-
-from .helpers import config, registry
+from tests.helpers import config, registry
 
 HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4))
 TOKEN = "tok-3f9a"

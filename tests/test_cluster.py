@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .cluster import Cluster, default_nodes, rule_files
+from tools.cluster import Cluster, default_nodes, rule_files
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 

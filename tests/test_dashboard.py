@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from . import dashboard_build
-from .cluster import Cluster, neighbour_node
-from .promserver import PrometheusServer
+from tools import dashboard_build
+from tools.cluster import Cluster, neighbour_node
+from tools.promserver import PrometheusServer
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "deploy" / "grafana"

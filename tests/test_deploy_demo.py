@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from .agentproc import AgentProcess
-from .conftest import free_port
-from .helpers import wait_until
+from tests.helpers import wait_until
+from tools.agentproc import AgentProcess
+from tools.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .deployfiles import agent_help
+from tests.deployfiles import agent_help
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

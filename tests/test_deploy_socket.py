@@ -5,8 +5,13 @@ from __future__ import annotations
 import configparser
 import shutil
 
-from .deployfiles import agent_help
-from .test_deploy_systemd import UNIT, assert_verifies_silently, unit_with_existing_binary, verify
+from tests.deployfiles import agent_help
+from tests.test_deploy_systemd import (
+    UNIT,
+    assert_verifies_silently,
+    unit_with_existing_binary,
+    verify,
+)
 
 SOCKET = UNIT.with_suffix(".socket")
 

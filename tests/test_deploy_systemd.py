@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .deployfiles import agent_help
+from tests.deployfiles import agent_help
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "node-exporter-ml.service"

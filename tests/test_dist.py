@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .agentproc import AgentProcess
-from .test_fixtures import repository_files
+from tests.paths import repository_files
+from tools.agentproc import AgentProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from node_exporter_ml.drift.store import Store, Window
-from tests.conftest import free_port
 from tests.drift_helpers import make_rows
+from tools.ports import free_port
 
 BATCHES = 24
 BATCH_ROWS = 40

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from node_exporter_ml.drift import Table, evaluate
-
-from .drift_helpers import fixture_module
+from tests.drift_helpers import fixture_module
 
 FIXTURES = Path(__file__).parent / "fixtures" / "drift"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())

@@ -18,8 +18,8 @@ from node_exporter_ml.drift.page import (
     histogram_svg,
     numeric_histogram,
 )
-from tests.browser import screenshot as browser_screenshot
 from tests.drift_helpers import make_rows
+from tools.browser import screenshot as browser_screenshot
 
 RUNNER = Path(__file__).with_name("drift_runner.py")
 

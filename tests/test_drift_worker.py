@@ -190,7 +190,7 @@ def _post(url: str, body: dict) -> int:
 
 @pytest.mark.timeout(120)
 def test_the_agent_never_loads_the_engine_and_stays_small(tmp_path):
-    from tests.agentproc import AgentProcess
+    from tools.agentproc import AgentProcess
 
     agent = AgentProcess(["--collector.disable-defaults", "--collector.drift",
                           "--sampler.interval=0.5s"], tmp_path).start()  # fmt: skip

@@ -16,7 +16,7 @@ import bcrypt
 import pytest
 import trustme
 
-from .agentproc import AgentProcess
+from tools.agentproc import AgentProcess
 
 pytestmark = pytest.mark.timeout(90)
 

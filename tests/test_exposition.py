@@ -15,8 +15,7 @@ from node_exporter_ml.exposition import (
     wants_openmetrics,
 )
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
-
-from .helpers import BrokenRenderCollector, CountingCollector, config
+from tests.helpers import BrokenRenderCollector, CountingCollector, config
 
 
 @pytest.mark.parametrize(

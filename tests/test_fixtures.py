@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import tempfile
 from pathlib import Path
 
-from .conftest import FIXTURES, NEIGHBOUR_NVML, NEIGHBOUR_SERVING, SERVING_FIXTURES
+from tests.paths import (
+    FIXTURES,
+    NEIGHBOUR_NVML,
+    NEIGHBOUR_SERVING,
+    SERVING_FIXTURES,
+    repository_files,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,33 +33,6 @@ def outside_pattern(root: Path) -> re.Pattern[str]:
     if root.parent not in (Path(tempfile.gettempdir()).resolve(), Path("/")):
         parts += [re.escape(str(p)) + "/" for p in siblings]
     return re.compile("|".join(parts) or r"(?!)")
-
-
-def repository_files() -> list[Path]:
-    """Tracked files and new ones not ignored: what a commit of this tree would hold.
-
-    Outside a git checkout (an unpacked archive), every file but the usual build outputs.
-    """
-    if not (ROOT / ".git").exists():
-        skip = {".venv", ".git", "build", "dist", ".state", "__pycache__", ".hypothesis"}
-        return [
-            p
-            for p in ROOT.rglob("*")
-            if p.is_file()
-            and not any(
-                part in skip or part.endswith((".egg-info", "_cache"))
-                for part in p.relative_to(ROOT).parts
-            )
-            and p.suffix not in {".pyc", ".log"}
-        ]
-    out = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    return [ROOT / name for name in out.decode().split("\0") if name]
 
 
 def test_no_file_points_outside_the_repository():

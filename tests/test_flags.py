@@ -20,10 +20,9 @@ from node_exporter_ml.config import ConfigError, build_parser, parse_args, parse
 from node_exporter_ml.exposition import MAX_COLLECT_PARAMS, Renderer
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
 from node_exporter_ml.web import build_app
-
-from .conftest import free_port
-from .helpers import CountingCollector, FailingCollector, config, registry
-from .test_web import _ready
+from tests.helpers import CountingCollector, FailingCollector, config, registry
+from tests.test_web import _ready
+from tools.ports import free_port
 
 COLLECTORS = {"alpha": True, "beta": False}
 

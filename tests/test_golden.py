@@ -24,8 +24,6 @@ from node_exporter_ml.agent import Agent
 from node_exporter_ml.config import Config, FileConfig, ServingTarget
 from node_exporter_ml.registry import load_collectors
 from node_exporter_ml.web import build_app
-from tests.fake_kube import TOKEN, FakeApi, pod_json
-from tests.host_trees import FakeProc, build_cgroup_tree, make_v2_root, write_proc
 from tests.serving_fakes import NVML_RECORDING, SERVING_RECORDING, load
 from tests.test_kube_e2e import (
     NEIGHBOUR,
@@ -39,6 +37,8 @@ from tests.test_kube_e2e import (
     SERVER_STATS,
     SERVER_UID,
 )
+from tools.fake_kube import TOKEN, FakeApi, pod_json
+from tools.host_trees import FakeProc, build_cgroup_tree, make_v2_root, write_proc
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden" / "e2e-output.txt"
 FRAME = 23  # t=24 s: the neighbour holds the GPU

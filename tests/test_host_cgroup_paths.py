@@ -6,8 +6,8 @@ import pytest
 
 from node_exporter_ml.host.cgroup_path import CgroupIdentity, identify, parse_cgroup_path
 from node_exporter_ml.host.procfs import parse_cgroup_file
-from tests.host_trees import CID, UID
 from tests.host_variants import VARIANTS, Variant
+from tools.host_trees import CID, UID
 
 
 @pytest.mark.parametrize("v", VARIANTS, ids=[v.id for v in VARIANTS])

@@ -22,7 +22,8 @@ from node_exporter_ml.snapshot import (
     ProcessData,
     Snapshot,
 )
-from tests.host_trees import (
+from tests.host_variants import VARIANTS, Variant
+from tools.host_trees import (
     BTIME,
     CID,
     STATIC_UID,
@@ -34,7 +35,6 @@ from tests.host_trees import (
     value,
     write_proc,
 )
-from tests.host_variants import VARIANTS, Variant
 
 GPU = "GPU-478bad86-921b-0395-2f3f-4ae082da1bb5"
 

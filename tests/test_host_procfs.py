@@ -22,7 +22,7 @@ from node_exporter_ml.host.procfs import (
     parse_status,
 )
 from node_exporter_ml.host.sockets import find_listening_pid
-from tests.host_trees import BTIME, FakeProc, stat_line, status_text, write_proc
+from tools.host_trees import BTIME, FakeProc, stat_line, status_text, write_proc
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ from node_exporter_ml.host.slurm import (
     parse_slurm_environ,
 )
 from node_exporter_ml.snapshot import ProcessData
-from tests.host_trees import FakeProc, sample_values, value, write_proc
 from tests.test_host_collectors import GPU, ctx, nvml, snap, tick
+from tools.host_trees import FakeProc, sample_values, value, write_proc
 
 JOB_ENV = (
     b"PATH=/usr/bin\0SLURM_JOB_ID=4242\0SLURM_JOB_NAME=train-llama\0SLURM_JOB_USER=alice\0"

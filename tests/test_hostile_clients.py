@@ -19,8 +19,8 @@ import aiohttp
 import bcrypt
 import pytest
 
-from .agentproc import AgentProcess
-from .drift_helpers import make_rows
+from tests.drift_helpers import make_rows
+from tools.agentproc import AgentProcess
 
 pytestmark = pytest.mark.timeout(120)
 

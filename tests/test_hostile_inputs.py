@@ -15,8 +15,7 @@ import pytest
 from node_exporter_ml.cli import main
 from node_exporter_ml.drift.service import DriftService, Limits
 from node_exporter_ml.drift.store import DB_NAME, Window
-
-from .drift_helpers import app_for, make_rows, running_service
+from tests.drift_helpers import app_for, make_rows, running_service
 
 HUGE = "9" * 5000  # past Python's 4,300-digit int limit
 LIMITS = Limits(max_rows=5000, max_models=2, max_features=4)

@@ -29,8 +29,8 @@ from node_exporter_ml.kube import (
     parse_watch_event,
 )
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
-from tests.fake_kube import TOKEN, FakeApi, pod_json
-from tests.host_trees import CID, STATIC_UID, UID, sample_values, value
+from tools.fake_kube import TOKEN, FakeApi, pod_json
+from tools.host_trees import CID, STATIC_UID, UID, sample_values, value
 
 UID2 = "11111111-2222-4333-8444-555555555555"
 CID2 = "e" * 64

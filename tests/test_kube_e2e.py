@@ -32,8 +32,8 @@ from node_exporter_ml.correlation import attribute_workloads
 from node_exporter_ml.exposition import Renderer, SnapshotCollector
 from node_exporter_ml.sampler import Sampler
 from node_exporter_ml.snapshot import GpuProcessSample, GpuSample, NvmlData, Snapshot
-from tests.fake_kube import TOKEN, FakeApi, pod_json
-from tests.host_trees import (
+from tools.fake_kube import TOKEN, FakeApi, pod_json
+from tools.host_trees import (
     CgroupStats,
     FakeProc,
     build_cgroup_tree,

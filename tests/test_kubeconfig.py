@@ -18,8 +18,7 @@ from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.kube import KubeCollector
 from node_exporter_ml.config import Config, ConfigError
 from node_exporter_ml.kubeconfig import MAX_BYTES, PemSource, load_kubeconfig, parse_kubeconfig
-
-from .fake_kube import TOKEN, FakeApi, pod_json
+from tools.fake_kube import TOKEN, FakeApi, pod_json
 
 UID = "11111111-2222-4333-8444-555555555555"
 CID = "3c1f0a9e" * 8

@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from .agentproc import AgentProcess
-from .serving_fakes import NVML_RECORDING
-from .test_drift_page import chromium, decode_png
+from tests.serving_fakes import NVML_RECORDING
+from tests.test_drift_page import chromium, decode_png
+from tools.agentproc import AgentProcess
 
 pytestmark = pytest.mark.timeout(90)
 

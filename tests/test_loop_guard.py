@@ -11,10 +11,9 @@ import pytest
 from node_exporter_ml.agent import Agent
 from node_exporter_ml.registry import load_collectors
 from node_exporter_ml.web import build_app
-
-from .helpers import config
-from .loopguard import loop_guard
-from .serving_fakes import NVML_RECORDING
+from tests.helpers import config
+from tests.loopguard import loop_guard
+from tests.serving_fakes import NVML_RECORDING
 
 GZIP_TEXT = {"Accept-Encoding": "gzip"}
 OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}

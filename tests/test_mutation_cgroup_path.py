@@ -12,7 +12,7 @@ import pytest
 
 from node_exporter_ml.host.cgroup_path import identify, parse_cgroup_path
 from node_exporter_ml.host.procfs import parse_cgroup_file
-from tests.host_trees import CID, UID
+from tools.host_trees import CID, UID
 
 POD = f"/kubepods/burstable/pod{UID}/{CID}"
 CONTAINER = f"/system.slice/docker-{CID}.scope"

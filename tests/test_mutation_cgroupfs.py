@@ -30,7 +30,7 @@ from node_exporter_ml.host.cgroupfs import (
     parse_pressure,
 )
 from node_exporter_ml.host.procfs import parse_cgroup_file
-from tests.host_trees import (
+from tools.host_trees import (
     CgroupStats,
     make_v1_root,
     make_v2_root,

@@ -22,7 +22,7 @@ from node_exporter_ml.host.procfs import (
     parse_stat_start,
     parse_status,
 )
-from tests.host_trees import FakeProc, write_proc
+from tools.host_trees import FakeProc, write_proc
 
 LISTEN = "0A"
 ESTABLISHED = "01"

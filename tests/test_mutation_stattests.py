@@ -19,8 +19,7 @@ import pytest
 
 from node_exporter_ml.drift import Table, evaluate
 from node_exporter_ml.drift.stattests import Sample
-
-from .drift_helpers import fixture_module
+from tests.drift_helpers import fixture_module
 
 FIXTURES = Path(__file__).parent / "fixtures" / "drift"
 STORED = json.loads((FIXTURES / "boundaries.json").read_text())

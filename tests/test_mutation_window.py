@@ -19,8 +19,7 @@ import pytest
 
 from node_exporter_ml.serving.profiles import Histogram, ModelReading
 from node_exporter_ml.serving.window import Delta, ModelWindow, delta, histogram_quantile, summarize
-
-from .promserver import PrometheusServer
+from tools.promserver import PrometheusServer
 
 INF = math.inf
 NAN = math.nan

@@ -15,9 +15,8 @@ from node_exporter_ml.exposition import Renderer
 from node_exporter_ml.host import ParseError
 from node_exporter_ml.host.procfs import parse_loadavg
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
-
-from .helpers import config
-from .host_trees import BTIME, write_proc
+from tests.helpers import config
+from tools.host_trees import BTIME, write_proc
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STAT = (

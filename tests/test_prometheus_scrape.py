@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from .agentproc import AgentProcess
-from .promserver import PrometheusServer
+from tools.agentproc import AgentProcess
+from tools.promserver import PrometheusServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -23,9 +23,8 @@ from node_exporter_ml.drift.store import Window
 from node_exporter_ml.snapshot import Snapshot
 from node_exporter_ml.textformat import LabelCache, render_openmetrics, render_text
 from node_exporter_ml.web import build_app
-
-from .drift_helpers import app_for, make_rows, running_service
-from .helpers import CountingCollector, FailingCollector, config, registry
+from tests.drift_helpers import app_for, make_rows, running_service
+from tests.helpers import CountingCollector, FailingCollector, config, registry
 
 SURROGATE = "\ud800"
 

@@ -6,8 +6,7 @@ import time
 from node_exporter_ml.agent import Agent
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.sampler import Sampler
-
-from .helpers import (
+from tests.helpers import (
     CountingCollector,
     FailingCollector,
     NoDataCollector,
@@ -88,7 +87,7 @@ async def test_collectors_receive_previous_snapshot():
 
 
 async def test_agent_loop_ticks_at_interval_and_renders():
-    from .helpers import registry
+    from tests.helpers import registry
 
     agent = Agent(
         config("counting", interval=0.1),

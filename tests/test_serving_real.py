@@ -33,7 +33,7 @@ from node_exporter_ml.config import Config, FileConfig, ServingTarget
 from node_exporter_ml.serving.data import ServingCauses, ServingData
 from node_exporter_ml.serving.window import histogram_quantile
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
-from tests.conftest import free_port
+from tools.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVERS = ROOT / ".servers"

@@ -24,8 +24,8 @@ from node_exporter_ml.host.procfs import (
     parse_net_tcp,
 )
 from node_exporter_ml.snapshot import CollectorResult, ProcessData, ProcessSample, Snapshot
-from tests.host_trees import FakeProc, stat_line
 from tests.serving_fakes import SERVING_FIXTURES
+from tools.host_trees import FakeProc, stat_line
 
 TCP_HEADER = (
     "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout "

@@ -24,8 +24,7 @@ from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.nvml.replay import Replay
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
 from node_exporter_ml.textformat import LabelCache, render_openmetrics, render_text
-
-from .serving_fakes import NVML_RECORDING
+from tests.serving_fakes import NVML_RECORDING
 
 
 class _View:

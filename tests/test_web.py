@@ -13,8 +13,7 @@ from node_exporter_ml.agent import Agent
 from node_exporter_ml.web import build_app
 from node_exporter_ml.webconfig import WebConfig
 from node_exporter_ml.webguard import ADMISSION
-
-from .helpers import CountingCollector, FailingCollector, SlowCollector, config, registry
+from tests.helpers import CountingCollector, FailingCollector, SlowCollector, config, registry
 
 HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4))
 

@@ -14,8 +14,7 @@ import trustme
 
 from node_exporter_ml.config import ConfigError
 from node_exporter_ml.webconfig import check_reload, parse_web_config
-
-from .agentproc import AgentProcess
+from tools.agentproc import AgentProcess
 
 HASH = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from node_exporter_ml.collectors import podresources as collector_module
-
-from .fakekubelet import FakeKubelet, load_scenario
+from tests.podresources.fakekubelet import FakeKubelet, load_scenario
 
 
 @pytest.fixture

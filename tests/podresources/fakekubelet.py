@@ -16,8 +16,7 @@ from google.protobuf import json_format
 from prometheus_client.parser import text_string_to_metric_families
 
 from node_exporter_ml.podresources import api_pb2, api_pb2_grpc
-
-from ..conftest import FIXTURES
+from tests.paths import FIXTURES
 
 SCENARIOS = FIXTURES / "podresources"
 

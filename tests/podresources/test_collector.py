@@ -21,9 +21,16 @@ from node_exporter_ml.snapshot import (
     NvmlData,
     Snapshot,
 )
-
-from ..helpers import config, registry
-from .fakekubelet import U0, U1, allocation, load_scenario, ordered, samples, series
+from tests.helpers import config, registry
+from tests.podresources.fakekubelet import (
+    U0,
+    U1,
+    allocation,
+    load_scenario,
+    ordered,
+    samples,
+    series,
+)
 
 
 def make_collector(sock, interval=0.05):

@@ -7,10 +7,9 @@ import asyncio
 from node_exporter_ml.agent import Agent
 from node_exporter_ml.registry import load_collectors
 from node_exporter_ml.snapshot import NvmlData
-
-from ..conftest import FIXTURES
-from ..helpers import config
-from .fakekubelet import U0, U1, allocation, ordered, series
+from tests.helpers import config
+from tests.paths import FIXTURES
+from tests.podresources.fakekubelet import U0, U1, allocation, ordered, series
 
 REGISTRY = load_collectors()  # imports every collector module: before any loop runs
 REPLAY = FIXTURES / "nvml" / "allocations-idle-gpu.nvml.json"

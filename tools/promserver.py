@@ -1,4 +1,4 @@
-"""A real Prometheus server (Debian's `prometheus`) for integration tests."""
+"""A real Prometheus server (Debian's `prometheus`), for the cluster demo and integration tests."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .conftest import free_port
+from tools.ports import free_port
 
 
 @dataclass
@@ -27,6 +27,7 @@ class PrometheusServer:
     scrape_interval: str = "1s"
 
     def start(self) -> PrometheusServer:
+        """Write the config, start prometheus on a free port and wait until it is ready."""
         binary = shutil.which("prometheus")
         assert binary, "prometheus is installed by `make test` (Debian package prometheus)"
         self.port = free_port()
@@ -65,9 +66,11 @@ class PrometheusServer:
 
     @property
     def url(self) -> str:
+        """Prometheus' base URL."""
         return f"http://127.0.0.1:{self.port}"
 
     def query(self, promql: str) -> list[dict[str, Any]]:
+        """The result of an instant query."""
         q = urllib.parse.urlencode({"query": promql})
         with urllib.request.urlopen(f"{self.url}/api/v1/query?{q}", timeout=10) as resp:
             payload = json.load(resp)
@@ -75,6 +78,7 @@ class PrometheusServer:
         return list(payload["data"]["result"])
 
     def wait_for(self, promql: str, timeout: float = 30) -> list[dict[str, Any]]:
+        """The first non-empty result of an instant query; AssertionError after `timeout` s."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             result = self.query(promql)
@@ -84,10 +88,12 @@ class PrometheusServer:
         raise AssertionError(f"no result for {promql!r} after {timeout}s")
 
     def targets(self) -> list[dict[str, Any]]:
+        """The active scrape targets."""
         with urllib.request.urlopen(f"{self.url}/api/v1/targets", timeout=10) as resp:
             return list(json.load(resp)["data"]["activeTargets"])
 
     def stop(self) -> None:
+        """Terminate prometheus (kill after 10 s)."""
         self.proc.terminate()
         try:
             self.proc.wait(10)
@@ -96,4 +102,5 @@ class PrometheusServer:
         self.log.close()
 
     def output(self) -> str:
+        """Everything prometheus logged so far."""
         return (self.tmp / "prometheus.log").read_text(errors="replace")

@@ -114,6 +114,7 @@ class FakeApi:
     # -- state changes -----------------------------------------------------------------
 
     def add(self, pod: dict[str, Any], event: str = "ADDED") -> None:
+        """Record a pod event (ADDED, MODIFIED or DELETED) under a new resourceVersion."""
         self.rv += 1
         pod["metadata"]["resourceVersion"] = str(self.rv)
         uid = pod["metadata"]["uid"]
@@ -143,6 +144,7 @@ class FakeApi:
     # -- HTTP ------------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """GET /api/v1/pods: a list, or a watch stream with `watch=1`."""
         self.requests.append(dict(request.query))
         self.auth.append(request.headers.get("Authorization"))
         if request.headers.get("Authorization") != f"Bearer {TOKEN}" and not self._cert_ok(request):
@@ -212,6 +214,7 @@ class FakeApi:
         return self.client_cn is not None and subject.get("commonName") == self.client_cn
 
     async def start(self, ssl_context: ssl.SSLContext | None = None) -> str:
+        """Listen on 127.0.0.1 (the same port again after a stop); the base URL."""
         self.ssl_context = ssl_context or self.ssl_context
         app = web.Application()
         app.router.add_get("/api/v1/pods", self.handle)
@@ -227,6 +230,7 @@ class FakeApi:
         return self.url
 
     async def stop(self) -> None:
+        """Break open watches and stop listening (the API server going away)."""
         self.break_watches()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -234,6 +238,7 @@ class FakeApi:
 
     @property
     def url(self) -> str:
+        """The base URL (http or https)."""
         return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
 

@@ -5,7 +5,7 @@ panels stay consistent (datasource variable, selectors, units). tests/test_dashb
 committed file equals `build()` (pytest --update-golden rewrites it) and runs every query against
 a real Prometheus scraping a real agent.
 
-    python -m tests.dashboard_build > deploy/grafana/dashboards/node-exporter-ml.json
+    python -m tools.dashboard_build > deploy/grafana/dashboards/node-exporter-ml.json
 """
 
 from __future__ import annotations
@@ -96,7 +96,9 @@ def panel(
     return p
 
 
-def timeseries(title: str, description: str, unit: str, *targets: dict[str, Any], **kw: Any):
+def timeseries(
+    title: str, description: str, unit: str, *targets: dict[str, Any], **kw: Any
+) -> dict[str, Any]:
     """A time-series panel with a table legend showing last and max."""
     options = {
         "legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},

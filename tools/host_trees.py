@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BTIME = 1_767_000_000
-NODE_FILES = Path(__file__).parent / "fixtures" / "proc" / "node"  # meminfo, vmstat, loadavg
+# meminfo, vmstat, loadavg: copied from a real host, kept with the suite's fixtures
+NODE_FILES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "proc" / "node"
 UID = "0e2d0f43-5b7c-4a3e-9f6a-2b1c3d4e5f60"
 UID_ = UID.replace("-", "_")
 STATIC_UID = "6d3b5f1e8a9c4b2d7e0f1a2b3c4d5e6f"
@@ -46,6 +47,7 @@ class FakeProc:
 
 
 def stat_line(p: FakeProc) -> str:
+    """/proc/<pid>/stat of `p`, field by field as proc(5) lists them."""
     fields = [
         "S",
         p.ppid,
@@ -100,6 +102,7 @@ def stat_line(p: FakeProc) -> str:
 
 
 def status_text(p: FakeProc) -> str:
+    """/proc/<pid>/status of `p`."""
     return (
         f"Name:\t{p.comm}\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t{p.pid}\nNgid:\t0\n"
         f"Pid:\t{p.pid}\nPPid:\t{p.ppid}\nTracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n"
@@ -232,6 +235,7 @@ def write_cgroup_v2(d: Path, s: CgroupStats) -> None:
 
 
 def write_psi(d: Path, s: CgroupStats) -> None:
+    """The cgroup's .pressure files (PSI) for each resource of `s.psi`."""
     d.mkdir(parents=True, exist_ok=True)
     for res, (some, full) in s.psi.items():
         (d / f"{res}.pressure").write_text(
@@ -299,6 +303,7 @@ def make_v1_root(root: Path, hybrid: bool) -> None:
 
 
 def make_v2_root(root: Path) -> None:
+    """A cgroup v2 root: the hierarchy's cgroup.controllers file."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids rdma misc\n")
 

@@ -1,12 +1,13 @@
 """A GPU cluster on one machine: agents replaying NVML recordings, one real Prometheus.
 
-Each node is a real agent process (`tests/agentproc.py`) with its own replay file, its own
-procfs and cgroupfs trees holding the processes the replay names (`tests/host_trees.py`),
-optionally a fake Kubernetes API with its pods (`tests/fake_kube.py`) and a model server
-replayed frame by frame over HTTP. One Prometheus (`tests/promserver.py`) scrapes them all,
+Each node is a real agent process (`tools/agentproc.py`) with its own replay file, its own
+procfs and cgroupfs trees holding the processes the replay names (`tools/host_trees.py`),
+optionally a fake Kubernetes API with its pods (`tools/fake_kube.py`) and a model server
+replayed frame by frame over HTTP. One Prometheus (`tools/promserver.py`) scrapes them all,
 with `instance` set to the node name as the shipped scrape configs do, and loads the
-shipped rules. Used by tests/test_cluster.py, tests/test_dashboard.py and
-`make demo-cluster` (`python -m tests.cluster`).
+shipped rules. The recordings are the suite's (tests/fixtures/nvml-recordings, nvml).
+Used by tests/test_cluster.py, tests/test_dashboard.py and `make demo-cluster`
+(`python -m tools.cluster`).
 """
 
 from __future__ import annotations
@@ -26,14 +27,17 @@ from typing import Any
 
 import yaml
 
-from .agentproc import AgentProcess
-from .conftest import NEIGHBOUR_NVML, NEIGHBOUR_SERVING
-from .fake_kube import TOKEN, FakeApi, pod_json
-from .host_trees import CgroupStats, FakeProc, build_cgroup_tree, make_v2_root, write_proc
-from .promserver import PrometheusServer
+from tools.agentproc import AgentProcess
+from tools.fake_kube import TOKEN, FakeApi, pod_json
+from tools.host_trees import CgroupStats, FakeProc, build_cgroup_tree, make_v2_root, write_proc
+from tools.promserver import PrometheusServer
 
 ROOT = Path(__file__).resolve().parents[1]
-NVML_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nvml"
+FIXTURES = ROOT / "tests" / "fixtures"
+NVML_FIXTURES = FIXTURES / "nvml"
+# The real H100 recording: NVML replay frames and the model server's /metrics at the same seconds.
+NEIGHBOUR_NVML = FIXTURES / "nvml-recordings" / "h100-neighbour.nvml.json"
+NEIGHBOUR_SERVING = FIXTURES / "nvml-recordings" / "h100-neighbour.serving.json"
 RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
 MODEL = "mlp-8x4096"
 SERVER_PID, NEIGHBOUR_PID = 415, 476
@@ -107,15 +111,18 @@ class FrameServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def start(self) -> FrameServer:
+        """Serve from a thread; the frame clock starts now."""
         self.started = time.monotonic()
         self.thread.start()
         return self
 
     @property
     def url(self) -> str:
+        """The model server's /metrics URL."""
         return f"http://127.0.0.1:{self.port}/metrics"
 
     def stop(self) -> None:
+        """Stop serving and close the socket."""
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -129,7 +136,7 @@ def calm_replay(source: Path = NEIGHBOUR_NVML, seconds: int = 40) -> dict[str, A
     Energy is integrated again from power and process-utilisation timestamps follow the
     frame times, so counters stay monotonic as on real hardware.
     """
-    rec = json.loads(source.read_text())
+    rec: dict[str, Any] = json.loads(source.read_text())
     calm = rec["frames"][:7]
     frames = []
     energy = calm[0]["devices"][0]["energy_mj"]
@@ -197,6 +204,7 @@ class Node:
 
     @property
     def name(self) -> str:
+        """The node's name (its `instance` label)."""
         return self.spec.name
 
 
@@ -442,6 +450,7 @@ class Cluster:
 
     @property
     def prom(self) -> PrometheusServer:
+        """The cluster's Prometheus (once started)."""
         assert self.prometheus is not None
         return self.prometheus
 
