@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
+
+from tests.golden_agent import write_inputs
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,6 +38,12 @@ def blockbuster() -> Iterator[BlockBuster]:
 def agent_args(tmp_path) -> dict[str, object]:
     """Config fields that point every collector at fixtures instead of this machine."""
     return {"state_dir": str(tmp_path / "state")}
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> dict[str, object]:
+    """The golden agent's inputs under tmp_path, for tests/golden_agent.py's `scrape_agent`."""
+    return write_inputs(tmp_path)
 
 
 # CI runs a fixed set of examples (a random failure there would block a landing without

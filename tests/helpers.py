@@ -116,3 +116,12 @@ def wait_until(predicate, timeout=5.0, step=0.02):
             return True
         time.sleep(step)
     return False
+
+
+async def wait_ready(client, seconds=5.0):
+    """Poll /readyz of an aiohttp test client until it answers 200 (else AssertionError)."""
+    for _ in range(int(seconds / 0.02)):
+        if (await client.get("/readyz")).status == 200:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("never ready")

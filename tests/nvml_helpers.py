@@ -83,3 +83,15 @@ def value(text: bytes, metric: str, /, **labels: str) -> float | None:
     ]
     assert len(hits) <= 1, f"{metric}{labels} matches {len(hits)} series"
     return hits[0] if hits else None
+
+
+def run_to(
+    collector: NvmlCollector, clock: Clock, last: int, step: int = 1, *, first: int = 0
+) -> NvmlData:
+    """Tick once per `step` frames from `first` to `last` (inclusive); the last tick's data."""
+    data = None
+    for i in range(first, last + 1, step):
+        clock.at_frame(i)
+        data = collector.update(None)
+    assert data is not None
+    return data

@@ -20,9 +20,8 @@ from node_exporter_ml.cli import main
 from node_exporter_ml.config import Config, ConfigError, load_config_file, parse_config_file
 from node_exporter_ml.exposition import Renderer
 from node_exporter_ml.snapshot import Snapshot
-from tests.nvml_helpers import Clock, make_collector, scenario, snapshot_of, values
-from tests.test_golden import inputs, scrape_agent  # noqa: F401 - a fixture
-from tests.test_nvml_collector import run_to
+from tests.golden_agent import scrape_agent
+from tests.nvml_helpers import Clock, make_collector, run_to, scenario, snapshot_of, values
 
 WORKLOADS = {
     5001: {"namespace": "ml", "pod": "a-0", "container": "srv"},
@@ -227,7 +226,7 @@ DOC = Path(__file__).parent.parent / "docs" / "cardinality.md"
 
 
 @pytest.mark.timeout(60)
-async def test_documented_series_count_is_measured(aiohttp_client, inputs):  # noqa: F811
+async def test_documented_series_count_is_measured(aiohttp_client, inputs):
     """docs/cardinality.md's table is what the whole agent exposes at the defaults over the
     e2e fixtures (one H100, two GPU processes in pods, one model-server target)."""
     text = await scrape_agent(aiohttp_client, inputs)

@@ -17,8 +17,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from tests.deployfiles import agent_help
-from tests.test_deploy_manifests import assert_valid_strict, run_kubernetes_validate
+from tests.deployfiles import agent_help, assert_valid_strict, run_kubernetes_validate
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "node-exporter-ml"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_deploy_rules import PROM, promtool
+from tests.deployfiles import PROM, promtool
 
 pytestmark = pytest.mark.integration
 

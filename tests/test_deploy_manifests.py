@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,7 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deployfiles import agent_help
+from tests.deployfiles import (
+    agent_help,
+    assert_valid_strict,
+    docs,
+    run_kubernetes_validate,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -33,12 +35,7 @@ MANIFESTS = [
     PROMETHEUS_RULE,
     DASHBOARD_CONFIGMAP,
 ]
-CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 KUBE_VERSIONS = [f"1.{minor}.0" for minor in range(28, 38)]
-
-
-def docs(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
 def kind(objs: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -60,45 +57,6 @@ def pod(objects) -> dict[str, Any]:
 def container(pod) -> dict[str, Any]:
     (c,) = pod["containers"]
     return c
-
-
-def kubernetes_validate() -> str:
-    exe = Path(sys.executable).parent / "kubernetes-validate"
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("kubernetes-validate")
-    assert found, "kubernetes-validate comes with the test extra (pip install -e '.[test]')"
-    return found
-
-
-def run_kubernetes_validate(version: str, paths: list[Path]) -> tuple[int, str]:
-    """The real CLI, strict (unknown fields fail): its exit status and output."""
-    proc = subprocess.run(
-        [kubernetes_validate(), "-k", version, "--strict", *map(str, paths)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    return proc.returncode, proc.stdout + proc.stderr
-
-
-def assert_valid_strict(version: str, paths: list[Path]) -> None:
-    """Every built-in object in `paths` passes; CRDs it has no schema for only warn."""
-    rc, out = run_kubernetes_validate(version, paths)
-    assert rc == 0, out
-    for line in out.splitlines():
-        if line.startswith("WARN"):
-            assert re.search(r"Couldn't find schema for kind (\w+)", line), line
-            crd = re.search(r"kind (\w+)", line)
-            assert crd, line
-            assert crd.group(1) in CRD_KINDS, line
-        else:
-            assert line.startswith("INFO"), line
-            assert " passed " in line, line
-    passed = sum(" passed " in line for line in out.splitlines())
-    builtin = sum(1 for m in paths for d in docs(m) if d["kind"] not in CRD_KINDS)
-    assert passed == builtin, out
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-PROM = ROOT / "deploy" / "prometheus"
+from tests.deployfiles import PROM, promtool
+
 RULES = PROM / "rules" / "node-exporter-ml.rules.yml"
 ALERTS = PROM / "rules" / "node-exporter-ml.alerts.yml"
 RULE_TESTS = PROM / "tests" / "node-exporter-ml.rules.test.yml"
 ALERT_TESTS = PROM / "tests" / "node-exporter-ml.alerts.test.yml"
 
 pytestmark = pytest.mark.integration
-
-
-def promtool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("promtool")
-    assert exe, "promtool is installed by `make test` (Debian package prometheus)"
-    return subprocess.run(
-        [exe, *args], capture_output=True, text=True, timeout=60, check=False, cwd=cwd
-    )
 
 
 def rules(path: Path) -> list[dict[str, Any]]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import configparser
 import shutil
 
-from tests.deployfiles import agent_help
-from tests.test_deploy_systemd import (
+from tests.deployfiles import (
     UNIT,
+    agent_help,
     assert_verifies_silently,
     unit_with_existing_binary,
     verify,

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import configparser
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.deployfiles import agent_help
+from tests.deployfiles import (
+    UNIT,
+    agent_help,
+    analyze,
+    assert_verifies_silently,
+    unit_with_existing_binary,
+    verify,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-UNIT = ROOT / "systemd" / "node-exporter-ml.service"
 DEFAULTS = ROOT / "systemd" / "node-exporter-ml.default"
-INSTALLED_BINARY = "/opt/node-exporter-ml/bin/node-exporter-ml"
 
 # systemd-analyze security's exposure is on a 0-10 scale, --threshold on 0-100. The unit
 # scores 1.6: what is left open is what the agent needs - devices (NVML), the host network
@@ -23,50 +26,6 @@ INSTALLED_BINARY = "/opt/node-exporter-ml/bin/node-exporter-ml"
 # dropping any one directive that matters (ProtectSystem, a capability, the syscall filter,
 # DynamicUser) costs more than the 0.4 of headroom.
 EXPOSURE_THRESHOLD = 20
-
-
-def systemd_analyze() -> str:
-    exe = shutil.which("systemd-analyze")
-    assert exe, "systemd-analyze comes with systemd (Debian package systemd)"
-    return exe
-
-
-def unit_with_existing_binary(tmp_path: Path, text: str | None = None) -> Path:
-    """The unit as installed, except ExecStart names the agent installed in this venv.
-
-    `systemd-analyze verify` fails when ExecStart's binary does not exist; /opt/... is where
-    the docs install it, which this machine does not have.
-    """
-    binary = Path(sys.executable).parent / "node-exporter-ml"
-    assert binary.exists(), binary
-    text = text if text is not None else UNIT.read_text()
-    assert INSTALLED_BINARY in text
-    copy = tmp_path / UNIT.name
-    copy.write_text(text.replace(INSTALLED_BINARY, str(binary)))
-    return copy
-
-
-def analyze(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [systemd_analyze(), *args, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=path.parent,
-    )
-
-
-def verify(path: Path) -> subprocess.CompletedProcess[str]:
-    return analyze(path, "verify")
-
-
-def assert_verifies_silently(path: Path) -> None:
-    """`systemd-analyze verify` passes and says nothing (a misspelt directive only warns)."""
-    proc = verify(path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == ""
-    assert proc.stderr == ""
 
 
 def test_verify_is_silent(tmp_path):

@@ -20,8 +20,7 @@ from node_exporter_ml.config import ConfigError, build_parser, parse_args, parse
 from node_exporter_ml.exposition import MAX_COLLECT_PARAMS, Renderer
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
 from node_exporter_ml.web import build_app
-from tests.helpers import CountingCollector, FailingCollector, config, registry
-from tests.test_web import _ready
+from tests.helpers import CountingCollector, FailingCollector, config, registry, wait_ready
 from tools.ports import free_port
 
 COLLECTORS = {"alpha": True, "beta": False}
@@ -76,7 +75,7 @@ async def test_disable_exporter_metrics_leaves_out_process_and_python(aiohttp_cl
         cfg = config("counting", disable_exporter_metrics=disabled)
         agent = Agent(cfg, registry=registry(CountingCollector))
         client = await aiohttp_client(build_app(agent))
-        await _ready(client)
+        await wait_ready(client)
         text = await (await client.get("/metrics")).text()
         assert "nodeml_test_thing_value" in text
         assert ("process_cpu_seconds_total" in text) is not disabled
@@ -89,7 +88,7 @@ async def test_collect_param_scrapes_a_subset(aiohttp_client):
         config("counting", "failing"), registry=registry(CountingCollector, FailingCollector)
     )
     client = await aiohttp_client(build_app(agent))
-    await _ready(client)
+    await wait_ready(client)
     full = await (await client.get("/metrics")).text()
     assert 'collector="failing"' in full
     resp = await client.get("/metrics", params=[("collect[]", "failing")])
@@ -127,7 +126,7 @@ async def test_collect_param_scrapes_a_subset(aiohttp_client):
 async def test_collect_param_refuses_what_is_not_an_enabled_collector(aiohttp_client, query):
     agent = Agent(config("counting"), registry=registry(CountingCollector), process_metrics=False)
     client = await aiohttp_client(build_app(agent))
-    await _ready(client)
+    await wait_ready(client)
     resp = await client.get(f"/metrics?{query}")
     text = await resp.text()
     assert resp.status == 400, text

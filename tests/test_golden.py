@@ -11,38 +11,16 @@ stay. `pytest --update-golden` rewrites the file for review.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
-from node_exporter_ml.agent import Agent
-from node_exporter_ml.config import Config, FileConfig, ServingTarget
-from node_exporter_ml.registry import load_collectors
-from node_exporter_ml.web import build_app
-from tests.serving_fakes import NVML_RECORDING, SERVING_RECORDING, load
-from tests.test_kube_e2e import (
-    NEIGHBOUR,
-    NEIGHBOUR_CGROUP,
-    NEIGHBOUR_CID,
-    NEIGHBOUR_STATS,
-    NEIGHBOUR_UID,
-    SERVER,
-    SERVER_CGROUP,
-    SERVER_CID,
-    SERVER_STATS,
-    SERVER_UID,
-)
-from tools.fake_kube import TOKEN, FakeApi, pod_json
-from tools.host_trees import FakeProc, build_cgroup_tree, make_v2_root, write_proc
+from tests.golden_agent import scrape_agent
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden" / "e2e-output.txt"
-FRAME = 23  # t=24 s: the neighbour holds the GPU
-REGISTRY = load_collectors()  # imports every collector module: before any loop runs
 
 # Samples that depend on time, on this machine or on scheduling: dropped from the golden.
 NONDETERMINISTIC = re.compile(
@@ -61,81 +39,6 @@ def normalise(text: str) -> str:
         if line.startswith("#") or not NONDETERMINISTIC.match(line)
     ]
     return "\n".join(keep) + "\n"
-
-
-async def _model_server(text: str) -> tuple[web.AppRunner, int]:
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=text, content_type="text/plain")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, int(port)
-
-
-@pytest.fixture
-def inputs(tmp_path: Path) -> dict[str, object]:
-    recording = load(NVML_RECORDING)
-    replay = dict(recording, frames=[recording["frames"][FRAME]])
-    (tmp_path / "replay.json").write_text(json.dumps(replay))
-    write_proc(tmp_path / "proc", [
-        FakeProc(pid=1, comm="systemd", cmdline=("/sbin/init",)),
-        FakeProc(pid=SERVER, comm="python3", cmdline=("python3", "server.py"),
-                 cgroup=SERVER_CGROUP),
-        FakeProc(pid=NEIGHBOUR, comm="python3", cmdline=("python3", "matmul.py"),
-                 cgroup=NEIGHBOUR_CGROUP, utime=99_000, threads=9),
-    ])  # fmt: skip
-    make_v2_root(tmp_path / "cg")
-    build_cgroup_tree(tmp_path / "cg", "v2", SERVER_CGROUP, None, SERVER_STATS)
-    build_cgroup_tree(tmp_path / "cg", "v2", NEIGHBOUR_CGROUP, None, NEIGHBOUR_STATS)
-    (tmp_path / "token").write_text(TOKEN)
-    return {"tmp": tmp_path, "text": load(SERVING_RECORDING)["frames"][FRAME]["text"]}
-
-
-async def _scrape_when_settled(client, agent: Agent) -> str:
-    text = ""
-    for _ in range(200):
-        await asyncio.sleep(0.05)
-        snap = agent.snapshot
-        if snap is None or snap.workload_labels(SERVER).get("pod") is None:
-            continue
-        text = await (await client.get("/metrics")).text()
-        if 'nodeml_serving_target_up{target="mlp"} 1.0' in text and "nodeml_workload_info" in text:
-            return text
-    raise AssertionError("the agent never settled:\n" + text[-3000:])
-
-
-async def scrape_agent(aiohttp_client, inputs: dict[str, object]) -> str:
-    """The whole agent over the fixtures, scraped once it settled (the raw exposition)."""
-    tmp: Path = inputs["tmp"]  # type: ignore[assignment]
-    api = FakeApi()
-    api.add(pod_json(SERVER_UID, "mlp-server-0", "ml", containers={SERVER_CID: "server"}))
-    api.add(pod_json(NEIGHBOUR_UID, "matmul-0", "batch", containers={NEIGHBOUR_CID: "trainer"},
-                     runtime="docker", ip="10.244.1.9"))  # fmt: skip
-    api_url = await api.start()
-    runner, port = await _model_server(str(inputs["text"]))
-    names = {n for n, r in REGISTRY.items() if r.default_enabled}
-    config = Config(
-        collectors=frozenset(names), interval=0.25, procfs=str(tmp / "proc"),
-        cgroupfs=str(tmp / "cg"), nvml_replay=str(tmp / "replay.json"),
-        state_dir=str(tmp / "state"),
-        kube_api_url=api_url, kube_token_file=str(tmp / "token"), kube_node_name="node-a",
-        kube_pod_resources_socket=str(tmp / "no-kubelet" / "kubelet.sock"),
-        file=FileConfig(serving_targets=(
-            ServingTarget(url=f"http://127.0.0.1:{port}/metrics", name="mlp", pid=SERVER),)),
-    )  # fmt: skip
-    agent = Agent(config, registry=REGISTRY)
-    try:
-        client = await aiohttp_client(build_app(agent))
-        text = await _scrape_when_settled(client, agent)
-    finally:
-        await runner.cleanup()
-        await api.stop()
-    return text
 
 
 @pytest.mark.timeout(60)

@@ -16,7 +16,7 @@ from node_exporter_ml.host.slurm import (
     parse_slurm_environ,
 )
 from node_exporter_ml.snapshot import ProcessData
-from tests.test_host_collectors import GPU, ctx, nvml, snap, tick
+from tests.host_helpers import GPU, ctx, nvml, snap, tick
 from tools.host_trees import FakeProc, sample_values, value, write_proc
 
 JOB_ENV = (

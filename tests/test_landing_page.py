@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
+from tests.pictures import chromium, decode_png
 from tests.serving_fakes import NVML_RECORDING
-from tests.test_drift_page import chromium, decode_png
 from tools.agentproc import AgentProcess
 
 pytestmark = pytest.mark.timeout(90)

@@ -26,6 +26,7 @@ from tests.nvml_helpers import (
     Clock,
     make_collector,
     render,
+    run_to,
     scenario,
     snapshot_of,
     value,
@@ -35,18 +36,6 @@ from tests.nvml_helpers import (
 UUID = "GPU-478bad86-921b-0395-2f3f-4ae082da1bb5"
 GOLDEN_FRAMES = (5, 24, 36)
 SERVER, NEIGHBOUR_PID = "415", "476"
-
-
-def run_to(
-    collector: NvmlCollector, clock: Clock, last: int, step: int = 1, *, first: int = 0
-) -> NvmlData:
-    """Tick once per `step` frames from `first` to `last` (inclusive); the last tick's data."""
-    data = None
-    for i in range(first, last + 1, step):
-        clock.at_frame(i)
-        data = collector.update(None)
-    assert data is not None
-    return data
 
 
 def recorded(frame: int) -> dict:

@@ -13,7 +13,14 @@ from node_exporter_ml.agent import Agent
 from node_exporter_ml.web import build_app
 from node_exporter_ml.webconfig import WebConfig
 from node_exporter_ml.webguard import ADMISSION
-from tests.helpers import CountingCollector, FailingCollector, SlowCollector, config, registry
+from tests.helpers import (
+    CountingCollector,
+    FailingCollector,
+    SlowCollector,
+    config,
+    registry,
+    wait_ready,
+)
 
 HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4))
 
@@ -27,14 +34,6 @@ def _agent(*classes, **kw):
     return Agent(config(*names, **kw), registry=registry(*classes), process_metrics=False)
 
 
-async def _ready(client, seconds=5.0):
-    for _ in range(int(seconds / 0.02)):
-        if (await client.get("/readyz")).status == 200:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("never ready")
-
-
 async def test_readyz_is_503_until_first_snapshot(aiohttp_client):
     agent = _agent(CountingCollector, SlowCollector, collector_timeout=0.5)
     client = await aiohttp_client(build_app(agent))
@@ -42,7 +41,7 @@ async def test_readyz_is_503_until_first_snapshot(aiohttp_client):
     resp = await client.get("/metrics")
     assert resp.status == 503
     assert (await client.get("/healthz")).status == 200
-    await _ready(client)
+    await wait_ready(client)
     resp = await client.get("/metrics")
     assert resp.status == 200
     text = await resp.text()
@@ -53,7 +52,7 @@ async def test_readyz_is_503_until_first_snapshot(aiohttp_client):
 
 async def test_metrics_negotiates_format_and_gzip(aiohttp_client):
     client = await aiohttp_client(build_app(_agent(CountingCollector)))
-    await _ready(client)
+    await wait_ready(client)
     resp = await client.get(
         "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
     )
@@ -69,7 +68,7 @@ async def test_metrics_negotiates_format_and_gzip(aiohttp_client):
 
 async def test_landing_page_lists_collectors_and_status(aiohttp_client):
     client = await aiohttp_client(build_app(_agent(CountingCollector, FailingCollector)))
-    await _ready(client)
+    await wait_ready(client)
     page = await (await client.get("/")).text()
     assert "node-exporter-ml" in page
     assert "counting" in page
@@ -88,7 +87,7 @@ async def test_basic_auth_rejects_wrong_password_and_caches_bcrypt(aiohttp_clien
     monkeypatch.setattr(webconfig.bcrypt, "checkpw", counting_checkpw)
     web_config = WebConfig(users={"prometheus": HASH}, headers={"X-Frame-Options": "DENY"})
     client = await aiohttp_client(build_app(_agent(CountingCollector), web_config))
-    await _ready(client)  # probes need no credentials
+    await wait_ready(client)  # probes need no credentials
     assert (await client.get("/metrics")).status == 401
     resp = await client.get("/metrics", headers={"Authorization": _basic("prometheus", "nope")})
     assert resp.status == 401
@@ -117,7 +116,7 @@ async def test_max_requests_answers_503_beyond_limit_per_budget(aiohttp_client):
 
     app.router.add_get("/hold", hold)
     client = await aiohttp_client(app)
-    await _ready(client)
+    await wait_ready(client)
     held = [asyncio.create_task(client.get("/hold")) for _ in range(2)]
     for _ in range(200):
         if app[ADMISSION].inflight["api"] == 2:

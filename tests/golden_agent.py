@@ -1,0 +1,116 @@
+"""The whole agent over the golden fixtures, scraped once settled (test_golden, test_cardinality).
+
+The real app (aiohttp client) with every default collector: the nvml collector replaying one
+frame of the real H100 recording (neighbour phase), fixture /proc and cgroup trees for its two
+processes, the fake API server with their pods, a model server serving the recording's
+/metrics text, an empty drift store and no kubelet socket. conftest.py's `inputs` fixture
+writes the files (`write_inputs`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from aiohttp import web
+
+from node_exporter_ml.agent import Agent
+from node_exporter_ml.config import Config, FileConfig, ServingTarget
+from node_exporter_ml.registry import load_collectors
+from node_exporter_ml.web import build_app
+from tests.neighbour_pods import (
+    NEIGHBOUR,
+    NEIGHBOUR_CGROUP,
+    NEIGHBOUR_CID,
+    NEIGHBOUR_STATS,
+    NEIGHBOUR_UID,
+    SERVER,
+    SERVER_CGROUP,
+    SERVER_CID,
+    SERVER_STATS,
+    SERVER_UID,
+)
+from tests.serving_fakes import NVML_RECORDING, SERVING_RECORDING, load
+from tools.fake_kube import TOKEN, FakeApi, pod_json
+from tools.host_trees import FakeProc, build_cgroup_tree, make_v2_root, write_proc
+
+FRAME = 23  # t=24 s: the neighbour holds the GPU
+
+
+REGISTRY = load_collectors()  # imports every collector module: before any loop runs
+
+
+async def _model_server(text: str) -> tuple[web.AppRunner, int]:
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=text, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, int(port)
+
+
+def write_inputs(tmp_path: Path) -> dict[str, object]:
+    """The replay frame, /proc, cgroup tree and token under tmp_path; the model server's text."""
+    recording = load(NVML_RECORDING)
+    replay = dict(recording, frames=[recording["frames"][FRAME]])
+    (tmp_path / "replay.json").write_text(json.dumps(replay))
+    write_proc(tmp_path / "proc", [
+        FakeProc(pid=1, comm="systemd", cmdline=("/sbin/init",)),
+        FakeProc(pid=SERVER, comm="python3", cmdline=("python3", "server.py"),
+                 cgroup=SERVER_CGROUP),
+        FakeProc(pid=NEIGHBOUR, comm="python3", cmdline=("python3", "matmul.py"),
+                 cgroup=NEIGHBOUR_CGROUP, utime=99_000, threads=9),
+    ])  # fmt: skip
+    make_v2_root(tmp_path / "cg")
+    build_cgroup_tree(tmp_path / "cg", "v2", SERVER_CGROUP, None, SERVER_STATS)
+    build_cgroup_tree(tmp_path / "cg", "v2", NEIGHBOUR_CGROUP, None, NEIGHBOUR_STATS)
+    (tmp_path / "token").write_text(TOKEN)
+    return {"tmp": tmp_path, "text": load(SERVING_RECORDING)["frames"][FRAME]["text"]}
+
+
+async def _scrape_when_settled(client, agent: Agent) -> str:
+    text = ""
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        snap = agent.snapshot
+        if snap is None or snap.workload_labels(SERVER).get("pod") is None:
+            continue
+        text = await (await client.get("/metrics")).text()
+        if 'nodeml_serving_target_up{target="mlp"} 1.0' in text and "nodeml_workload_info" in text:
+            return text
+    raise AssertionError("the agent never settled:\n" + text[-3000:])
+
+
+async def scrape_agent(aiohttp_client, inputs: dict[str, object]) -> str:
+    """The whole agent over the fixtures, scraped once it settled (the raw exposition)."""
+    tmp: Path = inputs["tmp"]  # type: ignore[assignment]
+    api = FakeApi()
+    api.add(pod_json(SERVER_UID, "mlp-server-0", "ml", containers={SERVER_CID: "server"}))
+    api.add(pod_json(NEIGHBOUR_UID, "matmul-0", "batch", containers={NEIGHBOUR_CID: "trainer"},
+                     runtime="docker", ip="10.244.1.9"))  # fmt: skip
+    api_url = await api.start()
+    runner, port = await _model_server(str(inputs["text"]))
+    names = {n for n, r in REGISTRY.items() if r.default_enabled}
+    config = Config(
+        collectors=frozenset(names), interval=0.25, procfs=str(tmp / "proc"),
+        cgroupfs=str(tmp / "cg"), nvml_replay=str(tmp / "replay.json"),
+        state_dir=str(tmp / "state"),
+        kube_api_url=api_url, kube_token_file=str(tmp / "token"), kube_node_name="node-a",
+        kube_pod_resources_socket=str(tmp / "no-kubelet" / "kubelet.sock"),
+        file=FileConfig(serving_targets=(
+            ServingTarget(url=f"http://127.0.0.1:{port}/metrics", name="mlp", pid=SERVER),)),
+    )  # fmt: skip
+    agent = Agent(config, registry=REGISTRY)
+    try:
+        client = await aiohttp_client(build_app(agent))
+        text = await _scrape_when_settled(client, agent)
+    finally:
+        await runner.cleanup()
+        await api.stop()
+    return text
