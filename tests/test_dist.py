@@ -172,6 +172,17 @@ def test_the_sdist_builds_the_wheel_and_carries_the_release_files(dist):
     assert not [n for n in names if n.startswith("tests/")]
 
 
+def test_tools_and_tests_are_shipped_in_neither(dist):
+    """tools/ (the cluster demo, the dashboard builder, the parts tests share) is for a clone."""
+    assert (ROOT / "tools" / "cluster.py").is_file()
+    wheel = zipfile.ZipFile(dist.wheel).namelist()
+    with tarfile.open(dist.sdist) as tar:
+        top = f"{dist.sdist.name.removesuffix('.tar.gz')}/"
+        sdist = [n.removeprefix(top) for n in tar.getnames()]
+    for names in (wheel, sdist):
+        assert not [n for n in names if n.startswith(("tools/", "tests/"))]
+
+
 def test_install_instructions_name_the_wheel_make_dist_builds(dist):
     """README, docs/deploy.md and the unit install what `make dist` makes, not a PyPI name."""
     install = f"/opt/node-exporter-ml/bin/pip install dist/{dist.wheel.name}"
