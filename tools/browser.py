@@ -1,4 +1,4 @@
-"""Headless Chromium as the suite drives it: one screenshot of one URL, no profile left over."""
+"""Headless Chromium: one screenshot of one URL, no profile left over (page tests, screenshots)."""
 
 from __future__ import annotations
 
