@@ -4,7 +4,7 @@
     python scripts/mutation.py serving/window.py      # one (or several) of them
     python scripts/mutation.py --list                 # the modules and their tests
 
-For each module it lays a scratch copy of the package and tests/ under
+For each module it lays a scratch copy of the package, tests/ and tools/ under
 build/mutation/<module>/, writes a `[tool.mutmut]` section that mutates that one file and
 runs only the tests that exercise it, runs `mutmut run` there (niced, one child unless
 --jobs says otherwise), then prints killed / survived / timeout per module and writes each
@@ -77,7 +77,7 @@ def _layout(module: str, tests: tuple[str, ...]) -> Path:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for tree in ("node_exporter_ml", "tests"):
+    for tree in ("node_exporter_ml", "tests", "tools"):
         shutil.copytree(ROOT / tree, work / tree, ignore=ignore)
     present = [t for t in tests if t.startswith("-") or (ROOT / t).is_file()]
     config = (ROOT / "pyproject.toml").read_text()
@@ -87,6 +87,8 @@ def _layout(module: str, tests: tuple[str, ...]) -> Path:
         f'only_mutate = ["node_exporter_ml/{module}"]\n'
         'pytest_add_cli_args = ["-q", "-p", "no:randomly", "-p", "no:cacheprovider"]\n'
         f"pytest_add_cli_args_test_selection = {json.dumps(present)}\n"
+        # mutmut copies tests/ into its mutants/ folder by itself; the tests import tools/ too.
+        'also_copy = ["tools/"]\n'
     )
     (work / "pyproject.toml").write_text(config)
     return work
