@@ -11,10 +11,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from node_exporter_ml.collectors.base import BlockingCollector, CollectContext, NoDataError
-from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.nvml.binding import (
     DeviceLost,
@@ -70,6 +69,7 @@ from node_exporter_ml.nvml.health import (
 )
 from node_exporter_ml.nvml.replay import Replay, ReplayError
 from node_exporter_ml.registry import register_collector
+from node_exporter_ml.series import Series, table_families
 from node_exporter_ml.snapshot import (
     GpuInstanceSample,
     GpuProcessSample,
@@ -699,325 +699,344 @@ class NvmlCollector(BlockingCollector):
 
 # --- families (pure) ------------------------------------------------------------------------
 
-_GPU = ["gpu", "uuid"]
+_D = Series[GpuSample]
+_P = Series[GpuProcessSample]
+_Gpm = Series[GpuSample | GpuInstanceSample]
 
-# (attribute of GpuSample, metric name, help, is_counter)
-_DEVICE_SERIES: tuple[tuple[str, str, str, bool], ...] = (
-    ("utilization_ratio", "nodeml_gpu_utilization_ratio",
-     "Fraction of the last sample period a kernel ran, from nvmlDeviceGetUtilizationRates.gpu.",
-     False),
-    ("memory_copy_utilization_ratio", "nodeml_gpu_memory_copy_utilization_ratio",
-     "Fraction of the last sample period device memory was read or written, "
-     "from nvmlDeviceGetUtilizationRates.memory.", False),
-    ("encoder_utilization_ratio", "nodeml_gpu_encoder_utilization_ratio",
-     "Video encoder utilisation, from nvmlDeviceGetEncoderUtilization.", False),
-    ("decoder_utilization_ratio", "nodeml_gpu_decoder_utilization_ratio",
-     "Video decoder utilisation, from nvmlDeviceGetDecoderUtilization.", False),
-    ("memory_used_bytes", "nodeml_gpu_memory_used_bytes",
-     "Framebuffer memory in use (reserved memory excluded where memory info v2 exists), "
-     "from nvmlDeviceGetMemoryInfo.", False),
-    ("memory_free_bytes", "nodeml_gpu_memory_free_bytes",
-     "Framebuffer memory free, from nvmlDeviceGetMemoryInfo.", False),
-    ("memory_reserved_bytes", "nodeml_gpu_memory_reserved_bytes",
-     "Framebuffer memory reserved by the driver and firmware, from nvmlDeviceGetMemoryInfo_v2.",
-     False),
-    ("memory_total_bytes", "nodeml_gpu_memory_total_bytes",
-     "Framebuffer memory size, from nvmlDeviceGetMemoryInfo.", False),
-    ("power_watts", "nodeml_gpu_power_watts",
-     "Board power draw, from nvmlDeviceGetPowerUsage.", False),
-    ("power_limit_watts", "nodeml_gpu_power_limit_watts",
-     "Enforced power limit, from nvmlDeviceGetEnforcedPowerLimit.", False),
-    ("energy_joules_total", "nodeml_gpu_energy_joules_total",
-     "Energy used since the driver loaded, from nvmlDeviceGetTotalEnergyConsumption "
-     "(integrated from power on GPUs without the counter).", True),
-    ("idle_energy_joules_total", "nodeml_gpu_idle_energy_joules_total",
-     "The part of the GPU's energy since the agent started that no process's SM share "
-     "accounts for (see nodeml_process_gpu_energy_joules_total).", True),
-    ("temperature_celsius", "nodeml_gpu_temperature_celsius",
-     "GPU core temperature, from nvmlDeviceGetTemperature.", False),
-    ("memory_temperature_celsius", "nodeml_gpu_memory_temperature_celsius",
-     "Memory (HBM) temperature, from field NVML_FI_DEV_MEMORY_TEMP.", False),
-    ("sm_clock_hertz", "nodeml_gpu_sm_clock_hertz",
-     "Current SM clock, from nvmlDeviceGetClockInfo(NVML_CLOCK_SM).", False),
-    ("max_sm_clock_hertz", "nodeml_gpu_max_sm_clock_hertz",
-     "Maximum SM clock, from nvmlDeviceGetMaxClockInfo(NVML_CLOCK_SM).", False),
-    ("memory_clock_hertz", "nodeml_gpu_memory_clock_hertz",
-     "Current memory clock, from nvmlDeviceGetClockInfo(NVML_CLOCK_MEM).", False),
-    ("max_memory_clock_hertz", "nodeml_gpu_max_memory_clock_hertz",
-     "Maximum memory clock, from nvmlDeviceGetMaxClockInfo(NVML_CLOCK_MEM).", False),
-    ("performance_state", "nodeml_gpu_performance_state",
-     "Performance state (0 is P0, the fastest), from nvmlDeviceGetPerformanceState.", False),
-    ("persistence_mode", "nodeml_gpu_persistence_mode",
-     "1 when persistence mode is on, from nvmlDeviceGetPersistenceMode.", False),
-    ("pcie_replays_total", "nodeml_gpu_pcie_replays_total",
-     "PCIe replays since the driver loaded, from field NVML_FI_DEV_PCIE_REPLAY_COUNTER.", True),
-    ("pcie_transmit_bytes_total", "nodeml_gpu_pcie_transmit_bytes_total",
-     "Bytes the GPU sent over PCIe, from field NVML_FI_DEV_PCIE_COUNT_TX_BYTES.", True),
-    ("pcie_receive_bytes_total", "nodeml_gpu_pcie_receive_bytes_total",
-     "Bytes the GPU received over PCIe, from field NVML_FI_DEV_PCIE_COUNT_RX_BYTES.", True),
-    ("nvlink_transmit_bytes_total", "nodeml_gpu_nvlink_transmit_bytes_total",
-     "Data bytes sent over all NVLinks, from field NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX.", True),
-    ("nvlink_receive_bytes_total", "nodeml_gpu_nvlink_receive_bytes_total",
-     "Data bytes received over all NVLinks, from field NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX.",
-     True),
-    ("remapped_rows_pending", "nodeml_gpu_remapped_rows_pending",
-     "1 when a row remapping waits for a GPU reset, from field NVML_FI_DEV_REMAPPED_PENDING.",
-     False),
-    ("row_remap_failure", "nodeml_gpu_row_remap_failure",
-     "1 when a row remapping failed, from field NVML_FI_DEV_REMAPPED_FAILURE.", False),
+# Rows: one GPU, labelled with its identity.
+INFO_SERIES = (
+    _D("nodeml_gpu_info", "gauge",
+       "GPU identity (1 per GPU), from nvmlDeviceGet{Name,UUID,Serial,PciInfo,"
+       "CudaComputeCapability,MigMode} and nvmlSystemGetDriverVersion.",
+       lambda d: 1.0),
 )  # fmt: skip
 
-# (attribute of GpuSample / GpuInstanceSample, metric name, help); MIG instances get gpu_instance.
-_GPM_SERIES: tuple[tuple[str, str, str], ...] = (
-    ("graphics_active_ratio", "nodeml_gpu_graphics_active_ratio",
-     "Fraction of time the graphics engine was active, from GPM NVML_GPM_METRIC_GRAPHICS_UTIL."),
-    ("sm_active_ratio", "nodeml_gpu_sm_active_ratio",
-     "Fraction of SMs active, averaged over the tick, from GPM NVML_GPM_METRIC_SM_UTIL."),
-    ("sm_occupancy_ratio", "nodeml_gpu_sm_occupancy_ratio",
-     "Resident warps over the SMs' maximum, from GPM NVML_GPM_METRIC_SM_OCCUPANCY."),
-    ("tensor_active_ratio", "nodeml_gpu_tensor_active_ratio",
-     "Fraction of time tensor cores were active, from GPM NVML_GPM_METRIC_ANY_TENSOR_UTIL."),
-    ("dram_active_ratio", "nodeml_gpu_dram_active_ratio",
-     "Fraction of peak DRAM bandwidth used, from GPM NVML_GPM_METRIC_DRAM_BW_UTIL."),
+# Rows: one GPU, labelled gpu and uuid.
+DEVICE_SERIES: tuple[Series[GpuSample], ...] = (
+    _D("nodeml_gpu_utilization_ratio", "gauge",
+       "Fraction of the last sample period a kernel ran, from nvmlDeviceGetUtilizationRates.gpu.",
+       lambda d: d.utilization_ratio),
+    _D("nodeml_gpu_memory_copy_utilization_ratio", "gauge",
+       "Fraction of the last sample period device memory was read or written, "
+       "from nvmlDeviceGetUtilizationRates.memory.",
+       lambda d: d.memory_copy_utilization_ratio),
+    _D("nodeml_gpu_encoder_utilization_ratio", "gauge",
+       "Video encoder utilisation, from nvmlDeviceGetEncoderUtilization.",
+       lambda d: d.encoder_utilization_ratio),
+    _D("nodeml_gpu_decoder_utilization_ratio", "gauge",
+       "Video decoder utilisation, from nvmlDeviceGetDecoderUtilization.",
+       lambda d: d.decoder_utilization_ratio),
+    _D("nodeml_gpu_memory_used_bytes", "gauge",
+       "Framebuffer memory in use (reserved memory excluded where memory info v2 exists), "
+       "from nvmlDeviceGetMemoryInfo.",
+       lambda d: d.memory_used_bytes),
+    _D("nodeml_gpu_memory_free_bytes", "gauge",
+       "Framebuffer memory free, from nvmlDeviceGetMemoryInfo.",
+       lambda d: d.memory_free_bytes),
+    _D("nodeml_gpu_memory_reserved_bytes", "gauge",
+       "Framebuffer memory reserved by the driver and firmware, from nvmlDeviceGetMemoryInfo_v2.",
+       lambda d: d.memory_reserved_bytes),
+    _D("nodeml_gpu_memory_total_bytes", "gauge",
+       "Framebuffer memory size, from nvmlDeviceGetMemoryInfo.",
+       lambda d: d.memory_total_bytes),
+    _D("nodeml_gpu_power_watts", "gauge",
+       "Board power draw, from nvmlDeviceGetPowerUsage.",
+       lambda d: d.power_watts),
+    _D("nodeml_gpu_power_limit_watts", "gauge",
+       "Enforced power limit, from nvmlDeviceGetEnforcedPowerLimit.",
+       lambda d: d.power_limit_watts),
+    _D("nodeml_gpu_energy_joules_total", "counter",
+       "Energy used since the driver loaded, from nvmlDeviceGetTotalEnergyConsumption "
+       "(integrated from power on GPUs without the counter).",
+       lambda d: d.energy_joules_total),
+    _D("nodeml_gpu_idle_energy_joules_total", "counter",
+       "The part of the GPU's energy since the agent started that no process's SM share "
+       "accounts for (see nodeml_process_gpu_energy_joules_total).",
+       lambda d: d.idle_energy_joules_total),
+    _D("nodeml_gpu_temperature_celsius", "gauge",
+       "GPU core temperature, from nvmlDeviceGetTemperature.",
+       lambda d: d.temperature_celsius),
+    _D("nodeml_gpu_memory_temperature_celsius", "gauge",
+       "Memory (HBM) temperature, from field NVML_FI_DEV_MEMORY_TEMP.",
+       lambda d: d.memory_temperature_celsius),
+    _D("nodeml_gpu_sm_clock_hertz", "gauge",
+       "Current SM clock, from nvmlDeviceGetClockInfo(NVML_CLOCK_SM).",
+       lambda d: d.sm_clock_hertz),
+    _D("nodeml_gpu_max_sm_clock_hertz", "gauge",
+       "Maximum SM clock, from nvmlDeviceGetMaxClockInfo(NVML_CLOCK_SM).",
+       lambda d: d.max_sm_clock_hertz),
+    _D("nodeml_gpu_memory_clock_hertz", "gauge",
+       "Current memory clock, from nvmlDeviceGetClockInfo(NVML_CLOCK_MEM).",
+       lambda d: d.memory_clock_hertz),
+    _D("nodeml_gpu_max_memory_clock_hertz", "gauge",
+       "Maximum memory clock, from nvmlDeviceGetMaxClockInfo(NVML_CLOCK_MEM).",
+       lambda d: d.max_memory_clock_hertz),
+    _D("nodeml_gpu_performance_state", "gauge",
+       "Performance state (0 is P0, the fastest), from nvmlDeviceGetPerformanceState.",
+       lambda d: d.performance_state),
+    _D("nodeml_gpu_persistence_mode", "gauge",
+       "1 when persistence mode is on, from nvmlDeviceGetPersistenceMode.",
+       lambda d: d.persistence_mode),
+    _D("nodeml_gpu_pcie_replays_total", "counter",
+       "PCIe replays since the driver loaded, from field NVML_FI_DEV_PCIE_REPLAY_COUNTER.",
+       lambda d: d.pcie_replays_total),
+    _D("nodeml_gpu_pcie_transmit_bytes_total", "counter",
+       "Bytes the GPU sent over PCIe, from field NVML_FI_DEV_PCIE_COUNT_TX_BYTES.",
+       lambda d: d.pcie_transmit_bytes_total),
+    _D("nodeml_gpu_pcie_receive_bytes_total", "counter",
+       "Bytes the GPU received over PCIe, from field NVML_FI_DEV_PCIE_COUNT_RX_BYTES.",
+       lambda d: d.pcie_receive_bytes_total),
+    _D("nodeml_gpu_nvlink_transmit_bytes_total", "counter",
+       "Data bytes sent over all NVLinks, from field NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX.",
+       lambda d: d.nvlink_transmit_bytes_total),
+    _D("nodeml_gpu_nvlink_receive_bytes_total", "counter",
+       "Data bytes received over all NVLinks, from field NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX.",
+       lambda d: d.nvlink_receive_bytes_total),
+    _D("nodeml_gpu_remapped_rows_pending", "gauge",
+       "1 when a row remapping waits for a GPU reset, from field NVML_FI_DEV_REMAPPED_PENDING.",
+       lambda d: d.remapped_rows_pending),
+    _D("nodeml_gpu_row_remap_failure", "gauge",
+       "1 when a row remapping failed, from field NVML_FI_DEV_REMAPPED_FAILURE.",
+       lambda d: d.row_remap_failure),
 )  # fmt: skip
 
-_PROCESS_SERIES: tuple[tuple[str, str, str, bool], ...] = (
-    ("used_memory_bytes", "nodeml_process_gpu_memory_bytes",
-     "GPU memory a process holds on a GPU, from nvmlDeviceGetComputeRunningProcesses.", False),
-    ("sm_ratio", "nodeml_process_gpu_sm_utilization_ratio",
-     "Fraction of the GPU's SM time a process used in the interval (0 without a sample), "
-     "from nvmlDeviceGetProcessUtilization.", False),
-    ("memory_ratio", "nodeml_process_gpu_memory_copy_utilization_ratio",
-     "A process's share of device memory read/write time in the interval, "
-     "from nvmlDeviceGetProcessUtilization.", False),
-    ("encoder_ratio", "nodeml_process_gpu_encoder_utilization_ratio",
-     "A process's video encoder utilisation, from nvmlDeviceGetProcessUtilization.", False),
-    ("decoder_ratio", "nodeml_process_gpu_decoder_utilization_ratio",
-     "A process's video decoder utilisation, from nvmlDeviceGetProcessUtilization.", False),
-    ("sm_seconds_total", "nodeml_process_gpu_sm_seconds_total",
-     "SM-busy seconds of a process on a GPU since the agent first saw it (SM share "
-     "integrated over ticks).", True),
-    ("energy_joules_total", "nodeml_process_gpu_energy_joules_total",
-     "A process's part of the GPU's energy since the agent first saw it: each interval's "
-     "energy split by SM share (no per-process power exists in NVML).", True),
+# Rows: one GPU, labelled gpu and uuid; a series per error kind, counter, policy or reason.
+LABELLED_DEVICE_SERIES: tuple[Series[GpuSample], ...] = (
+    _D("nodeml_gpu_remapped_rows_total", "counter",
+       "Rows remapped after memory errors, from fields NVML_FI_DEV_REMAPPED_COR/UNC.",
+       labels=("error",),
+       each=lambda d: ((("correctable",), d.remapped_rows_correctable_total),
+                       (("uncorrectable",), d.remapped_rows_uncorrectable_total))),
+    _D("nodeml_gpu_ecc_errors_total", "counter",
+       "ECC errors, volatile (since driver load) and aggregate (lifetime), "
+       "from fields NVML_FI_DEV_ECC_{SBE,DBE}_{VOL,AGG}_TOTAL.",
+       labels=("error", "counter"), each=lambda d: sorted(d.ecc_errors.items())),
+    _D("nodeml_gpu_clock_violation_seconds_total", "counter",
+       "Seconds the clocks were held below target by a perf policy, "
+       "from fields NVML_FI_DEV_PERF_POLICY_* (nvmlDeviceGetViolationStatus).",
+       labels=("policy",),
+       each=lambda d: (((p,), s) for p, s in sorted(d.clock_violation_seconds.items()))),
+    _D("nodeml_gpu_clock_event_active", "gauge",
+       "1 while a clock-event (throttle) reason holds the clocks down, "
+       "from nvmlDeviceGetCurrentClocksEventReasons.",
+       labels=("reason",),
+       each=lambda d: (((r,), 1.0 if r in d.clock_events else 0.0)
+                       for r in sorted(d.clock_events_supported | d.clock_events))),
+)  # fmt: skip
+
+# Rows: one XID code of one GPU, labelled gpu ("" when unknown), uuid and xid.
+XID_SERIES = (
+    Series[XidCount]("nodeml_gpu_xid_errors_total", "counter",
+                     "XID critical errors seen since the agent started, from an NVML event set.",
+                     lambda x: x.count),
+)  # fmt: skip
+
+# Rows: every GPU of the tick, labelled gpu and uuid: True for a lost one.
+LOST_SERIES = (
+    Series[bool]("nodeml_gpu_lost", "gauge",
+                 "1 when NVML answered GpuIsLost/Unknown for this GPU in the last tick (its "
+                 "other series are dropped), else 0.",
+                 lambda lost: 1.0 if lost else 0.0),
+)  # fmt: skip
+
+# Rows: one GPU's verdict, labelled gpu and uuid; a series per check or action.
+HEALTH_SERIES = (
+    Series[GpuHealth]("nodeml_gpu_health", "gauge",
+       "Health verdict per check: 0 pass, 1 warn, 2 fail (checks: " + " ".join(CHECKS) + "); "
+       "a check that does not apply to the GPU (no NVLink, no fabric) is absent.",
+       labels=("check",), each=lambda h: (((c,), h.checks[c]) for c in CHECKS if c in h.checks)),
+    Series[GpuHealth]("nodeml_gpu_recommended_action", "gauge",
+       "1 for the strongest pending action (" + " ".join(ACTIONS) + "), 0 for the others: "
+       "from NVML's GPU recovery action, the XID catalog and the health checks.",
+       labels=("action",), each=lambda h: (((a,), 1.0 if a == h.action else 0.0) for a in ACTIONS)),
+)  # fmt: skip
+
+# One row: the tick's NvmlData, no labels.
+COUNT_SERIES = (
+    Series[NvmlData]("nodeml_gpus", "gauge",
+                     "GPUs NVML enumerates, from nvmlDeviceGetCount.", lambda d: d.gpus),
+    Series[NvmlData]("nodeml_gpu_expected", "gauge",
+                     "GPUs this node should have: --nvml.expected-gpus, else the count at the "
+                     "agent's first successful tick.", lambda d: d.expected_gpus),
+)  # fmt: skip
+
+_GPM_ABSENT = " Absent where GPM is unsupported."
+
+# Rows: one GPU labelled gpu and uuid, each followed by its MIG GPU instances (gpu_instance).
+GPM_SERIES: tuple[Series[GpuSample | GpuInstanceSample], ...] = (
+    _Gpm("nodeml_gpu_graphics_active_ratio", "gauge",
+         "Fraction of time the graphics engine was active, from GPM "
+         "NVML_GPM_METRIC_GRAPHICS_UTIL." + _GPM_ABSENT, lambda g: g.graphics_active_ratio),
+    _Gpm("nodeml_gpu_sm_active_ratio", "gauge",
+         "Fraction of SMs active, averaged over the tick, from GPM NVML_GPM_METRIC_SM_UTIL."
+         + _GPM_ABSENT, lambda g: g.sm_active_ratio),
+    _Gpm("nodeml_gpu_sm_occupancy_ratio", "gauge",
+         "Resident warps over the SMs' maximum, from GPM NVML_GPM_METRIC_SM_OCCUPANCY."
+         + _GPM_ABSENT, lambda g: g.sm_occupancy_ratio),
+    _Gpm("nodeml_gpu_tensor_active_ratio", "gauge",
+         "Fraction of time tensor cores were active, from GPM NVML_GPM_METRIC_ANY_TENSOR_UTIL."
+         + _GPM_ABSENT, lambda g: g.tensor_active_ratio),
+    _Gpm("nodeml_gpu_dram_active_ratio", "gauge",
+         "Fraction of peak DRAM bandwidth used, from GPM NVML_GPM_METRIC_DRAM_BW_UTIL."
+         + _GPM_ABSENT, lambda g: g.dram_active_ratio),
+)  # fmt: skip
+
+# Rows: one GPU, labelled gpu and uuid.
+PCIE_RATE_SERIES = (
+    _D("nodeml_gpu_pcie_transmit_bytes_per_second", "gauge",
+       "PCIe bytes per second the GPU sent over the tick, from GPM "
+       "NVML_GPM_METRIC_PCIE_TX_PER_SEC.", lambda d: d.pcie_transmit_bytes_per_second),
+    _D("nodeml_gpu_pcie_receive_bytes_per_second", "gauge",
+       "PCIe bytes per second the GPU received over the tick, from GPM "
+       "NVML_GPM_METRIC_PCIE_RX_PER_SEC.", lambda d: d.pcie_receive_bytes_per_second),
+)  # fmt: skip
+
+# Rows: one MIG compute instance with its GPU, labelled gpu, uuid, gpu_instance and
+# compute_instance.
+MIG_DEVICE_SERIES = (
+    Series[tuple[GpuSample, MigDeviceSample]](
+        "nodeml_gpu_mig_device_info", "gauge",
+        "MIG devices (1 per compute instance), from nvmlDeviceGetMigDeviceHandleByIndex.",
+        labels=("mig_uuid",), each=lambda dm: (((dm[1].uuid,), 1.0),)),
+    Series[tuple[GpuSample, MigDeviceSample]](
+        "nodeml_gpu_compute_instance_memory_used_bytes", "gauge",
+        "Memory held by the processes of a MIG compute instance "
+        "(sum of nvmlDeviceGetComputeRunningProcesses on its MIG device).",
+        lambda dm: _instance_memory(*dm)),
+)  # fmt: skip
+
+# Rows: one MIG GPU instance, labelled gpu, uuid and gpu_instance.
+GPU_INSTANCE_SERIES = (
+    Series[GpuInstanceSample](
+        "nodeml_gpu_instance_memory_used_bytes", "gauge",
+        "Memory in use in a MIG GPU instance, from nvmlDeviceGetMemoryInfo on its MIG device.",
+        lambda gi: gi.memory_used_bytes),
+    Series[GpuInstanceSample](
+        "nodeml_gpu_instance_memory_total_bytes", "gauge",
+        "Memory size of a MIG GPU instance, from nvmlDeviceGetMemoryInfo on its MIG device.",
+        lambda gi: gi.memory_total_bytes),
+)  # fmt: skip
+
+# Rows: one process on one GPU (or MIG instance), labelled with the GPU, the instances, pid,
+# comm and the workload.
+PROCESS_SERIES: tuple[Series[GpuProcessSample], ...] = (
+    _P("nodeml_process_gpu_mps_client_info", "gauge",
+       "1 for a process that is an MPS client on this GPU, "
+       "from nvmlDeviceGetMPSComputeRunningProcesses.",
+       lambda p: 1.0 if p.mps_client else None),
+    _P("nodeml_process_gpu_memory_bytes", "gauge",
+       "GPU memory a process holds on a GPU, from nvmlDeviceGetComputeRunningProcesses.",
+       lambda p: p.used_memory_bytes),
+    _P("nodeml_process_gpu_sm_utilization_ratio", "gauge",
+       "Fraction of the GPU's SM time a process used in the interval (0 without a sample), "
+       "from nvmlDeviceGetProcessUtilization.",
+       lambda p: p.sm_ratio),
+    _P("nodeml_process_gpu_memory_copy_utilization_ratio", "gauge",
+       "A process's share of device memory read/write time in the interval, "
+       "from nvmlDeviceGetProcessUtilization.",
+       lambda p: p.memory_ratio),
+    _P("nodeml_process_gpu_encoder_utilization_ratio", "gauge",
+       "A process's video encoder utilisation, from nvmlDeviceGetProcessUtilization.",
+       lambda p: p.encoder_ratio),
+    _P("nodeml_process_gpu_decoder_utilization_ratio", "gauge",
+       "A process's video decoder utilisation, from nvmlDeviceGetProcessUtilization.",
+       lambda p: p.decoder_ratio),
+    _P("nodeml_process_gpu_sm_seconds_total", "counter",
+       "SM-busy seconds of a process on a GPU since the agent first saw it (SM share "
+       "integrated over ticks).",
+       lambda p: None if p.sm_ratio is None else p.sm_seconds_total),
+    _P("nodeml_process_gpu_energy_joules_total", "counter",
+       "A process's part of the GPU's energy since the agent first saw it: each interval's "
+       "energy split by SM share (no per-process power exists in NVML).",
+       lambda p: p.energy_joules_total),
 )  # fmt: skip
 
 
-def _family(
-    name: str, help_text: str, labels: list[str], counter: bool = False
-) -> GaugeMetricFamily | CounterMetricFamily:
-    if counter:
-        return CounterMetricFamily(name, help_text, labels=labels)
-    return GaugeMetricFamily(name, help_text, labels=labels)
+def _gpu(index: int, uuid: str) -> dict[str, str]:
+    return {"gpu": str(index), "uuid": uuid}
+
+
+def _identity(d: GpuSample, driver_version: str) -> dict[str, str]:
+    mig = "" if d.mig_mode is None else {1: "enabled", 0: "disabled"}.get(d.mig_mode, "")
+    return {
+        **_gpu(d.index, d.uuid),
+        "name": d.name,
+        "driver_version": driver_version,
+        "pci_bus_id": d.pci_bus_id,
+        "serial": d.serial,
+        "compute_capability": d.compute_capability,
+        "mig_mode": mig,
+    }
+
+
+def _xid_labels(x: XidCount) -> dict[str, str]:
+    # gpu is "" for the XID of a GPU that was never read and is no longer enumerated.
+    return {"gpu": str(x.index) if x.index >= 0 else "", "uuid": x.uuid, "xid": str(x.xid)}
+
+
+def _instance_memory(d: GpuSample, m: MigDeviceSample) -> float:
+    """What the processes of MIG compute instance `m` of `d` hold."""
+    return sum(
+        p.used_memory_bytes or 0
+        for p in d.processes
+        if (p.gpu_instance, p.compute_instance) == (m.gpu_instance, m.compute_instance)
+    )
 
 
 def nvml_families(data: NvmlData, snapshot: Snapshot) -> list[Metric]:
     """Every nvml family for one tick (fresh objects; series of gone processes vanish)."""
-    out: list[Metric] = []
-    info = GaugeMetricFamily(
-        "nodeml_gpu_info",
-        "GPU identity (1 per GPU), from nvmlDeviceGet{Name,UUID,Serial,PciInfo,"
-        "CudaComputeCapability,MigMode} and nvmlSystemGetDriverVersion.",
-        labels=[*_GPU, "name", "driver_version", "pci_bus_id", "serial",
-                "compute_capability", "mig_mode"],
-    )  # fmt: skip
-    mig_names = {1: "enabled", 0: "disabled"}
-    for d in data.devices:
-        info.add_metric(
-            [str(d.index), d.uuid, d.name, data.driver_version, d.pci_bus_id, d.serial,
-             d.compute_capability, mig_names.get(d.mig_mode, "") if d.mig_mode is not None
-             else ""],
-            1.0,
-        )  # fmt: skip
-    out.append(info)
-    for attr, name, help_text, counter in _DEVICE_SERIES:
-        fam = _family(name, help_text, _GPU, counter)
-        for d in data.devices:
-            value = getattr(d, attr)
-            if value is not None:
-                fam.add_metric([str(d.index), d.uuid], float(value))
-        out.append(fam)
-    out.extend(_labelled_device_families(data))
-    out.extend(health_families(data))
-    out.extend(_gpm_families(data))
-    out.extend(_mig_families(data))
-    out.extend(_process_families(data, snapshot))
+    devices = [(_gpu(d.index, d.uuid), d) for d in data.devices]
+    out = table_families(
+        INFO_SERIES, [(_identity(d, data.driver_version), d) for d in data.devices]
+    )
+    out += table_families(DEVICE_SERIES, devices)
+    out += table_families(LABELLED_DEVICE_SERIES, devices)
+    out += table_families(XID_SERIES, [(_xid_labels(x), x) for x in data.xid_errors])
+    lost = [(_gpu(d.index, d.uuid), False) for d in data.devices]
+    out += table_families(LOST_SERIES, lost + [(_gpu(g.index, g.uuid), True) for g in data.lost])
+    out += health_families(data)
+    gpm: list[tuple[dict[str, str], GpuSample | GpuInstanceSample]] = []
+    for labels, d in devices:
+        gpm.append((labels, d))
+        gpm += [(labels | {"gpu_instance": str(gi.gpu_instance)}, gi) for gi in d.gpu_instances]
+    out += table_families(GPM_SERIES, gpm)
+    out += table_families(PCIE_RATE_SERIES, devices)
+    out += _mig_families(devices)
+    out += table_families(PROCESS_SERIES, _process_rows(data, snapshot))
     return [f for f in out if f.samples]
-
-
-def _labelled_device_families(data: NvmlData) -> list[Metric]:
-    remapped = CounterMetricFamily(
-        "nodeml_gpu_remapped_rows",
-        "Rows remapped after memory errors, from fields NVML_FI_DEV_REMAPPED_COR/UNC.",
-        labels=[*_GPU, "error"],
-    )
-    ecc = CounterMetricFamily(
-        "nodeml_gpu_ecc_errors",
-        "ECC errors, volatile (since driver load) and aggregate (lifetime), "
-        "from fields NVML_FI_DEV_ECC_{SBE,DBE}_{VOL,AGG}_TOTAL.",
-        labels=[*_GPU, "error", "counter"],
-    )
-    violation = CounterMetricFamily(
-        "nodeml_gpu_clock_violation_seconds",
-        "Seconds the clocks were held below target by a perf policy, "
-        "from fields NVML_FI_DEV_PERF_POLICY_* (nvmlDeviceGetViolationStatus).",
-        labels=[*_GPU, "policy"],
-    )
-    events = GaugeMetricFamily(
-        "nodeml_gpu_clock_event_active",
-        "1 while a clock-event (throttle) reason holds the clocks down, "
-        "from nvmlDeviceGetCurrentClocksEventReasons.",
-        labels=[*_GPU, "reason"],
-    )
-    xid = CounterMetricFamily(
-        "nodeml_gpu_xid_errors",
-        "XID critical errors seen since the agent started, from an NVML event set.",
-        labels=[*_GPU, "xid"],
-    )
-    lost = GaugeMetricFamily(
-        "nodeml_gpu_lost",
-        "1 when NVML answered GpuIsLost/Unknown for this GPU in the last tick (its other "
-        "series are dropped), else 0.",
-        labels=_GPU,
-    )
-    for d in data.devices:
-        gpu = [str(d.index), d.uuid]
-        for error, attr in (
-            ("correctable", d.remapped_rows_correctable_total),
-            ("uncorrectable", d.remapped_rows_uncorrectable_total),
-        ):
-            if attr is not None:
-                remapped.add_metric([*gpu, error], attr)
-        for (error, counter), value in sorted(d.ecc_errors.items()):
-            ecc.add_metric([*gpu, error, counter], value)
-        for policy, seconds in sorted(d.clock_violation_seconds.items()):
-            violation.add_metric([*gpu, policy], seconds)
-        for reason in sorted(d.clock_events_supported | d.clock_events):
-            events.add_metric([*gpu, reason], 1.0 if reason in d.clock_events else 0.0)
-        lost.add_metric(gpu, 0.0)
-    for g in data.lost:
-        lost.add_metric([str(g.index), g.uuid], 1.0)
-    for x in data.xid_errors:
-        xid.add_metric([str(x.index) if x.index >= 0 else "", x.uuid, str(x.xid)], x.count)
-    return [remapped, ecc, violation, events, xid, lost]
 
 
 def health_families(data: NvmlData) -> list[Metric]:
     """nodeml_gpu_health, nodeml_gpu_recommended_action, nodeml_gpus, nodeml_gpu_expected."""
-    health = GaugeMetricFamily(
-        "nodeml_gpu_health",
-        "Health verdict per check: 0 pass, 1 warn, 2 fail (checks: " + " ".join(CHECKS) + "); "
-        "a check that does not apply to the GPU (no NVLink, no fabric) is absent.",
-        labels=[*_GPU, "check"],
-    )
-    action = GaugeMetricFamily(
-        "nodeml_gpu_recommended_action",
-        "1 for the strongest pending action (" + " ".join(ACTIONS) + "), 0 for the others: "
-        "from NVML's GPU recovery action, the XID catalog and the health checks.",
-        labels=[*_GPU, "action"],
-    )
-    for h in sorted(data.health, key=lambda h: (h.index, h.uuid)):
-        gpu = [str(h.index), h.uuid]
-        for check in CHECKS:
-            if check in h.checks:
-                health.add_metric([*gpu, check], h.checks[check])
-        for name in ACTIONS:
-            action.add_metric([*gpu, name], 1.0 if name == h.action else 0.0)
-    out: list[Metric] = [health, action]
-    if data.gpus is not None:
-        out.append(
-            GaugeMetricFamily(
-                "nodeml_gpus", "GPUs NVML enumerates, from nvmlDeviceGetCount.", value=data.gpus
-            )
-        )
-    if data.expected_gpus is not None:
-        out.append(
-            GaugeMetricFamily(
-                "nodeml_gpu_expected",
-                "GPUs this node should have: --nvml.expected-gpus, else the count at the "
-                "agent's first successful tick.",
-                value=data.expected_gpus,
-            )
-        )
-    return out
+    verdicts = sorted(data.health, key=lambda h: (h.index, h.uuid))
+    out = table_families(HEALTH_SERIES, [(_gpu(h.index, h.uuid), h) for h in verdicts])
+    return out + [f for f in table_families(COUNT_SERIES, [({}, data)]) if f.samples]
 
 
-def _gpm_families(data: NvmlData) -> list[Metric]:
-    out: list[Metric] = []
-    for attr, name, help_text in _GPM_SERIES:
-        fam = GaugeMetricFamily(name, help_text + " Absent where GPM is unsupported.")
-        for d in data.devices:
-            gpu = {"gpu": str(d.index), "uuid": d.uuid}
-            value = getattr(d, attr)
-            if value is not None:
-                add_sample(fam, gpu, value)
-            for gi in d.gpu_instances:
-                value = getattr(gi, attr)
-                if value is not None:
-                    add_sample(fam, {**gpu, "gpu_instance": str(gi.gpu_instance)}, value)
-        out.append(fam)
-    for attr, name, what in (
-        ("pcie_transmit_bytes_per_second", "nodeml_gpu_pcie_transmit_bytes_per_second", "sent"),
-        ("pcie_receive_bytes_per_second", "nodeml_gpu_pcie_receive_bytes_per_second", "received"),
-    ):
-        fam = GaugeMetricFamily(
-            name,
-            f"PCIe bytes per second the GPU {what} over the tick, from GPM "
-            f"NVML_GPM_METRIC_PCIE_{'TX' if what == 'sent' else 'RX'}_PER_SEC.",
-            labels=_GPU,
-        )
-        for d in data.devices:
-            value = getattr(d, attr)
-            if value is not None:
-                fam.add_metric([str(d.index), d.uuid], value)
-        out.append(fam)
-    return out
+def _mig_families(devices: list[tuple[dict[str, str], GpuSample]]) -> list[Metric]:
+    mig_info, ci_used = table_families(
+        MIG_DEVICE_SERIES,
+        [
+            (labels | {"gpu_instance": str(m.gpu_instance),
+                       "compute_instance": str(m.compute_instance)}, (d, m))
+            for labels, d in devices
+            for m in d.mig_devices
+        ],
+    )  # fmt: skip
+    gi_used, gi_total = table_families(
+        GPU_INSTANCE_SERIES,
+        [
+            (labels | {"gpu_instance": str(gi.gpu_instance)}, gi)
+            for labels, d in devices
+            for gi in d.gpu_instances
+        ],
+    )
+    return [mig_info, gi_used, gi_total, ci_used]  # the order of the exposition since 0.1
 
 
-def _mig_families(data: NvmlData) -> list[Metric]:
-    mig_info = GaugeMetricFamily(
-        "nodeml_gpu_mig_device_info",
-        "MIG devices (1 per compute instance), from nvmlDeviceGetMigDeviceHandleByIndex.",
-        labels=[*_GPU, "gpu_instance", "compute_instance", "mig_uuid"],
-    )
-    gi_used = GaugeMetricFamily(
-        "nodeml_gpu_instance_memory_used_bytes",
-        "Memory in use in a MIG GPU instance, from nvmlDeviceGetMemoryInfo on its MIG device.",
-        labels=[*_GPU, "gpu_instance"],
-    )
-    gi_total = GaugeMetricFamily(
-        "nodeml_gpu_instance_memory_total_bytes",
-        "Memory size of a MIG GPU instance, from nvmlDeviceGetMemoryInfo on its MIG device.",
-        labels=[*_GPU, "gpu_instance"],
-    )
-    ci_used = GaugeMetricFamily(
-        "nodeml_gpu_compute_instance_memory_used_bytes",
-        "Memory held by the processes of a MIG compute instance "
-        "(sum of nvmlDeviceGetComputeRunningProcesses on its MIG device).",
-        labels=[*_GPU, "gpu_instance", "compute_instance"],
-    )
-    for d in data.devices:
-        gpu = [str(d.index), d.uuid]
-        for m in d.mig_devices:
-            mig_info.add_metric([*gpu, str(m.gpu_instance), str(m.compute_instance), m.uuid], 1.0)
-            ci_used.add_metric(
-                [*gpu, str(m.gpu_instance), str(m.compute_instance)],
-                sum(
-                    p.used_memory_bytes or 0
-                    for p in d.processes
-                    if (p.gpu_instance, p.compute_instance) == (m.gpu_instance, m.compute_instance)
-                ),
-            )
-        for gi in d.gpu_instances:
-            if gi.memory_used_bytes is not None:
-                gi_used.add_metric([*gpu, str(gi.gpu_instance)], gi.memory_used_bytes)
-            if gi.memory_total_bytes is not None:
-                gi_total.add_metric([*gpu, str(gi.gpu_instance)], gi.memory_total_bytes)
-    return [mig_info, gi_used, gi_total, ci_used]
-
-
-def _process_families(data: NvmlData, snapshot: Snapshot) -> list[Metric]:
-    out: list[Metric] = []
+def _process_rows(
+    data: NvmlData, snapshot: Snapshot
+) -> list[tuple[dict[str, str], GpuProcessSample]]:
     rows = []
     # NVML names processes by argv[0]; prefer /proc's comm where the process collector ran,
     # so that process series of both collectors carry the same comm.
@@ -1036,22 +1055,4 @@ def _process_families(data: NvmlData, snapshot: Snapshot) -> list[Metric]:
             for key, value in snapshot.workload_labels(p.pid).items():
                 labels.setdefault(key, value)
             rows.append((labels, p))
-    mps = GaugeMetricFamily(
-        "nodeml_process_gpu_mps_client_info",
-        "1 for a process that is an MPS client on this GPU, "
-        "from nvmlDeviceGetMPSComputeRunningProcesses.",
-    )
-    for labels, p in rows:
-        if p.mps_client:
-            add_sample(mps, labels, 1.0)
-    out.append(mps)
-    for attr, name, help_text, counter in _PROCESS_SERIES:
-        fam = _family(name, help_text, [], counter)
-        for labels, p in rows:
-            value = getattr(p, attr)
-            if attr == "sm_seconds_total" and p.sm_ratio is None:
-                continue  # no per-process utilisation here (MIG): nothing was integrated
-            if value is not None:
-                add_sample(fam, labels, value)
-        out.append(fam)
-    return out
+    return rows
