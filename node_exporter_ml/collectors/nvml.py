@@ -57,6 +57,7 @@ from node_exporter_ml.nvml.devices import (
     read_mig_devices,
     read_processes,
 )
+from node_exporter_ml.nvml.energy import EnergyLedger, Key
 from node_exporter_ml.nvml.health import (
     ACTIONS,
     CHECKS,
@@ -100,11 +101,7 @@ class _GpuState:
     info: DeviceInfo | None = None
     last_tick: float | None = None
     since_us: int | None = None
-    sm_seconds: dict[tuple[int, int | None, int | None], float] = field(default_factory=dict)
-    energy_j: float = 0.0
-    energy_prev: float | None = None
-    process_energy: dict[tuple[int, int | None, int | None], float] = field(default_factory=dict)
-    idle_energy: float = 0.0
+    energy: EnergyLedger = field(default_factory=EnergyLedger)
     gpm_prev: dict[int | None, tuple[Any, float]] = field(default_factory=dict)
     health_prev: HealthInputs | None = None
     links_up: frozenset[int] = frozenset()
@@ -382,7 +379,7 @@ class NvmlCollector(BlockingCollector):
             st.gpm_prev.clear()  # GPM samples of a lost GPU are not worth freeing through it
             st.last_tick = None
             st.since_us = None
-            st.energy_prev = None  # what it used while lost is nobody's to attribute
+            st.energy.interrupt()  # what it used while lost is nobody's to attribute
             st.handle = None
         return LostGpu(index, uuid, str(err))
 
@@ -424,7 +421,7 @@ class NvmlCollector(BlockingCollector):
         reading = read_device(nvml, h, info.nvlink_links)
         migs = read_mig_devices(nvml, h) if reading.mig_mode == 1 else []
         procs = read_processes(nvml, h, migs)
-        energy = self._energy(st, reading, dt)
+        energy = st.energy.gpu_energy(reading.energy_mj, reading.power_mw, dt)
         processes, idle = self._processes(nvml, st, h, procs, dt, energy, migrated=bool(migs))
         gpm = self._gpm(nvml, st, h, info, migs, now)
         st.last_tick = now
@@ -474,12 +471,8 @@ class NvmlCollector(BlockingCollector):
 
         NVML keeps per-process samples in a buffer and returns, per process, the newest one
         after `since`; asking from the newest timestamp already seen means a process idle
-        for the whole interval is not returned and reads 0, never its old value.
-
-        Energy: each interval's energy is split by SM share (shares scaled down when they add
-        up to more than 1); the rest, energy x (1 - busy), goes to the GPU's idle counter, so
-        processes plus idle add up to the GPU's counter. Without per-process shares (MIG)
-        there is no split.
+        for the whole interval is not returned and reads 0, never its old value. Under MIG
+        there are no per-process samples; the GPU's energy ledger splits the rest.
         """
         util = None
         if not migrated:
@@ -491,7 +484,7 @@ class NvmlCollector(BlockingCollector):
             if util is not None:
                 st.since_us = max([since, *(u.timestamp_us for u in util)])
         by_pid = {u.pid: u for u in util or ()}
-        rows: dict[tuple[int, int | None, int | None], tuple[ProcessInfo, _Shares | None]] = {}
+        rows: dict[Key, tuple[ProcessInfo, _Shares | None]] = {}
         for p in sorted(procs, key=lambda p: (p.pid, p.gpu_instance or 0, p.compute_instance or 0)):
             key = (p.pid, p.gpu_instance, p.compute_instance)
             if key not in rows:
@@ -502,42 +495,32 @@ class NvmlCollector(BlockingCollector):
                         (u.sm / 100, u.mem / 100, u.enc / 100, u.dec / 100) if u else (0.0,) * 4
                     )
                 rows[key] = (p, shares)
-        prev, st.energy_prev = st.energy_prev, energy
-        split = energy is not None and util is not None
-        delta = 0.0 if energy is None or prev is None or energy < prev else energy - prev
-        busy = sum(shares[0] for _, shares in rows.values() if shares)
-        scale = delta / busy if busy > 1.0 else delta
+        sm = (
+            {k: shares[0] for k, (_, shares) in rows.items() if shares}
+            if util is not None
+            else None
+        )
+        tally = st.energy.record(energy, list(rows), sm, dt)
         out = []
         for key, (p, shares) in rows.items():
-            sm, mem, enc, dec = shares or (None, None, None, None)
-            if sm is not None:
-                st.sm_seconds[key] = st.sm_seconds.get(key, 0.0) + min(sm, 1.0) * dt
-            joules = None
-            if split and sm is not None:
-                joules = st.process_energy[key] = st.process_energy.get(key, 0.0) + sm * scale
+            sm_ratio, mem, enc, dec = shares or (None, None, None, None)
             out.append(
                 GpuProcessSample(
                     pid=p.pid,
                     comm=self._comm(nvml, p.pid),
                     used_memory_bytes=p.used_memory_bytes,
-                    sm_ratio=sm,
+                    sm_ratio=sm_ratio,
                     memory_ratio=mem,
                     encoder_ratio=enc,
                     decoder_ratio=dec,
-                    sm_seconds_total=st.sm_seconds.get(key, 0.0),
+                    sm_seconds_total=tally.sm_seconds[key],
                     gpu_instance=p.gpu_instance,
                     compute_instance=p.compute_instance,
-                    energy_joules_total=joules,
+                    energy_joules_total=tally.energy_joules.get(key),
                     mps_client=p.mps_client,
                 )
             )
-        for state in (st.sm_seconds, st.process_energy):
-            for key in [k for k in state if k not in rows]:
-                del state[key]
-        if not split:
-            return tuple(out), None
-        st.idle_energy += delta * (1.0 - min(1.0, busy))
-        return tuple(out), st.idle_energy
+        return tuple(out), tally.idle_energy_joules
 
     def _comm(self, nvml: NvmlBinding, pid: int) -> str:
         name = self._names.get(pid)
@@ -578,15 +561,6 @@ class NvmlCollector(BlockingCollector):
         for scope in [s for s in st.gpm_prev if s not in scopes]:
             nvml.gpm_free(st.gpm_prev.pop(scope)[0])
         return out
-
-    def _energy(self, st: _GpuState, reading: DeviceReading, dt: float) -> float | None:
-        if reading.energy_mj is not None:
-            return reading.energy_mj / 1000.0
-        if reading.power_mw is None:
-            return None
-        # No energy counter (before Volta): integrate the power readings instead.
-        st.energy_j += reading.power_mw / 1000.0 * dt
-        return st.energy_j
 
     def _instances(
         self,
