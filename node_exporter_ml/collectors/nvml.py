@@ -39,14 +39,6 @@ from node_exporter_ml.nvml.devices import (
     FI_REMAPPED_FAILURE,
     FI_REMAPPED_PENDING,
     FI_REMAPPED_UNC,
-    GPM_ANY_TENSOR_UTIL,
-    GPM_DRAM_BW_UTIL,
-    GPM_GRAPHICS_UTIL,
-    GPM_IDS,
-    GPM_PCIE_RX_PER_SEC,
-    GPM_PCIE_TX_PER_SEC,
-    GPM_SM_OCCUPANCY,
-    GPM_SM_UTIL,
     DeviceInfo,
     DeviceReading,
     MigDevice,
@@ -58,6 +50,7 @@ from node_exporter_ml.nvml.devices import (
     read_processes,
 )
 from node_exporter_ml.nvml.energy import EnergyLedger, Key
+from node_exporter_ml.nvml.gpm import GpmWindows, activity_ratios, pcie_rates
 from node_exporter_ml.nvml.health import (
     ACTIONS,
     CHECKS,
@@ -86,9 +79,7 @@ from node_exporter_ml.snapshot import (
 log = logging.getLogger(__name__)
 
 INIT_RETRY_SECONDS = 60.0
-GPM_MIN_WINDOW_SECONDS = 0.1  # DCGM's hard minimum between two GPM samples (NVIDIA/DCGM#310)
 XID_WAIT_MS = 500
-MIB = 1024 * 1024
 
 _Shares = tuple[float, float, float, float]  # a process's SM, memory, encoder, decoder shares
 
@@ -102,26 +93,13 @@ class _GpuState:
     last_tick: float | None = None
     since_us: int | None = None
     energy: EnergyLedger = field(default_factory=EnergyLedger)
-    gpm_prev: dict[int | None, tuple[Any, float]] = field(default_factory=dict)
+    gpm: GpmWindows = field(default_factory=GpmWindows)
     health_prev: HealthInputs | None = None
     links_up: frozenset[int] = frozenset()
 
 
 def _ratio(percent: float | None) -> float | None:
     return None if percent is None else percent / 100.0
-
-
-def _gpm_ratios(values: Mapping[int, float]) -> dict[str, float | None]:
-    def pct(metric: int) -> float | None:
-        return _ratio(values.get(metric))
-
-    return {
-        "graphics_active_ratio": pct(GPM_GRAPHICS_UTIL),
-        "sm_active_ratio": pct(GPM_SM_UTIL),
-        "sm_occupancy_ratio": pct(GPM_SM_OCCUPANCY),
-        "tensor_active_ratio": pct(GPM_ANY_TENSOR_UTIL),
-        "dram_active_ratio": pct(GPM_DRAM_BW_UTIL),
-    }
 
 
 @register_collector("nvml", default_enabled=True)
@@ -376,7 +354,7 @@ class NvmlCollector(BlockingCollector):
         uuid = st.info.uuid if st is not None and st.info is not None else ""
         self._once.log(logging.ERROR, f"lost:{index}", "GPU %d (%s) is lost: %s", index, uuid, err)
         if st is not None:
-            st.gpm_prev.clear()  # GPM samples of a lost GPU are not worth freeing through it
+            st.gpm.drop()
             st.last_tick = None
             st.since_us = None
             st.energy.interrupt()  # what it used while lost is nobody's to attribute
@@ -423,7 +401,11 @@ class NvmlCollector(BlockingCollector):
         procs = read_processes(nvml, h, migs)
         energy = st.energy.gpu_energy(reading.energy_mj, reading.power_mw, dt)
         processes, idle = self._processes(nvml, st, h, procs, dt, energy, migrated=bool(migs))
-        gpm = self._gpm(nvml, st, h, info, migs, now)
+        gpm = (
+            st.gpm.measure(nvml, h, {m.gpu_instance for m in migs}, now)
+            if info.gpm_supported
+            else {}
+        )
         st.last_tick = now
         instances = self._instances(nvml, migs, gpm)
         sample = self._sample(
@@ -528,40 +510,6 @@ class NvmlCollector(BlockingCollector):
             name = self._names[pid] = nvml.process_name(pid) or ""
         return name
 
-    def _gpm(
-        self,
-        nvml: NvmlBinding,
-        st: _GpuState,
-        h: Handle,
-        info: DeviceInfo,
-        migs: list[MigDevice],
-        now: float,
-    ) -> dict[int | None, dict[int, float]]:
-        """GPM metrics between the previous tick's sample and one taken now, per scope.
-
-        Scope None is the whole GPU; under MIG the scopes are the GPU instances instead.
-        """
-        if not info.gpm_supported:
-            return {}
-        scopes: list[int | None] = [None]
-        if migs:
-            scopes = [*sorted({m.gpu_instance for m in migs})]
-        out: dict[int | None, dict[int, float]] = {}
-        for scope in scopes:
-            prev = st.gpm_prev.get(scope)
-            if prev is not None and now - prev[1] < GPM_MIN_WINDOW_SECONDS:
-                continue
-            sample = nvml.gpm_sample(h, scope)
-            if sample is None:
-                continue
-            if prev is not None:
-                out[scope] = nvml.gpm_metrics(prev[0], sample, GPM_IDS)
-                nvml.gpm_free(prev[0])
-            st.gpm_prev[scope] = (sample, now)
-        for scope in [s for s in st.gpm_prev if s not in scopes]:
-            nvml.gpm_free(st.gpm_prev.pop(scope)[0])
-        return out
-
     def _instances(
         self,
         nvml: NvmlBinding,
@@ -577,7 +525,7 @@ class NvmlCollector(BlockingCollector):
                     gpu_instance=gi,
                     memory_used_bytes=None if mem is None else mem.used,
                     memory_total_bytes=None if mem is None else mem.total,
-                    **_gpm_ratios(gpm.get(gi, {})),
+                    **activity_ratios(gpm.get(gi, {})),
                 )
             )
         return tuple(out)
@@ -606,7 +554,7 @@ class NvmlCollector(BlockingCollector):
             ("uncorrectable", "aggregate"): f.get(FI_ECC_DBE_AGG_TOTAL),
         }
         tx, rx = f.get(FI_NVLINK_THROUGHPUT_DATA_TX), f.get(FI_NVLINK_THROUGHPUT_DATA_RX)
-        pcie_tx, pcie_rx = gpm.get(GPM_PCIE_TX_PER_SEC), gpm.get(GPM_PCIE_RX_PER_SEC)
+        pcie_tx, pcie_rx = pcie_rates(gpm)
         return GpuSample(
             index=info.index,
             uuid=info.uuid,
@@ -648,8 +596,8 @@ class NvmlCollector(BlockingCollector):
             clock_violation_seconds={
                 name: f[fid] / 1e9 for fid, name in FI_PERF_POLICY.items() if fid in f
             },
-            pcie_transmit_bytes_per_second=None if pcie_tx is None else pcie_tx * MIB,
-            pcie_receive_bytes_per_second=None if pcie_rx is None else pcie_rx * MIB,
+            pcie_transmit_bytes_per_second=pcie_tx,
+            pcie_receive_bytes_per_second=pcie_rx,
             clock_events=clock_event_names(r.clock_event_reasons),
             clock_events_supported=clock_event_names(info.supported_reasons)
             if r.clock_event_reasons is not None
@@ -659,7 +607,7 @@ class NvmlCollector(BlockingCollector):
             mig_devices=tuple(
                 MigDeviceSample(m.gpu_instance, m.compute_instance, m.uuid) for m in migs
             ),
-            **_gpm_ratios(gpm),
+            **activity_ratios(gpm),
         )
 
     # --- rendering ----------------------------------------------------------------------
