@@ -19,7 +19,6 @@ from node_exporter_ml.nvml.binding import (
     DeviceLost,
     Handle,
     NvmlBinding,
-    NVMLError,
     NvmlUnavailable,
     ProcessInfo,
 )
@@ -55,13 +54,13 @@ from node_exporter_ml.nvml.health import (
     ACTIONS,
     CHECKS,
     NVLINK_ACTIVE,
-    WATCHED_XIDS,
     GpuHealth,
     HealthInputs,
     assess,
     missing_gpu,
 )
 from node_exporter_ml.nvml.replay import Replay, ReplayError
+from node_exporter_ml.nvml.xid import XidWatcher, xid_counts
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.series import Series, table_families
 from node_exporter_ml.snapshot import (
@@ -79,7 +78,6 @@ from node_exporter_ml.snapshot import (
 log = logging.getLogger(__name__)
 
 INIT_RETRY_SECONDS = 60.0
-XID_WAIT_MS = 500
 
 _Shares = tuple[float, float, float, float]  # a process's SM, memory, encoder, decoder shares
 
@@ -132,15 +130,9 @@ class NvmlCollector(BlockingCollector):
         self._once = OnceLogger(log)
         self._gpus: dict[int, _GpuState] = {}
         self._names: dict[int, str] = {}
-        self._xid: Counter[tuple[str, int]] = Counter()
-        self._xid_seen: dict[tuple[str, int], float] = {}  # since the GPU's last reset
+        self._xid = XidWatcher(self._clock)
         self._expected: int | None = ctx.config.nvml_expected_gpus
         self._known: dict[int, str] = {}  # index -> uuid of every GPU read since start
-        self._xid_lock = threading.Lock()
-        self._events_wanted = False
-        self._event_thread: threading.Thread | None = None
-        self._event_set: Any = None
-        self._stop = threading.Event()
         self._lock = threading.RLock()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -198,14 +190,12 @@ class NvmlCollector(BlockingCollector):
 
     async def start(self) -> None:
         """Start waiting for XID events (once NVML is up; update() retries that)."""
-        self._events_wanted = True
-        self._stop.clear()
+        self._xid.want()
         await asyncio.to_thread(self._try_start_events)
 
     async def stop(self) -> None:
         """Stop the XID thread and release NVML."""
-        self._events_wanted = False
-        self._stop.set()
+        self._xid.unwant()
         await asyncio.to_thread(self._stop_events)
 
     def _try_start_events(self) -> None:
@@ -217,66 +207,20 @@ class NvmlCollector(BlockingCollector):
 
     def _start_events(self) -> None:
         with self._lock:
-            self._start_events_locked()
-
-    def _start_events_locked(self) -> None:
-        nvml = self._nvml
-        if nvml is None or not self._events_wanted or self._event_thread is not None:
-            return
-        handles = [st.handle for st in self._gpus.values()]
-        if not handles:
-            try:
-                handles = [h for i in range(nvml.device_count()) if (h := nvml.handle(i))]
-            except (DeviceLost, NvmlUnavailable) as err:
-                self._once.log(logging.WARNING, "xid", "XID events not watched: %s", err)
-                return
-        try:
-            event_set = nvml.xid_event_set(handles)
-        except (DeviceLost, NvmlUnavailable) as err:
-            event_set = None
-            self._once.log(logging.WARNING, "xid", "XID events not watched: %s", err)
-        if event_set is None:
-            self._events_wanted = False  # nothing supports them; do not retry every tick
-            return
-        self._event_set = event_set
-        self._event_thread = threading.Thread(
-            target=self._watch_events, args=(nvml, event_set), name="nodeml-nvml-xid", daemon=True
-        )
-        self._event_thread.start()
-
-    def _watch_events(self, nvml: NvmlBinding, event_set: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                event = nvml.wait_xid(event_set, XID_WAIT_MS)
-            except NvmlUnavailable as err:
-                # NVML went away: end; the tick that re-initialises NVML starts a new watcher.
-                self._once.log(logging.WARNING, "xid:wait", "XID watch stopped: %s", err)
-                self._event_thread = None
-                return
-            except (DeviceLost, NVMLError) as err:
-                self._once.log(logging.WARNING, "xid:wait", "waiting for XID events: %s", err)
-                self._stop.wait(1.0)
-                continue
-            if event is not None:
-                self._once.log(
-                    logging.WARNING, f"xid:{event.uuid}:{event.xid}",
-                    "GPU %s raised XID %d", event.uuid, event.xid,
-                )  # fmt: skip
-                with self._xid_lock:
-                    self._xid[(event.uuid or "", event.xid)] += 1
-                    self._xid_seen[(event.uuid or "", event.xid)] = self._clock()
+            if self._nvml is not None:
+                self._xid.start(self._nvml, [st.handle for st in self._gpus.values()])
 
     def _stop_events(self) -> None:
-        thread, self._event_thread = self._event_thread, None
-        if thread is not None:
-            thread.join(timeout=XID_WAIT_MS / 1000 * 4)
+        self._xid.close(self._nvml)
         if self._nvml is not None:
-            if self._event_set is not None:
-                self._nvml.free_event_set(self._event_set)
-            self._event_set = None
             self._nvml.shutdown()
             self._nvml = None
             self._gpus.clear()
+
+    @property
+    def _event_thread(self) -> threading.Thread | None:
+        """The XID watcher's thread, None when none runs (tests follow its restarts)."""
+        return self._xid.thread
 
     # --- one tick -----------------------------------------------------------------------
 
@@ -289,8 +233,7 @@ class NvmlCollector(BlockingCollector):
         nvml = self._ensure_init()
         # Counts taken before the GPUs are read: every XID this tick reports is one the
         # health verdicts below have seen too (an event may land in between).
-        with self._xid_lock:
-            xids = Counter(self._xid)
+        xids = self._xid.counts()
         try:
             count = nvml.device_count()
             if count == 0 and not self._expected:
@@ -317,7 +260,7 @@ class NvmlCollector(BlockingCollector):
         live = {p.pid for d in devices for p in d.processes}
         for pid in [p for p in self._names if p not in live]:
             del self._names[pid]
-        if self._events_wanted and self._event_thread is None:
+        if self._xid.waiting_to_start:
             self._start_events()
         return NvmlData(
             driver_version=nvml.driver_version,
@@ -335,19 +278,9 @@ class NvmlCollector(BlockingCollector):
         gone |= {i: "" for i in range(count, self._expected or 0) if i not in gone}
         return [missing_gpu(i, u) for i, u in sorted(gone.items())]
 
-    def _xid_ages(self, uuid: str, now: float) -> dict[int, float]:
-        with self._xid_lock:
-            return {x: now - t for (u, x), t in self._xid_seen.items() if u == uuid}
-
-    def _gpu_reset(self, uuid: str) -> None:
-        """The GPU came back from a reset (or off the bus): its XIDs no longer stand."""
-        with self._xid_lock:
-            for key in [k for k in self._xid_seen if k[0] == uuid]:
-                del self._xid_seen[key]
-
     def _lost_health(self, gpu: LostGpu) -> GpuHealth:
         now = self._clock()
-        return assess(HealthInputs(gpu.index, gpu.uuid, now, True, self._xid_ages(gpu.uuid, now)))
+        return assess(HealthInputs(gpu.index, gpu.uuid, now, True, self._xid.ages(gpu.uuid, now)))
 
     def _lost(self, index: int, err: DeviceLost) -> LostGpu:
         st = self._gpus.get(index)
@@ -364,23 +297,12 @@ class NvmlCollector(BlockingCollector):
     def _xid_counts(
         self, xids: Counter[tuple[str, int]], devices: list[GpuSample], lost: list[LostGpu]
     ) -> tuple[XidCount, ...]:
-        """`xids` (every XID counted so far), and a 0 for each watched XID of each GPU of this tick.
-
-        Counters that exist from the start make `increase()` see the first event
-        (dcgm-exporter#646: a series born at 1 reads as no increase).
-        """
+        """Every XID so far, and a 0 for each watched XID of each GPU of this tick."""
         # Every GPU read this tick has its info in _gpus, which wins the merge anyway.
         index_of = {u: i for i, u in self._known.items()}  # GPUs gone from the bus too
         index_of |= {g.uuid: g.index for g in lost}
         index_of |= {st.info.uuid: i for i, st in self._gpus.items() if st.info is not None}
-        uuids = [g.uuid for g in devices] + [g.uuid for g in lost]
-        counts: Counter[tuple[str, int]] = Counter(
-            {(u, xid): 0 for u in uuids if u for xid in WATCHED_XIDS}
-        )
-        counts.update(xids)
-        return tuple(
-            XidCount(index_of.get(u, -1), u, xid, n) for (u, xid), n in sorted(counts.items())
-        )
+        return xid_counts(xids, index_of, [g.uuid for g in devices] + [g.uuid for g in lost])
 
     def _read_gpu(self, nvml: NvmlBinding, index: int) -> tuple[GpuSample, GpuHealth]:
         st = self._gpus.get(index)
@@ -415,7 +337,7 @@ class NvmlCollector(BlockingCollector):
         # fails its readings stays lost, logged once, not "lost"/"back" every tick.
         if self._once.forget(f"lost:{index}"):
             log.info("GPU %d (%s) answers again", index, info.uuid)
-            self._gpu_reset(info.uuid)
+            self._xid.reset(info.uuid)
         return sample, self._health(st, info, reading, now)
 
     def _health(
@@ -425,12 +347,12 @@ class NvmlCollector(BlockingCollector):
         dbe = (reading.fields or {}).get(FI_ECC_DBE_VOL_TOTAL)
         before = prev.dbe_volatile if prev is not None else None
         if dbe is not None and before is not None and dbe < before:
-            self._gpu_reset(info.uuid)  # volatile ECC counts start over when the GPU resets
+            self._xid.reset(info.uuid)  # volatile ECC counts start over when the GPU resets
         inputs = health_inputs(
             info,
             reading,
             at=now,
-            xid_ages=self._xid_ages(info.uuid, now),
+            xid_ages=self._xid.ages(info.uuid, now),
             links_up_before=st.links_up,
         )
         st.links_up |= {k for k, v in reading.nvlink_states.items() if v == NVLINK_ACTIVE}
