@@ -330,7 +330,7 @@ class NvmlCollector(BlockingCollector):
         )
         st.last_tick = now
         instances = self._instances(nvml, migs, gpm)
-        sample = self._sample(
+        sample = _gpu_sample(
             info, reading, processes, gpm.get(None, {}), energy, idle, instances, migs
         )
         # Only a whole successful read clears a lost GPU: a GPU that answers its handle but
@@ -452,86 +452,6 @@ class NvmlCollector(BlockingCollector):
             )
         return tuple(out)
 
-    def _sample(
-        self,
-        info: DeviceInfo,
-        r: DeviceReading,
-        processes: tuple[GpuProcessSample, ...],
-        gpm: Mapping[int, float],
-        energy: float | None,
-        idle_energy: float | None,
-        instances: tuple[GpuInstanceSample, ...],
-        migs: list[MigDevice],
-    ) -> GpuSample:
-        f = r.fields or {}
-        mem = r.memory
-
-        def mhz(v: int | None) -> float | None:
-            return None if v is None else v * 1e6
-
-        ecc = {
-            ("correctable", "volatile"): f.get(FI_ECC_SBE_VOL_TOTAL),
-            ("uncorrectable", "volatile"): f.get(FI_ECC_DBE_VOL_TOTAL),
-            ("correctable", "aggregate"): f.get(FI_ECC_SBE_AGG_TOTAL),
-            ("uncorrectable", "aggregate"): f.get(FI_ECC_DBE_AGG_TOTAL),
-        }
-        tx, rx = f.get(FI_NVLINK_THROUGHPUT_DATA_TX), f.get(FI_NVLINK_THROUGHPUT_DATA_RX)
-        pcie_tx, pcie_rx = pcie_rates(gpm)
-        return GpuSample(
-            index=info.index,
-            uuid=info.uuid,
-            name=info.name,
-            serial=info.serial,
-            pci_bus_id=info.pci_bus_id,
-            compute_capability=info.compute_capability,
-            mig_mode=r.mig_mode,
-            utilization_ratio=_ratio(r.utilization[0]) if r.utilization else None,
-            memory_copy_utilization_ratio=_ratio(r.utilization[1]) if r.utilization else None,
-            encoder_utilization_ratio=_ratio(r.encoder),
-            decoder_utilization_ratio=_ratio(r.decoder),
-            memory_used_bytes=None if mem is None else mem.used,
-            memory_free_bytes=None if mem is None else mem.free,
-            memory_reserved_bytes=None if mem is None else mem.reserved,
-            memory_total_bytes=None if mem is None else mem.total,
-            power_watts=None if r.power_mw is None else r.power_mw / 1000.0,
-            power_limit_watts=None if r.power_limit_mw is None else r.power_limit_mw / 1000.0,
-            energy_joules_total=energy,
-            idle_energy_joules_total=idle_energy,
-            temperature_celsius=None if r.temperature_c is None else float(r.temperature_c),
-            memory_temperature_celsius=f.get(FI_MEMORY_TEMP),
-            sm_clock_hertz=mhz(r.sm_clock_mhz),
-            max_sm_clock_hertz=mhz(info.max_sm_clock_mhz),
-            memory_clock_hertz=mhz(r.memory_clock_mhz),
-            max_memory_clock_hertz=mhz(info.max_memory_clock_mhz),
-            performance_state=r.performance_state,
-            persistence_mode=r.persistence_mode,
-            pcie_replays_total=f.get(FI_PCIE_REPLAY_COUNTER),
-            pcie_transmit_bytes_total=f.get(FI_PCIE_COUNT_TX_BYTES),
-            pcie_receive_bytes_total=f.get(FI_PCIE_COUNT_RX_BYTES),
-            nvlink_transmit_bytes_total=None if tx is None else tx * 1024,
-            nvlink_receive_bytes_total=None if rx is None else rx * 1024,
-            remapped_rows_correctable_total=f.get(FI_REMAPPED_COR),
-            remapped_rows_uncorrectable_total=f.get(FI_REMAPPED_UNC),
-            remapped_rows_pending=f.get(FI_REMAPPED_PENDING),
-            row_remap_failure=f.get(FI_REMAPPED_FAILURE),
-            ecc_errors={k: v for k, v in ecc.items() if v is not None},
-            clock_violation_seconds={
-                name: f[fid] / 1e9 for fid, name in FI_PERF_POLICY.items() if fid in f
-            },
-            pcie_transmit_bytes_per_second=pcie_tx,
-            pcie_receive_bytes_per_second=pcie_rx,
-            clock_events=clock_event_names(r.clock_event_reasons),
-            clock_events_supported=clock_event_names(info.supported_reasons)
-            if r.clock_event_reasons is not None
-            else frozenset(),
-            processes=processes,
-            gpu_instances=instances,
-            mig_devices=tuple(
-                MigDeviceSample(m.gpu_instance, m.compute_instance, m.uuid) for m in migs
-            ),
-            **activity_ratios(gpm),
-        )
-
     # --- rendering ----------------------------------------------------------------------
 
     def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
@@ -539,6 +459,90 @@ class NvmlCollector(BlockingCollector):
         if not isinstance(data, NvmlData):
             return []
         return nvml_families(data, snapshot)
+
+
+# --- one GPU's sample (pure) ---------------------------------------------------------------
+
+
+def _gpu_sample(
+    info: DeviceInfo,
+    r: DeviceReading,
+    processes: tuple[GpuProcessSample, ...],
+    gpm: Mapping[int, float],
+    energy: float | None,
+    idle_energy: float | None,
+    instances: tuple[GpuInstanceSample, ...],
+    migs: list[MigDevice],
+) -> GpuSample:
+    """One GPU's sample from its identity, this tick's readings and what was derived from them."""
+    f = r.fields or {}
+    mem = r.memory
+
+    def mhz(v: int | None) -> float | None:
+        return None if v is None else v * 1e6
+
+    ecc = {
+        ("correctable", "volatile"): f.get(FI_ECC_SBE_VOL_TOTAL),
+        ("uncorrectable", "volatile"): f.get(FI_ECC_DBE_VOL_TOTAL),
+        ("correctable", "aggregate"): f.get(FI_ECC_SBE_AGG_TOTAL),
+        ("uncorrectable", "aggregate"): f.get(FI_ECC_DBE_AGG_TOTAL),
+    }
+    tx, rx = f.get(FI_NVLINK_THROUGHPUT_DATA_TX), f.get(FI_NVLINK_THROUGHPUT_DATA_RX)
+    pcie_tx, pcie_rx = pcie_rates(gpm)
+    return GpuSample(
+        index=info.index,
+        uuid=info.uuid,
+        name=info.name,
+        serial=info.serial,
+        pci_bus_id=info.pci_bus_id,
+        compute_capability=info.compute_capability,
+        mig_mode=r.mig_mode,
+        utilization_ratio=_ratio(r.utilization[0]) if r.utilization else None,
+        memory_copy_utilization_ratio=_ratio(r.utilization[1]) if r.utilization else None,
+        encoder_utilization_ratio=_ratio(r.encoder),
+        decoder_utilization_ratio=_ratio(r.decoder),
+        memory_used_bytes=None if mem is None else mem.used,
+        memory_free_bytes=None if mem is None else mem.free,
+        memory_reserved_bytes=None if mem is None else mem.reserved,
+        memory_total_bytes=None if mem is None else mem.total,
+        power_watts=None if r.power_mw is None else r.power_mw / 1000.0,
+        power_limit_watts=None if r.power_limit_mw is None else r.power_limit_mw / 1000.0,
+        energy_joules_total=energy,
+        idle_energy_joules_total=idle_energy,
+        temperature_celsius=None if r.temperature_c is None else float(r.temperature_c),
+        memory_temperature_celsius=f.get(FI_MEMORY_TEMP),
+        sm_clock_hertz=mhz(r.sm_clock_mhz),
+        max_sm_clock_hertz=mhz(info.max_sm_clock_mhz),
+        memory_clock_hertz=mhz(r.memory_clock_mhz),
+        max_memory_clock_hertz=mhz(info.max_memory_clock_mhz),
+        performance_state=r.performance_state,
+        persistence_mode=r.persistence_mode,
+        pcie_replays_total=f.get(FI_PCIE_REPLAY_COUNTER),
+        pcie_transmit_bytes_total=f.get(FI_PCIE_COUNT_TX_BYTES),
+        pcie_receive_bytes_total=f.get(FI_PCIE_COUNT_RX_BYTES),
+        nvlink_transmit_bytes_total=None if tx is None else tx * 1024,
+        nvlink_receive_bytes_total=None if rx is None else rx * 1024,
+        remapped_rows_correctable_total=f.get(FI_REMAPPED_COR),
+        remapped_rows_uncorrectable_total=f.get(FI_REMAPPED_UNC),
+        remapped_rows_pending=f.get(FI_REMAPPED_PENDING),
+        row_remap_failure=f.get(FI_REMAPPED_FAILURE),
+        ecc_errors={k: v for k, v in ecc.items() if v is not None},
+        clock_violation_seconds={
+            name: f[fid] / 1e9 for fid, name in FI_PERF_POLICY.items() if fid in f
+        },
+        pcie_transmit_bytes_per_second=pcie_tx,
+        pcie_receive_bytes_per_second=pcie_rx,
+        clock_events=clock_event_names(r.clock_event_reasons),
+        clock_events_supported=clock_event_names(info.supported_reasons)
+        if r.clock_event_reasons is not None
+        else frozenset(),
+        processes=processes,
+        gpu_instances=instances,
+        mig_devices=tuple(
+            MigDeviceSample(m.gpu_instance, m.compute_instance, m.uuid) for m in migs
+        ),
+        **activity_ratios(gpm),
+    )
 
 
 # --- families (pure) ------------------------------------------------------------------------
