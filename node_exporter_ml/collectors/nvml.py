@@ -1,4 +1,9 @@
-"""The nvml collector: per-GPU, per-MIG-instance and per-process GPU metrics from NVML alone."""
+"""The nvml collector: per-GPU, per-MIG-instance and per-process GPU metrics from NVML alone.
+
+The collector orchestrates: NVML initialisation and its retry, one tick's reads per GPU and
+the NvmlData they make, and its metric families as series tables. The XID event thread is
+nvml/xid.py, per-process energy a pure ledger in nvml/energy.py, GPM windows nvml/gpm.py.
+"""
 
 from __future__ import annotations
 
