@@ -3,73 +3,72 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
 from node_exporter_ml.collectors.process import VANISHED, inference_pids
-from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.host.cgroup_path import identify
 from node_exporter_ml.host.cgroupfs import CgroupFS, CgroupPaths
 from node_exporter_ml.host.procfs import ProcFS
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.registry import register_collector
+from node_exporter_ml.series import Series, table_families
 from node_exporter_ml.snapshot import CgroupData, CgroupSample, Snapshot
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Family:
-    name: str
-    counter: bool
-    help: str
-    value: Callable[[CgroupSample], float | None]
+def _pressure(res: str, kind: str, line: str, who: str) -> Series[CgroupSample]:
+    attr = f"pressure_{res}_{kind}_seconds_total"
+    return Series(
+        f"nodeml_container_{attr}", "counter",
+        f"Time {who} tasks of the cgroup were stalled on {res} (PSI {line} total in "
+        f"{res}.pressure; cgroup v2 only).",
+        lambda s: getattr(s, attr),
+    )  # fmt: skip
 
 
-def _f(name: str, counter: bool, help_text: str, attr: str) -> _Family:
-    return _Family(name, counter, help_text, lambda s: getattr(s, attr))
+_C = Series[CgroupSample]
 
-
-FAMILIES = (
-    _f("nodeml_container_cpu_usage_seconds_total", True,
+# Rows: one cgroup per workload, labelled with the workload (else the cgroup path).
+FAMILIES: tuple[Series[CgroupSample], ...] = (
+    _C("nodeml_container_cpu_usage_seconds_total", "counter",
        "CPU time of the container's cgroup: cpu.stat usage_usec (v2), cpuacct.usage (v1).",
-       "cpu_usage_seconds_total"),
-    _f("nodeml_container_cpu_periods_total", True,
-       "CFS enforcement periods of the cgroup: cpu.stat nr_periods.", "cpu_periods_total"),
-    _f("nodeml_container_cpu_throttled_periods_total", True,
+       lambda s: s.cpu_usage_seconds_total),
+    _C("nodeml_container_cpu_periods_total", "counter",
+       "CFS enforcement periods of the cgroup: cpu.stat nr_periods.",
+       lambda s: s.cpu_periods_total),
+    _C("nodeml_container_cpu_throttled_periods_total", "counter",
        "CFS periods in which the cgroup was throttled: cpu.stat nr_throttled.",
-       "cpu_throttled_periods_total"),
-    _f("nodeml_container_cpu_throttled_seconds_total", True,
+       lambda s: s.cpu_throttled_periods_total),
+    _C("nodeml_container_cpu_throttled_seconds_total", "counter",
        "Time the cgroup was throttled by its CPU limit: cpu.stat throttled_usec (v2), "
-       "throttled_time (v1).", "cpu_throttled_seconds_total"),
-    _f("nodeml_container_cpu_limit_cores", False,
+       "throttled_time (v1).", lambda s: s.cpu_throttled_seconds_total),
+    _C("nodeml_container_cpu_limit_cores", "gauge",
        "CPU limit of the cgroup in cores: cpu.max (v2), cpu.cfs_quota_us/cfs_period_us (v1); "
-       "absent when unlimited.", "cpu_limit_cores"),
-    _f("nodeml_container_memory_usage_bytes", False,
+       "absent when unlimited.", lambda s: s.cpu_limit_cores),
+    _C("nodeml_container_memory_usage_bytes", "gauge",
        "Memory charged to the cgroup: memory.current (v2), memory.usage_in_bytes (v1).",
-       "memory_current_bytes"),
-    _f("nodeml_container_memory_working_set_bytes", False,
+       lambda s: s.memory_current_bytes),
+    _C("nodeml_container_memory_working_set_bytes", "gauge",
        "Memory usage minus inactive file cache (memory.stat inactive_file), as cAdvisor "
-       "computes it.", "memory_working_set_bytes"),
-    _f("nodeml_container_memory_limit_bytes", False,
+       "computes it.", lambda s: s.memory_working_set_bytes),
+    _C("nodeml_container_memory_limit_bytes", "gauge",
        "Memory limit of the cgroup: memory.max (v2), memory.limit_in_bytes (v1); absent when "
-       "unlimited.", "memory_limit_bytes"),
-    _f("nodeml_container_oom_kills_total", True,
+       "unlimited.", lambda s: s.memory_limit_bytes),
+    _C("nodeml_container_oom_kills_total", "counter",
        "Processes of the cgroup killed by the OOM killer: memory.events oom_kill (v2), "
-       "memory.oom_control oom_kill (v1).", "oom_kills_total"),
-    _f("nodeml_container_io_read_bytes_total", True,
+       "memory.oom_control oom_kill (v1).", lambda s: s.oom_kills_total),
+    _C("nodeml_container_io_read_bytes_total", "counter",
        "Bytes the cgroup read from block devices: io.stat rbytes (v2), "
-       "blkio.throttle.io_service_bytes Read (v1).", "io_read_bytes_total"),
-    _f("nodeml_container_io_written_bytes_total", True,
+       "blkio.throttle.io_service_bytes Read (v1).", lambda s: s.io_read_bytes_total),
+    _C("nodeml_container_io_written_bytes_total", "counter",
        "Bytes the cgroup wrote to block devices: io.stat wbytes (v2), "
-       "blkio.throttle.io_service_bytes Write (v1).", "io_write_bytes_total"),
+       "blkio.throttle.io_service_bytes Write (v1).", lambda s: s.io_write_bytes_total),
     *(
-        _f(f"nodeml_container_pressure_{res}_{kind}_seconds_total", True,
-           f"Time {who} tasks of the cgroup were stalled on {res} (PSI {line} total in "
-           f"{res}.pressure; cgroup v2 only).", f"pressure_{res}_{kind}_seconds_total")
+        _pressure(res, kind, line, who)
         for res in ("cpu", "memory", "io")
         for kind, line, who in (("waiting", "some", "some"), ("stalled", "full", "all"))
     ),
@@ -139,14 +138,4 @@ class CgroupCollector(BlockingCollector):
             if ident not in seen:  # two cgroups of one workload: keep the first
                 seen.add(ident)
                 labelled.append((labels, sample))
-        for fam in FAMILIES:
-            family = (
-                CounterMetricFamily(fam.name.removesuffix("_total"), fam.help)
-                if fam.counter
-                else GaugeMetricFamily(fam.name, fam.help)
-            )
-            for labels, sample in labelled:
-                value = fam.value(sample)
-                if value is not None:
-                    add_sample(family, labels, value)
-            yield family
+        yield from table_families(FAMILIES, labelled)

@@ -6,16 +6,17 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import psutil
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
 from node_exporter_ml.host import ParseError
 from node_exporter_ml.host.procfs import parse_loadavg
 from node_exporter_ml.registry import register_collector
+from node_exporter_ml.series import Series, table_families
 from node_exporter_ml.snapshot import Snapshot
 
 # node_cpu_seconds_total's modes; guest time is already counted in user (proc(5)).
@@ -106,44 +107,37 @@ class NodeCollector(BlockingCollector):
         """Eleven families, as node_exporter names them under nodeml_node_."""
         if not isinstance(data, NodeSample):
             return
-        cpu = CounterMetricFamily(
-            "nodeml_node_cpu_seconds",
-            "Seconds all CPUs spent in each mode since boot, from /proc/stat (psutil).",
-            labels=["mode"],
-        )
-        for mode, seconds in data.cpu_seconds:
-            cpu.add_metric([mode], seconds)
-        yield cpu
-        yield GaugeMetricFamily(
-            "nodeml_node_cpus", "Logical CPUs listed in /proc/stat (psutil).", value=data.cpus
-        )
-        for window, value in zip((1, 5, 15), data.load, strict=True):
-            yield GaugeMetricFamily(
-                f"nodeml_node_load{window}",
-                f"{window}-minute load average, from /proc/loadavg.",
-                value=value,
-            )
-        gauges = (
-            ("memory_total_bytes", "Memory the kernel manages (MemTotal)", data.memory_total_bytes),
-            (
-                "memory_available_bytes",
-                "Memory available without swapping (MemAvailable)",
-                data.memory_available_bytes,
-            ),
-            ("swap_total_bytes", "Swap space (SwapTotal)", data.swap_total_bytes),
-            ("swap_free_bytes", "Unused swap space (SwapFree)", data.swap_free_bytes),
-        )
-        for name, what, value in gauges:
-            yield GaugeMetricFamily(
-                f"nodeml_node_{name}", f"{what}, from /proc/meminfo (psutil).", value=value
-            )
-        yield GaugeMetricFamily(
-            "nodeml_node_boot_time_seconds",
-            "Unix time the host booted (btime of /proc/stat, psutil).",
-            value=data.boot_time_seconds,
-        )
-        yield GaugeMetricFamily(
-            "nodeml_node_uptime_seconds",
-            "Seconds since the host booted, at the time of the snapshot.",
-            value=data.uptime_seconds,
-        )
+        yield from table_families(NODE_SERIES, [({}, data)])
+
+
+_N = Series[NodeSample]
+
+
+def _meminfo(name: str, what: str, value: Callable[[NodeSample], float]) -> Series[NodeSample]:
+    return _N(f"nodeml_node_{name}", "gauge", f"{what}, from /proc/meminfo (psutil).", value)
+
+
+def _load(window: int, i: int) -> Series[NodeSample]:
+    help_text = f"{window}-minute load average, from /proc/loadavg."
+    return _N(f"nodeml_node_load{window}", "gauge", help_text, lambda d: d.load[i])
+
+
+# One row: the host, no labels.
+NODE_SERIES: tuple[Series[NodeSample], ...] = (
+    _N("nodeml_node_cpu_seconds_total", "counter",
+       "Seconds all CPUs spent in each mode since boot, from /proc/stat (psutil).",
+       labels=("mode",), each=lambda d: (((mode,), s) for mode, s in d.cpu_seconds)),
+    _N("nodeml_node_cpus", "gauge", "Logical CPUs listed in /proc/stat (psutil).",
+       lambda d: d.cpus),
+    *(_load(window, i) for i, window in enumerate((1, 5, 15))),
+    _meminfo("memory_total_bytes", "Memory the kernel manages (MemTotal)",
+             lambda d: d.memory_total_bytes),
+    _meminfo("memory_available_bytes", "Memory available without swapping (MemAvailable)",
+             lambda d: d.memory_available_bytes),
+    _meminfo("swap_total_bytes", "Swap space (SwapTotal)", lambda d: d.swap_total_bytes),
+    _meminfo("swap_free_bytes", "Unused swap space (SwapFree)", lambda d: d.swap_free_bytes),
+    _N("nodeml_node_boot_time_seconds", "gauge",
+       "Unix time the host booted (btime of /proc/stat, psutil).", lambda d: d.boot_time_seconds),
+    _N("nodeml_node_uptime_seconds", "gauge",
+       "Seconds since the host booted, at the time of the snapshot.", lambda d: d.uptime_seconds),
+)  # fmt: skip

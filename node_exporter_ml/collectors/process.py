@@ -8,11 +8,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
 from node_exporter_ml.config import Config, ServingTarget
-from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.host import ParseError
 from node_exporter_ml.host.cgroup_path import CgroupIdentity, identify
 from node_exporter_ml.host.procfs import ProcFS
@@ -21,6 +20,7 @@ from node_exporter_ml.host.sockets import find_listening_pids
 from node_exporter_ml.kube import kube_data
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.registry import register_collector
+from node_exporter_ml.series import Series, table_families
 from node_exporter_ml.snapshot import NvmlData, ProcessData, ProcessSample, Snapshot
 
 log = logging.getLogger(__name__)
@@ -303,66 +303,60 @@ class ProcessCollector(BlockingCollector):
         """Per-process families, each series with pid, comm and the workload's labels."""
         if not isinstance(data, ProcessData):
             return
-        cpu = CounterMetricFamily(
-            "nodeml_process_cpu_seconds_total",
-            "CPU time of an inference process by mode (user, system), from /proc/<pid>/stat.",
-        )
-        rss = GaugeMetricFamily(
-            "nodeml_process_resident_memory_bytes",
-            "Resident memory of an inference process, VmRSS from /proc/<pid>/status.",
-        )
-        threads = GaugeMetricFamily(
-            "nodeml_process_threads", "Threads of an inference process, from /proc/<pid>/status."
-        )
-        fds = GaugeMetricFamily(
-            "nodeml_process_open_fds",
-            "Open file descriptors of an inference process, entries of /proc/<pid>/fd.",
-        )
-        switches = CounterMetricFamily(
-            "nodeml_process_context_switches_total",
-            "Context switches of an inference process by kind (voluntary, involuntary), "
-            "from /proc/<pid>/status.",
-        )
-        start = GaugeMetricFamily(
-            "nodeml_process_start_time_seconds",
-            "Start time of an inference process since the epoch, from /proc/<pid>/stat "
-            "starttime and /proc/stat btime.",
-        )
-        info = GaugeMetricFamily(
-            "nodeml_workload_info",
-            "Joins an inference process to its workload (namespace/pod/container, a Slurm job "
-            "with its slurm_job_name and user, or unit) and the GPU it holds (uuid, empty when "
-            "none); from NVML, /proc/<pid>/cgroup and environ, and the Kubernetes API.",
-        )
         held = gpu_pids(snapshot)
+        rows: list[tuple[dict[str, str], ProcessSample]] = []
+        joins: list[tuple[dict[str, str], list[str]]] = []
         for pid, p in sorted(data.processes.items()):
             labels = process_labels(p, snapshot.workload_labels(pid))
-            add_sample(cpu, {**labels, "mode": "user"}, p.cpu_user_seconds_total)
-            add_sample(cpu, {**labels, "mode": "system"}, p.cpu_system_seconds_total)
-            if p.resident_memory_bytes is not None:
-                add_sample(rss, labels, p.resident_memory_bytes)
-            if p.threads is not None:
-                add_sample(threads, labels, p.threads)
-            if p.open_fds is not None:
-                add_sample(fds, labels, p.open_fds)
-            if p.voluntary_context_switches_total is not None:
-                add_sample(
-                    switches, {**labels, "kind": "voluntary"}, p.voluntary_context_switches_total
-                )
-            if p.involuntary_context_switches_total is not None:
-                add_sample(
-                    switches,
-                    {**labels, "kind": "involuntary"},
-                    p.involuntary_context_switches_total,
-                )
-            if p.start_time_seconds is not None:
-                add_sample(start, labels, p.start_time_seconds)
+            rows.append((labels, p))
             base = {"namespace": "", "pod": "", "container": "", **labels}
             if "slurm_job" in labels:  # job name and user here only, not on every series
                 base |= {"slurm_job_name": p.slurm_job_name or "", "user": p.slurm_user or ""}
-            for uuid in held.get(pid) or [""]:
-                add_sample(info, {**base, "uuid": uuid}, 1)
-        yield from (cpu, rss, threads, fds, switches, start, info)
+            joins.append((base, held.get(pid) or [""]))
+        yield from table_families(PROCESS_SERIES, rows)
+        yield from table_families(WORKLOAD_INFO, joins)
+
+
+_P = Series[ProcessSample]
+
+# Rows: one inference process, labelled with pid, comm and its workload.
+PROCESS_SERIES: tuple[Series[ProcessSample], ...] = (
+    _P("nodeml_process_cpu_seconds_total", "counter",
+       "CPU time of an inference process by mode (user, system), from /proc/<pid>/stat.",
+       labels=("mode",),
+       each=lambda p: ((("user",), p.cpu_user_seconds_total),
+                       (("system",), p.cpu_system_seconds_total))),
+    _P("nodeml_process_resident_memory_bytes", "gauge",
+       "Resident memory of an inference process, VmRSS from /proc/<pid>/status.",
+       lambda p: p.resident_memory_bytes),
+    _P("nodeml_process_threads", "gauge",
+       "Threads of an inference process, from /proc/<pid>/status.", lambda p: p.threads),
+    _P("nodeml_process_open_fds", "gauge",
+       "Open file descriptors of an inference process, entries of /proc/<pid>/fd.",
+       lambda p: p.open_fds),
+    _P("nodeml_process_context_switches_total", "counter",
+       "Context switches of an inference process by kind (voluntary, involuntary), "
+       "from /proc/<pid>/status.",
+       labels=("kind",),
+       each=lambda p: ((("voluntary",), p.voluntary_context_switches_total),
+                       (("involuntary",), p.involuntary_context_switches_total))),
+    _P("nodeml_process_start_time_seconds", "gauge",
+       "Start time of an inference process since the epoch, from /proc/<pid>/stat "
+       "starttime and /proc/stat btime.", lambda p: p.start_time_seconds),
+)  # fmt: skip
+
+# Rows: one inference process, labelled with its whole workload identity, and the UUIDs of
+# the GPUs it holds ("" for none): a series per GPU.
+WORKLOAD_INFO = (
+    Series[list[str]](
+        "nodeml_workload_info", "gauge",
+        "Joins an inference process to its workload (namespace/pod/container, a Slurm job "
+        "with its slurm_job_name and user, or unit) and the GPU it holds (uuid, empty when "
+        "none); from NVML, /proc/<pid>/cgroup and environ, and the Kubernetes API.",
+        labels=("uuid",),
+        each=lambda uuids: [((uuid,), 1.0) for uuid in uuids],
+    ),
+)  # fmt: skip
 
 
 def process_labels(p: ProcessSample, workload: Mapping[str, str]) -> dict[str, str]:
