@@ -21,7 +21,7 @@ from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
 from node_exporter_ml.collectors.process import inference_pids
 from node_exporter_ml.config import ServingTarget
 from node_exporter_ml.exposition import add_sample
-from node_exporter_ml.host.sockets import find_listening_pids, read_listen_urls
+from node_exporter_ml.host.sockets import read_listen_urls
 from node_exporter_ml.kube import kube_targets
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.registry import register_collector
@@ -41,7 +41,6 @@ from node_exporter_ml.snapshot import NvmlData, Snapshot
 
 log = logging.getLogger(__name__)
 
-OWNER_RETRY_SECONDS = 60.0
 DISCOVER_INTERVAL_SECONDS = 60.0
 # (port, path) where each framework serves its metrics by default (fixtures/serving/README).
 DEFAULT_ENDPOINTS: tuple[tuple[int, str], ...] = (
@@ -66,7 +65,6 @@ class _TargetState:
     info_model: str | None = None
     info_tried: bool = False
     socket_pid: int | None = None
-    owner_checked: float | None = None
 
 
 def _info_url(url: str) -> str:
@@ -221,29 +219,22 @@ class ServingCollector(AsyncCollector):
             if state is not None:
                 state.socket_pid = pid
 
-    def _resolve_owners(self, targets: Iterable[ServingTarget], now: float) -> None:
+    def _resolve_owners(self, targets: Iterable[ServingTarget]) -> None:
         """Find the socket owners of targets without an explicit owner, in the background.
 
-        Scanning /proc may take a while on a busy node: it runs in its own thread and its
-        result is taken at a later tick, never delaying the scrapes.
+        The context's SocketOwners caches them for every collector (a minute, or until
+        the owner exits); a scan of /proc may take a while on a busy node, so the lookup
+        runs in its own thread and its result is taken at a later tick, never delaying
+        the scrapes.
         """
         self._apply_owners()
         if self._owner_job is not None:
             return
-        todo: list[ServingTarget] = []
-        for t in targets:
-            if t.pid is not None or t.container_id or t.pod:
-                continue
-            state = self._state(t.label)
-            if state.owner_checked is None or now - state.owner_checked >= OWNER_RETRY_SECONDS:
-                state.owner_checked = now  # a found owner is re-checked every minute too
-                todo.append(t)
-        if not todo:
-            return
-        procfs = self.ctx.config.procfs
+        todo = [t for t in targets if t.pid is None and not t.container_id and not t.pod]
+        sockets = self.ctx.sockets
 
         def resolve() -> dict[str, int | None]:
-            pids = find_listening_pids(procfs, [t.endpoint for t in todo])
+            pids = sockets.lookup(self.name, [t.endpoint for t in todo])
             return {t.label: pid for t, pid in zip(todo, pids, strict=True)}
 
         loop = asyncio.get_running_loop()
@@ -258,7 +249,7 @@ class ServingCollector(AsyncCollector):
             self._start_discovery(previous, now)
         started = time.monotonic()
         targets = self.targets(previous)
-        self._resolve_owners((t for t, _ in targets), now)
+        self._resolve_owners(t for t, _ in targets)
         # Finish inside the sampler's limit for this collector, however many targets hang.
         budget = max(0.05, self.ctx.config.timeout * 0.9 - (time.monotonic() - started))
         outcomes = await self._scrape_all(targets, budget)
