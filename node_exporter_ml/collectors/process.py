@@ -16,7 +16,7 @@ from node_exporter_ml.host import ParseError
 from node_exporter_ml.host.cgroup_path import CgroupIdentity, identify
 from node_exporter_ml.host.procfs import ProcFS
 from node_exporter_ml.host.slurm import ENVIRON_LIMIT, SlurmEnviron, parse_slurm_environ
-from node_exporter_ml.kube import kube_data
+from node_exporter_ml.kube.pods import kube_data
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.snapshot import NvmlData, ProcessData, ProcessSample, Snapshot

@@ -22,7 +22,7 @@ from node_exporter_ml.collectors.process import inference_pids
 from node_exporter_ml.config import ServingTarget
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.host.sockets import read_listen_urls
-from node_exporter_ml.kube import kube_targets
+from node_exporter_ml.kube.pods import kube_targets
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.serving.causes import CAUSES
