@@ -2,6 +2,7 @@
 
 It chooses the pod source the flags ask for (node_exporter_ml/kube/: the API server's
 list+watch, or the kubelet's /pods) and publishes the source's store as KubeData.
+
 Outside a cluster (no --kube.api-url, no KUBERNETES_SERVICE_HOST, no --kube.kubelet-url)
 it stays enabled but idle: one INFO line at start, and `nodeml_collector_success{collector=
 "kube"}` 0 ("not in a cluster"). While the API server is unreachable the last known pods
