@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from node_exporter_ml.host.cgroup_path import CgroupIdentity, parse_cgroup_path
-from node_exporter_ml.kube import KubeData, kube_data
+from node_exporter_ml.kube.pods import KubeData, kube_data
 from node_exporter_ml.snapshot import CgroupData, ProcessData, Snapshot
 
 

@@ -11,7 +11,7 @@ from node_exporter_ml.collectors.cgroup import CgroupCollector
 from node_exporter_ml.collectors.process import ProcessCollector
 from node_exporter_ml.config import FileConfig, ProcessMatch, ServingTarget
 from node_exporter_ml.correlation import attribute_workloads
-from node_exporter_ml.kube import KubeData, PodMeta
+from node_exporter_ml.kube.pods import KubeData, PodMeta
 from node_exporter_ml.snapshot import (
     CgroupData,
     CollectorResult,

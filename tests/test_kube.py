@@ -14,14 +14,14 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from node_exporter_ml.collectors.base import CollectContext, NoDataError, StaleDataError
 from node_exporter_ml.collectors.kube import NOT_IN_CLUSTER, KubeCollector, label_name
 from node_exporter_ml.config import Config, FileConfig
-from node_exporter_ml.kube import (
+from node_exporter_ml.kube.apiserver import ApiServerSource, in_cluster_api_url
+from node_exporter_ml.kube.kubelet import KubeletSource
+from node_exporter_ml.kube.pods import (
     KubeData,
     KubeFormatError,
     PodMeta,
-    PodSource,
     annotation_problem,
     annotation_targets,
-    in_cluster_api_url,
     kube_targets,
     parse_container_id,
     parse_pod,
@@ -255,9 +255,9 @@ def token_file(tmp_path: Path) -> str:
     return str(path)
 
 
-def source_for(api: FakeApi, token_file: str, **kw: object) -> PodSource:
-    return PodSource(
-        api_url=api.url, node_name="node-a", token_file=token_file, backoff=(0.02, 0.1), **kw
+def source_for(api: FakeApi, token_file: str, **kw: object) -> ApiServerSource:
+    return ApiServerSource(
+        url=api.url, node_name="node-a", token_file=token_file, backoff=(0.02, 0.1), **kw
     )  # type: ignore[arg-type]
 
 
@@ -268,7 +268,7 @@ async def until(check: Callable[[], bool], within: float = 5.0) -> None:
 
 
 @pytest.fixture
-async def running(api: FakeApi, token_file: str) -> AsyncIterator[PodSource]:
+async def running(api: FakeApi, token_file: str) -> AsyncIterator[ApiServerSource]:
     source = source_for(api, token_file, page_size=1)
     task = asyncio.create_task(source.run())
     await until(lambda: source.watches == 1)
@@ -278,7 +278,7 @@ async def running(api: FakeApi, token_file: str) -> AsyncIterator[PodSource]:
         await task
 
 
-async def test_list_is_paged_and_scoped_to_the_node(api: FakeApi, running: PodSource) -> None:
+async def test_list_is_paged_and_scoped_to_the_node(api: FakeApi, running: ApiServerSource) -> None:
     assert {p.name for p in running.pods.values()} == {"vllm-0", "triton-0"}
     lists = [q for q in api.requests if "watch" not in q]
     assert [q.get("continue") for q in lists] == [None, "1"]  # two pages of one pod
@@ -293,7 +293,7 @@ async def test_list_is_paged_and_scoped_to_the_node(api: FakeApi, running: PodSo
     assert running.healthy
 
 
-async def test_watch_applies_added_modified_deleted(api: FakeApi, running: PodSource) -> None:
+async def test_watch_applies_added_modified_deleted(api: FakeApi, running: ApiServerSource) -> None:
     third = pod_json("33333333-2222-4333-8444-555555555555", "tgi-0", containers={"a" * 64: "tgi"})
     api.add(third)
     await until(lambda: len(running.pods) == 3)
@@ -308,7 +308,7 @@ async def test_watch_applies_added_modified_deleted(api: FakeApi, running: PodSo
 
 
 async def test_watch_end_resumes_from_last_resource_version(
-    api: FakeApi, running: PodSource
+    api: FakeApi, running: ApiServerSource
 ) -> None:
     api.add(pod_json(UID, "vllm-0", containers={CID: "server"}), "MODIFIED")
     await until(lambda: running.pods[UID].annotations == {})
@@ -319,7 +319,7 @@ async def test_watch_end_resumes_from_last_resource_version(
     assert running.healthy
 
 
-async def test_broken_watch_is_resumed(api: FakeApi, running: PodSource) -> None:
+async def test_broken_watch_is_resumed(api: FakeApi, running: ApiServerSource) -> None:
     api.break_watches()
     await until(lambda: running.watches == 2)
     assert running.lists == 1
@@ -329,7 +329,7 @@ async def test_broken_watch_is_resumed(api: FakeApi, running: PodSource) -> None
     assert running.healthy
 
 
-async def test_410_gone_lists_again(api: FakeApi, running: PodSource) -> None:
+async def test_410_gone_lists_again(api: FakeApi, running: ApiServerSource) -> None:
     api.compact()
     api.add(pod_json("55555555-2222-4333-8444-555555555555", "new-0"))
     api.break_watches()  # the resumed watch asks for rv 102, which is gone now
@@ -338,7 +338,7 @@ async def test_410_gone_lists_again(api: FakeApi, running: PodSource) -> None:
     assert running.healthy
 
 
-async def test_api_down_keeps_pods_then_recovers(api: FakeApi, running: PodSource) -> None:
+async def test_api_down_keeps_pods_then_recovers(api: FakeApi, running: ApiServerSource) -> None:
     await api.stop()
     await until(lambda: not running.healthy)
     assert running.last_error
@@ -403,9 +403,8 @@ async def test_kubelet_pods_endpoint(tmp_path: Path, token_file: str) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    source = PodSource(
-        api_url=None,
-        kubelet_url=f"http://127.0.0.1:{port}",
+    source = KubeletSource(
+        url=f"http://127.0.0.1:{port}",
         node_name="node-a",
         token_file=token_file,
         poll_interval=0.05,

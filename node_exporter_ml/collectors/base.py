@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from prometheus_client.core import Metric
 
+from node_exporter_ml.host.socket_owners import SocketOwners
+
 if TYPE_CHECKING:
     from node_exporter_ml.config import Config
     from node_exporter_ml.snapshot import Snapshot
@@ -39,11 +41,25 @@ class StaleDataError(Exception):
         self.data = data
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class CollectContext:
-    """What a collector is built with: the configuration of the agent."""
+    """What a collector is built with: the agent's configuration and the host state shared.
+
+    `sockets` answers who owns a listening socket for every collector built with this
+    context (process and serving both ask), so /proc is scanned once for all of them; by
+    default a new cache on --path.procfs. A reload builds a new context: owners found with
+    the old configuration are not kept.
+    """
 
     config: Config
+    sockets: SocketOwners
+
+    def __init__(self, config: Config, sockets: SocketOwners | None = None) -> None:
+        """Build a context; a new SocketOwners on config.procfs unless one is given."""
+        object.__setattr__(self, "config", config)
+        object.__setattr__(
+            self, "sockets", sockets if sockets is not None else SocketOwners(config.procfs)
+        )
 
 
 class Collector(ABC):

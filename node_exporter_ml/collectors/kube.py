@@ -1,5 +1,8 @@
 """The kube collector: this node's pod metadata from the API server or kubelet, in the background.
 
+It chooses the pod source the flags ask for (node_exporter_ml/kube/: the API server's
+list+watch, or the kubelet's /pods) and publishes the source's store as KubeData.
+
 Outside a cluster (no --kube.api-url, no KUBERNETES_SERVICE_HOST, no --kube.kubelet-url)
 it stays enabled but idle: one INFO line at start, and `nodeml_collector_success{collector=
 "kube"}` 0 ("not in a cluster"). While the API server is unreachable the last known pods
@@ -23,12 +26,10 @@ from node_exporter_ml.collectors.base import (
     StaleDataError,
 )
 from node_exporter_ml.exposition import add_sample
-from node_exporter_ml.kube import (
-    KubeData,
-    PodSource,
-    annotation_problem,
-    in_cluster_api_url,
-)
+from node_exporter_ml.kube.apiserver import ApiServerSource, in_cluster_api_url
+from node_exporter_ml.kube.kubelet import KubeletSource
+from node_exporter_ml.kube.pods import KubeData, annotation_problem
+from node_exporter_ml.kube.source import PodSource
 from node_exporter_ml.kubeconfig import load_kubeconfig
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.snapshot import Snapshot
@@ -52,9 +53,8 @@ def make_source(ctx: CollectContext) -> PodSource | None:
     """The pod source the flags ask for, or None outside a cluster."""
     cfg = ctx.config
     if cfg.kube_kubelet_url:
-        return PodSource(
-            api_url=None,
-            kubelet_url=cfg.kube_kubelet_url,
+        return KubeletSource(
+            url=cfg.kube_kubelet_url,
             node_name=cfg.kube_node_name,
             token_file=cfg.kube_token_file,
             ca_file=cfg.kube_ca_file,
@@ -64,8 +64,8 @@ def make_source(ctx: CollectContext) -> PodSource | None:
         # Outside a pod: server and credentials from the kubeconfig (ConfigError: exit 2);
         # the node is the kubelet's default name, this host's, unless given.
         kubeconfig = load_kubeconfig(cfg.kube_kubeconfig)
-        return PodSource(
-            api_url=cfg.kube_api_url or kubeconfig.server,
+        return ApiServerSource(
+            url=cfg.kube_api_url or kubeconfig.server,
             node_name=cfg.kube_node_name or socket.gethostname().lower(),
             token_file=kubeconfig.token_file,
             token=kubeconfig.token,
@@ -74,8 +74,8 @@ def make_source(ctx: CollectContext) -> PodSource | None:
     api_url = cfg.kube_api_url or in_cluster_api_url()
     if api_url is None:
         return None
-    return PodSource(
-        api_url=api_url,
+    return ApiServerSource(
+        url=api_url,
         node_name=cfg.kube_node_name,
         token_file=cfg.kube_token_file,
         ca_file=cfg.kube_ca_file,
@@ -104,7 +104,7 @@ class KubeCollector(AsyncCollector):
         if self.source is None:
             log.info("kube: %s; pod metadata is off", NOT_IN_CLUSTER)
             return
-        if self.source.api_url and not self.source.node_name:
+        if isinstance(self.source, ApiServerSource) and not self.source.node_name:
             self._idle = "kube: no node name: set --kube.node-name or $NODE_NAME"
             log.error("%s to watch this node's pods", self._idle)
             return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,8 +15,7 @@ from node_exporter_ml.host import ParseError
 from node_exporter_ml.host.cgroup_path import CgroupIdentity, identify
 from node_exporter_ml.host.procfs import ProcFS
 from node_exporter_ml.host.slurm import ENVIRON_LIMIT, SlurmEnviron, parse_slurm_environ
-from node_exporter_ml.host.sockets import find_listening_pids
-from node_exporter_ml.kube import kube_data
+from node_exporter_ml.kube.pods import kube_data
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.series import Series, table_families
@@ -26,7 +24,6 @@ from node_exporter_ml.snapshot import NvmlData, ProcessData, ProcessSample, Snap
 log = logging.getLogger(__name__)
 
 VANISHED = (FileNotFoundError, ProcessLookupError)
-SOCKET_OWNER_TTL = 60.0
 
 
 def gpu_pids(snapshot: Snapshot | None) -> dict[int, list[str]]:
@@ -86,42 +83,14 @@ class ProcessCollector(BlockingCollector):
         super().__init__(ctx)
         self.fs = ProcFS(ctx.config.procfs)
         self._known: dict[int, _Known] = {}
-        self._owner_cache: dict[str, tuple[int | None, float]] = {}
         self._once = OnceLogger(log)
-
-    def reload(self, ctx: CollectContext) -> None:
-        """Take a new config (targets and match rules); cached socket owners are dropped."""
-        super().reload(ctx)
-        self._owner_cache.clear()
 
     # --- which processes --------------------------------------------------------------
 
     def _socket_owners(self, targets: Iterable[ServingTarget]) -> list[int]:
-        """The pids listening on `targets`' ports, from a cache refreshed every minute."""
-        now = time.monotonic()
-        owners: list[int | None] = []
-        todo: list[ServingTarget] = []
-        for target in targets:
-            cached = self._owner_cache.get(target.url)
-            if cached is not None and now - cached[1] < SOCKET_OWNER_TTL:
-                pid = cached[0]
-                if pid is None or pid in self._known or self._alive(pid):
-                    owners.append(pid)
-                    continue
-            todo.append(target)
-        if todo:
-            found = find_listening_pids(self.fs.root, [t.endpoint for t in todo])
-            for target, pid in zip(todo, found, strict=True):
-                self._owner_cache[target.url] = (pid, now)
-            owners += found
-        return [pid for pid in owners if pid is not None]
-
-    def _alive(self, pid: int) -> bool:
-        try:
-            self.fs.read_stat(pid)
-        except (OSError, ParseError):
-            return False
-        return True
+        """The pids listening on `targets`' ports (the context's shared SocketOwners)."""
+        found = self.ctx.sockets.lookup(self.name, [t.endpoint for t in targets])
+        return [pid for pid in found if pid is not None]
 
     def _owners(self, config: Config, previous: Snapshot | None) -> _Owners:
         kube = kube_data(previous)

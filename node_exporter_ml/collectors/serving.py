@@ -3,6 +3,11 @@
 Targets come from the config file (`serving.targets`), from pods' `nodeml.io/scrape`
 annotations (the kube collector's targets in the previous snapshot) and, with
 --serving.discover, from inference processes listening on a framework's default port.
+
+The collector is the orchestration: which targets, when to scrape and look up owners, its
+threads and background tasks. The parts it drives live in serving/: scrape.py (HTTP and
+parsing), targets.py (each target's windows, restarts and error counts), window.py (the
+windowed statistics), and host/socket_owners.py finds the processes behind the targets.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -21,8 +26,8 @@ from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
 from node_exporter_ml.collectors.process import inference_pids
 from node_exporter_ml.config import ServingTarget
 from node_exporter_ml.exposition import add_sample
-from node_exporter_ml.host.sockets import find_listening_pids, read_listen_urls
-from node_exporter_ml.kube import kube_targets
+from node_exporter_ml.host.sockets import read_listen_urls
+from node_exporter_ml.kube.pods import kube_targets
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.serving.causes import CAUSES
@@ -34,14 +39,13 @@ from node_exporter_ml.serving.data import (
 )
 from node_exporter_ml.serving.enrich import DERIVED_KEY, LatencyCauses
 from node_exporter_ml.serving.join import owner_gpus, owner_pids
-from node_exporter_ml.serving.profiles import GENERIC, ModelKey, Reading
+from node_exporter_ml.serving.profiles import GENERIC
 from node_exporter_ml.serving.scrape import ScrapeOutcome, Scraper
-from node_exporter_ml.serving.window import ModelWindow
+from node_exporter_ml.serving.targets import Targets
 from node_exporter_ml.snapshot import NvmlData, Snapshot
 
 log = logging.getLogger(__name__)
 
-OWNER_RETRY_SECONDS = 60.0
 DISCOVER_INTERVAL_SECONDS = 60.0
 # (port, path) where each framework serves its metrics by default (fixtures/serving/README).
 DEFAULT_ENDPOINTS: tuple[tuple[int, str], ...] = (
@@ -56,17 +60,6 @@ DEFAULT_ENDPOINTS: tuple[tuple[int, str], ...] = (
 )
 
 __all__ = ["LatencyCauses", "ServingCollector"]
-
-
-@dataclass(slots=True)
-class _TargetState:
-    windows: dict[ModelKey, ModelWindow] = field(default_factory=dict)
-    start_time: float | None = None
-    last_t: float | None = None
-    info_model: str | None = None
-    info_tried: bool = False
-    socket_pid: int | None = None
-    owner_checked: float | None = None
 
 
 def _info_url(url: str) -> str:
@@ -103,8 +96,7 @@ class ServingCollector(AsyncCollector):
             concurrency=file.serving_concurrency,
             executor=self._executor,
         )
-        self._states: dict[str, _TargetState] = {}
-        self._errors: dict[tuple[str, str], int] = {}
+        self._targets = Targets()
         self._discovered: dict[str, ServingTarget] = {}
         self._discovered_at: float | None = None
         self._discover_task: asyncio.Task[None] | None = None
@@ -196,14 +188,8 @@ class ServingCollector(AsyncCollector):
             target = ServingTarget(url=url)
             if target.label not in discovered:
                 discovered[target.label] = target
-                self._state(target.label).socket_pid = pid
+                self._targets.get(target.label).socket_pid = pid
         self._discovered = discovered
-
-    def _state(self, name: str) -> _TargetState:
-        state = self._states.get(name)
-        if state is None:
-            state = self._states[name] = _TargetState()
-        return state
 
     def _apply_owners(self) -> None:
         job = self._owner_job
@@ -217,33 +203,26 @@ class ServingCollector(AsyncCollector):
             self._once.log(logging.WARNING, "owners", "finding socket owners failed: %s", err)
             return
         for name, pid in job.result().items():
-            state = self._states.get(name)
+            state = self._targets.states.get(name)
             if state is not None:
                 state.socket_pid = pid
 
-    def _resolve_owners(self, targets: Iterable[ServingTarget], now: float) -> None:
+    def _resolve_owners(self, targets: Iterable[ServingTarget]) -> None:
         """Find the socket owners of targets without an explicit owner, in the background.
 
-        Scanning /proc may take a while on a busy node: it runs in its own thread and its
-        result is taken at a later tick, never delaying the scrapes.
+        The context's SocketOwners caches them for every collector (a minute, or until
+        the owner exits); a scan of /proc may take a while on a busy node, so the lookup
+        runs in its own thread and its result is taken at a later tick, never delaying
+        the scrapes.
         """
         self._apply_owners()
         if self._owner_job is not None:
             return
-        todo: list[ServingTarget] = []
-        for t in targets:
-            if t.pid is not None or t.container_id or t.pod:
-                continue
-            state = self._state(t.label)
-            if state.owner_checked is None or now - state.owner_checked >= OWNER_RETRY_SECONDS:
-                state.owner_checked = now  # a found owner is re-checked every minute too
-                todo.append(t)
-        if not todo:
-            return
-        procfs = self.ctx.config.procfs
+        todo = [t for t in targets if t.pid is None and not t.container_id and not t.pod]
+        sockets = self.ctx.sockets
 
         def resolve() -> dict[str, int | None]:
-            pids = find_listening_pids(procfs, [t.endpoint for t in todo])
+            pids = sockets.lookup(self.name, [t.endpoint for t in todo])
             return {t.label: pid for t, pid in zip(todo, pids, strict=True)}
 
         loop = asyncio.get_running_loop()
@@ -258,7 +237,7 @@ class ServingCollector(AsyncCollector):
             self._start_discovery(previous, now)
         started = time.monotonic()
         targets = self.targets(previous)
-        self._resolve_owners((t for t, _ in targets), now)
+        self._resolve_owners(t for t, _ in targets)
         # Finish inside the sampler's limit for this collector, however many targets hang.
         budget = max(0.05, self.ctx.config.timeout * 0.9 - (time.monotonic() - started))
         outcomes = await self._scrape_all(targets, budget)
@@ -266,15 +245,11 @@ class ServingCollector(AsyncCollector):
         statuses = []
         for (target, source), outcome in zip(targets, outcomes, strict=True):
             statuses.append(self._status(target, source, outcome, now))
-        names = {t.label for t, _ in targets}
-        for name in [n for n in self._states if n not in names]:
-            del self._states[name]
-        for key in [k for k in self._errors if k[0] not in names]:
-            del self._errors[key]
+        self._targets.keep({t.label for t, _ in targets})
         self.scraper.forget({t.url for t, _ in targets})
         return ServingData(
             targets=tuple(statuses),
-            errors_total=dict(self._errors),
+            errors_total=dict(self._targets.errors),
             window_seconds=self.ctx.config.serving_window,
         )
 
@@ -301,7 +276,7 @@ class ServingCollector(AsyncCollector):
         ]
 
     async def _scrape_one(self, target: ServingTarget) -> ScrapeOutcome:
-        state = self._state(target.label)
+        state = self._targets.get(target.label)
         outcome = await self.scraper.scrape(target.url, state.info_model)
         reading = outcome.reading
         if reading is not None and reading.info_url_path and not state.info_tried:
@@ -316,7 +291,7 @@ class ServingCollector(AsyncCollector):
     def _status(
         self, target: ServingTarget, source: str, outcome: ScrapeOutcome, now: float
     ) -> TargetStatus:
-        state = self._state(target.label)
+        state = self._targets.get(target.label)
         base = TargetStatus(
             name=target.label,
             url=target.url,
@@ -331,7 +306,7 @@ class ServingCollector(AsyncCollector):
         reading = outcome.reading
         if reading is None:
             reason = outcome.reason or "refused"
-            self._errors[(target.label, reason)] = self._errors.get((target.label, reason), 0) + 1
+            self._targets.count_error(target.label, reason)
             self._once.log(
                 logging.WARNING,
                 f"down:{target.label}",
@@ -340,39 +315,12 @@ class ServingCollector(AsyncCollector):
                 target.url,
                 outcome.detail or reason,
             )
-            for w in state.windows.values():
-                w.expire(now)
+            state.fail(now)
             return base
         if self._once.forget(f"down:{target.label}"):
             log.info("serving target %s is up again", target.label)
-        return replace(
-            base, up=True, framework=reading.framework, models=self._window(state, reading, now)
-        )
-
-    def _window(self, state: _TargetState, reading: Reading, now: float) -> tuple[ModelStats, ...]:
-        window = self.ctx.config.serving_window
-        restarted = (
-            reading.start_time is not None
-            and state.start_time is not None
-            and reading.start_time != state.start_time
-        )
-        state.start_time = reading.start_time
-        stale = state.last_t is not None and now - state.last_t > window
-        state.last_t = now
-        out = []
-        for key, model_reading in reading.models.items():
-            w = state.windows.get(key)
-            if w is None or w.window != window:
-                w = state.windows[key] = ModelWindow(window)
-            if stale:
-                w.last = None  # after an outage longer than the window, start afresh
-            w.observe(now, model_reading, restarted)
-            stats = w.stats()
-            if stats is not None:
-                out.append(ModelStats(key[0], key[1], stats))
-        for key in [k for k in state.windows if k not in reading.models]:
-            del state.windows[key]
-        return tuple(out)
+        models = state.observe(reading, now, self.ctx.config.serving_window)
+        return replace(base, up=True, framework=reading.framework, models=models)
 
     # --- metrics ----------------------------------------------------------------------------
 
