@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from node_exporter_ml.drift import Table
-from node_exporter_ml.drift.columnar import loads_columnar
+from node_exporter_ml.drift.engine.columnar import loads_columnar
 from node_exporter_ml.drift.service import (
     ApiError,
     Limits,

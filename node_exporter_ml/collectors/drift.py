@@ -24,7 +24,7 @@ from prometheus_client.core import (
 )
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
-from node_exporter_ml.drift.quality import SCHEMA_CHANGES
+from node_exporter_ml.drift.engine.quality import SCHEMA_CHANGES
 from node_exporter_ml.drift.service import DriftService, Limits, ModelResult
 from node_exporter_ml.drift.store import RETAIN_FACTOR, Window
 from node_exporter_ml.drift.worker import REASONS

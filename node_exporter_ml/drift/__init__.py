@@ -4,8 +4,8 @@
 this package imports neither numpy nor scipy: they load on the first evaluation.
 """
 
-from node_exporter_ml.drift.errors import DataError, OptionsError
-from node_exporter_ml.drift.report import evaluate, parse_options
-from node_exporter_ml.drift.table import Column, Table, as_table
+from node_exporter_ml.drift.engine.errors import DataError, OptionsError
+from node_exporter_ml.drift.engine.report import evaluate, parse_options
+from node_exporter_ml.drift.engine.table import Column, Table, as_table
 
 __all__ = ["Column", "DataError", "OptionsError", "Table", "as_table", "evaluate", "parse_options"]

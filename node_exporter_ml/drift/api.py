@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from node_exporter_ml.drift.columnar import TABLE_MEDIA, Upload, sniff
-from node_exporter_ml.drift.errors import DataError, OptionsError
+from node_exporter_ml.drift.engine.columnar import TABLE_MEDIA, Upload, sniff
+from node_exporter_ml.drift.engine.errors import DataError, OptionsError
 from node_exporter_ml.drift.openapi import openapi_document
 from node_exporter_ml.drift.service import (
     MODEL_NAME,

@@ -13,14 +13,14 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from node_exporter_ml.drift.quality import SCHEMA_CHANGES
+from node_exporter_ml.drift.engine.quality import SCHEMA_CHANGES
 
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
+    from node_exporter_ml.drift.engine.table import Table
     from node_exporter_ml.drift.service import ModelResult
-    from node_exporter_ml.drift.table import Table
 
 NUM_BINS = 20
 MAX_CATEGORIES = 12

@@ -23,22 +23,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from node_exporter_ml.drift.columnar import Upload, loads_columnar, read_table
-from node_exporter_ml.drift.errors import DataError, OptionsError
-from node_exporter_ml.drift.labels import (
+from node_exporter_ml.drift.engine.columnar import Upload, loads_columnar, read_table
+from node_exporter_ml.drift.engine.errors import DataError, OptionsError
+from node_exporter_ml.drift.engine.labels import (
     calibration,
     classification,
     confidence_histogram,
     prediction_drift,
     prediction_summary,
 )
-from node_exporter_ml.drift.regression import (
+from node_exporter_ml.drift.engine.regression import (
     CLASSIFICATION,
     REGRESSION,
     first_non_number,
     regression_quality,
     split_task,
 )
+from node_exporter_ml.drift.engine.table import Column, Table
 from node_exporter_ml.drift.store import (
     EncodedObservation,
     Observation,
@@ -48,7 +49,6 @@ from node_exporter_ml.drift.store import (
     Window,
     encode_observations,
 )
-from node_exporter_ml.drift.table import Column, Table
 from node_exporter_ml.drift.worker import WorkerError, WorkerLimits, WorkerPool
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.tasks import cancel_task
@@ -1000,8 +1000,8 @@ def build_report(
 
 def _quality(ref: LoadedReference, current: Table) -> Any:
     """Data quality on its own, for a window the drift evaluation refused."""
-    from node_exporter_ml.drift.quality import data_quality
-    from node_exporter_ml.drift.report import parse_options
+    from node_exporter_ml.drift.engine.quality import data_quality
+    from node_exporter_ml.drift.engine.report import parse_options
 
     try:
         ranges = parse_options(ref.options).ranges

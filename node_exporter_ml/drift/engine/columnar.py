@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any, SupportsIndex
 
-from node_exporter_ml.drift.errors import DataError
-from node_exporter_ml.drift.table import Table, column_from_values
+from node_exporter_ml.drift.engine.errors import DataError
+from node_exporter_ml.drift.engine.table import Table, column_from_values
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -18,11 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from node_exporter_ml.drift.errors import DataError, OptionsError
-from node_exporter_ml.drift.table import Column, Table, as_table, none_mask
+from node_exporter_ml.drift.engine.errors import DataError, OptionsError
+from node_exporter_ml.drift.engine.table import Column, Table, as_table, none_mask
 
 if TYPE_CHECKING:
-    from node_exporter_ml.drift.stattests import ColumnKind, Sample, StatTest
+    from node_exporter_ml.drift.engine.stattests import ColumnKind, Sample, StatTest
 
 INTEGER_CARDINALITY_LIMIT = 10
 """An integer column with at most this many distinct current values is categorical."""
@@ -108,7 +108,7 @@ def parse_options(raw: Mapping[str, Any]) -> Options:
         OptionsError: an unknown option, an option given twice under two names, an unknown
             test, or a value of the wrong type or range.
     """
-    from node_exporter_ml.drift.stattests import STATTESTS
+    from node_exporter_ml.drift.engine.stattests import STATTESTS
 
     values: dict[str, Any] = {}
     given_as: dict[str, str] = {}
@@ -343,7 +343,7 @@ def evaluate(reference: Any, current: Any, **options: Any) -> dict[str, Any]:
         "not_evaluated": not_evaluated,
     }
     if opts.data_quality:
-        from node_exporter_ml.drift.quality import data_quality
+        from node_exporter_ml.drift.engine.quality import data_quality
 
         report["data_quality"] = data_quality(ref_table, cur_table, ranges=opts.ranges)
     return report
@@ -353,7 +353,7 @@ def _evaluate_column(job: tuple[str, Column, Column | None], opts: Options) -> d
     """One column's result, or the reason it is not evaluated."""
     import numpy as np
 
-    from node_exporter_ml.drift.stattests import STATTESTS, Sample
+    from node_exporter_ml.drift.engine.stattests import STATTESTS, Sample
 
     name, current, reference = job
     found, reason = column_kind(current)
