@@ -426,7 +426,7 @@ async def test_openapi_documents_every_route(client, service):
     assert doc == openapi_document()
     assert doc["openapi"].startswith("3.")
     app = web.Application()
-    from node_exporter_ml.drift.api import routes
+    from node_exporter_ml.drift.web import routes
 
     served = {
         (r.method.lower(), r.path)

@@ -120,7 +120,7 @@ class DriftCollector(AsyncCollector):
 
     def routes(self) -> list[web.RouteDef]:
         """The drift API and page routes."""
-        from node_exporter_ml.drift.api import routes
+        from node_exporter_ml.drift.web import routes
 
         return routes(self.service)
 
