@@ -58,6 +58,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     ),
     "drift/engine/stattests.py": _DRIFT,
     "drift/engine/report.py": (*_DRIFT, "tests/test_mutation_report.py"),
+    "drift/engine/kinds.py": (*_DRIFT, "tests/test_mutation_report.py"),
     "drift/engine/quality.py": (
         "tests/test_drift_stats.py",
         "tests/test_mutation_quality.py",

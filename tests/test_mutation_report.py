@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from node_exporter_ml.drift.engine.report import column_kind
+from node_exporter_ml.drift.engine.kinds import column_kind
 from node_exporter_ml.drift.engine.table import Column
 
 

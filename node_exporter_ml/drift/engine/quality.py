@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from node_exporter_ml.drift.engine.kinds import column_kind
 from node_exporter_ml.drift.engine.table import Column, Table
 
 MAX_LISTED_CATEGORIES = 10
@@ -112,8 +113,6 @@ def _share(count: int, total: int) -> float | None:
 
 
 def _is_categorical(column: Column) -> bool:
-    from node_exporter_ml.drift.engine.report import column_kind
-
     return column_kind(column)[0] == "cat"
 
 
