@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from node_exporter_ml.drift.engine.columnar import Upload, loads_columnar, read_table
 from node_exporter_ml.drift.engine.errors import DataError, OptionsError
+from node_exporter_ml.drift.engine.histograms import column_histograms
 from node_exporter_ml.drift.engine.labels import (
     calibration,
     classification,
@@ -924,7 +925,6 @@ def build_report(
         (empty, or the engine refuses it) still reports quality, predictions and labels.
     """
     from node_exporter_ml.drift import evaluate
-    from node_exporter_ml.drift.page import column_histograms
 
     report: dict[str, Any] = {
         "model": model,
