@@ -3,7 +3,7 @@
 Every ``--drift.interval`` the service evaluates each model whose data changed (every model,
 for time windows) against its reference, and keeps the latest result per model for the
 collector to publish. SQLite writes run in one database thread; request parsing, typing and
-every evaluation run in worker processes (`drift.worker`, `drift.jobs`), waited on from a
+every evaluation run in worker processes (`drift.worker`), waited on from a
 small thread pool; continuous evaluation waits in its own thread, so a long evaluation never
 delays a write, and the agent's own process never loads the statistics.
 """
@@ -430,6 +430,15 @@ def _plain(value: Any) -> Any:
 # --- the service ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """What a worker needs to build the service's twin: its state, window and limits."""
+
+    state_dir: str
+    window: Window
+    limits: Limits
+
+
 class DriftService:
     """Owns the store, the worker threads and the latest results; see the module docstring."""
 
@@ -570,15 +579,13 @@ class DriftService:
         Raises:
             ApiError: 503 when the worker died (it is replaced), 504 when it timed out.
         """
-        from node_exporter_ml.drift import jobs
-
         pool = self.pool
         if pool is None:
             raise ApiError(503, "the drift service is not running")
         try:
             if getattr(fn, "__self__", None) is self:
-                config = jobs.ServiceConfig(self.state_dir, self.window, self.limits)
-                result: T = pool.call(jobs.call_method, config, fn.__name__, *args)
+                config = ServiceConfig(self.state_dir, self.window, self.limits)
+                result: T = pool.call(call_method, config, fn.__name__, *args)
                 return result
             return pool.call(fn, *args)
         except WorkerError as err:
@@ -1008,3 +1015,34 @@ def _quality(ref: LoadedReference, current: Table) -> Any:
         return data_quality(ref.features, current, ranges=ranges)
     except (DataError, OptionsError) as err:
         return {"error": str(err)}
+
+
+# --- in the worker process ------------------------------------------------------------------
+# Each worker keeps one `DriftService` per configuration, never started: its parsing and
+# evaluation methods are pure, and for window reports it opens its own connection to the
+# service's SQLite store (WAL mode lets it read while the agent writes), with its own reference
+# cache. So the agent sends a method name and a body, and gets back a report or packed table.
+
+_TWINS: dict[ServiceConfig, DriftService] = {}
+
+
+def _twin(config: ServiceConfig) -> DriftService:
+    service = _TWINS.get(config)
+    if service is None:
+        # One configuration at a time in practice; a reload makes a new twin.
+        for old in _TWINS.values():
+            old.store.close()
+        _TWINS.clear()
+        service = _TWINS[config] = DriftService(
+            config.state_dir, window=config.window, limits=config.limits
+        )
+    return service
+
+
+def call_method(config: ServiceConfig, method: str, *args: Any) -> Any:
+    """``DriftService.<method>(*args)`` on this worker's twin of the agent's service."""
+    service = _twin(config)
+    if method == "window_report" and not service.store.is_open:
+        service.store.open(lock=False)  # the agent holds the state directory's lock
+    fn: Callable[..., Any] = getattr(service, method)
+    return fn(*args)

@@ -32,7 +32,7 @@ T = TypeVar("T")
 REASONS = ("tasks", "memory", "timeout", "crashed")
 """Why a worker was replaced: task count, memory cap, a task's timeout, death."""
 
-PRELOAD = ["node_exporter_ml.drift.jobs", "scipy.stats", "pandas", "pyarrow.parquet"]
+PRELOAD = ["node_exporter_ml.drift.service", "scipy.stats", "pandas", "pyarrow.parquet"]
 """What the forkserver imports once, so that every worker starts with the engine loaded."""
 
 
