@@ -10,13 +10,12 @@ from node_exporter_ml.drift.engine.columnar import loads_columnar
 from node_exporter_ml.drift.service import (
     ApiError,
     Limits,
-    pack_table,
     parse_json,
     parse_label_rows,
     parse_observation_rows,
     split_reference,
-    unpack_table,
 )
+from node_exporter_ml.drift.store import pack_table, unpack_table
 
 
 def test_pack_roundtrip_keeps_types_and_values():

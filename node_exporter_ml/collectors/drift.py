@@ -23,10 +23,11 @@ from prometheus_client.core import (
     Metric,
 )
 
-from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
+from node_exporter_ml.collectors.base import AsyncCollector, CollectContext, StartupError
 from node_exporter_ml.drift.engine.quality import SCHEMA_CHANGES
+from node_exporter_ml.drift.errors import TokenFileError
 from node_exporter_ml.drift.service import DriftService, Limits, ModelResult
-from node_exporter_ml.drift.store import RETAIN_FACTOR, Window
+from node_exporter_ml.drift.store import RETAIN_FACTOR, StoreError, Window
 from node_exporter_ml.drift.worker import REASONS
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.registry import register_collector
@@ -83,8 +84,15 @@ class DriftCollector(AsyncCollector):
         self.service = service_from_config(ctx.config)
 
     async def start(self) -> None:
-        """Open the store under --state.dir and start the evaluation loop."""
-        await self.service.start()
+        """Open the store under --state.dir and start the evaluation loop.
+
+        Raises:
+            StartupError: the state directory, its database or the token file is unusable.
+        """
+        try:
+            await self.service.start()
+        except (StoreError, TokenFileError) as err:
+            raise StartupError(str(err)) from err
 
     async def stop(self) -> None:
         """Stop the evaluation loop and close the store."""

@@ -41,7 +41,9 @@ from node_exporter_ml.drift.engine.regression import (
     split_task,
 )
 from node_exporter_ml.drift.engine.table import Column, Table
+from node_exporter_ml.drift.errors import TokenFileError
 from node_exporter_ml.drift.store import (
+    TABLE_FORMAT,
     EncodedObservation,
     Observation,
     Reference,
@@ -49,6 +51,8 @@ from node_exporter_ml.drift.store import (
     StoreError,
     Window,
     encode_observations,
+    pack_table,
+    unpack_reference,
 )
 from node_exporter_ml.drift.worker import WorkerError, WorkerLimits, WorkerPool
 from node_exporter_ml.logonce import OnceLogger
@@ -368,59 +372,6 @@ def split_reference(table: Table) -> tuple[Table, list[Any] | None, list[float |
     return Table(features, table.n_rows), predictions, confidences
 
 
-TABLE_FORMAT = "table-v1"
-"""References are stored parsed and typed, so a restart does not parse the CSV again."""
-
-
-def pack_table(table: Table) -> bytes:
-    """A table as bytes: a JSON header, then each column as .npy (numbers) or JSON (objects).
-
-    No pickle: object columns (strings, mixed values, None) are JSON lists.
-    """
-    import io
-
-    import numpy as np
-
-    header: dict[str, Any] = {"n_rows": table.n_rows, "columns": []}
-    payloads = []
-    for name, col in table.columns.items():
-        if col.values.dtype.kind in "biufM":
-            buf = io.BytesIO()
-            np.save(buf, col.values, allow_pickle=False)
-            payload, enc = buf.getvalue(), "npy"
-        else:
-            payload, enc = json.dumps(col.values.tolist()).encode(), "json"
-        header["columns"].append(
-            {"name": name, "dtype": col.dtype, "enc": enc, "size": len(payload)}
-        )
-        payloads.append(payload)
-    head = json.dumps(header).encode()
-    return len(head).to_bytes(4, "big") + head + b"".join(payloads)
-
-
-def unpack_table(data: bytes) -> Table:
-    """The inverse of `pack_table`."""
-    import io
-
-    import numpy as np
-
-    size = int.from_bytes(data[:4], "big")
-    header = json.loads(data[4 : 4 + size])
-    pos = 4 + size
-    columns = {}
-    for meta in header["columns"]:
-        chunk = data[pos : pos + meta["size"]]
-        pos += meta["size"]
-        if meta["enc"] == "npy":
-            values = np.load(io.BytesIO(chunk), allow_pickle=False)
-        else:
-            items = json.loads(chunk)
-            values = np.empty(len(items), dtype=object)
-            values[:] = items
-        columns[meta["name"]] = Column(meta["name"], meta["dtype"], values)
-    return Table(columns, header["n_rows"])
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -485,8 +436,8 @@ class DriftService:
         """Open the store, read the token, load stored results, start the evaluation loop.
 
         Raises:
-            StoreError: the state directory or database cannot be used, or the token file
-                cannot be read or is empty.
+            StoreError: the state directory or database cannot be used.
+            TokenFileError: the token file cannot be read or is empty.
         """
         loop = asyncio.get_running_loop()
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nodeml-drift-db")
@@ -524,7 +475,7 @@ class DriftService:
             return
         try:
             self.token = _read_token(self.token_file)
-        except StoreError as err:
+        except TokenFileError as err:
             log.error("drift token not reloaded, the previous one stays: %s", err)
 
     async def stop(self) -> None:
@@ -883,9 +834,9 @@ def _read_token(path: str) -> bytes:
         with open(path, "rb") as f:
             token = f.read().strip()
     except OSError as err:
-        raise StoreError(f"--drift.token-file: {path}: {err.strerror or err}") from None
+        raise TokenFileError(f"--drift.token-file: {path}: {err.strerror or err}") from None
     if not token:
-        raise StoreError(f"--drift.token-file: {path}: the file is empty")
+        raise TokenFileError(f"--drift.token-file: {path}: the file is empty")
     return token
 
 
@@ -901,9 +852,7 @@ def _restored(model: str, report: Mapping[str, Any]) -> ModelResult:
 
 
 def _load_reference(ref: Reference) -> LoadedReference:
-    if ref.format != TABLE_FORMAT:
-        raise StoreError(f"model {ref.model}: reference stored as {ref.format!r}, unreadable")
-    table = unpack_table(ref.data)
+    table = unpack_reference(ref)
     features, predictions, confidences = split_reference(table)
     task, options = split_task(ref.options)
     return LoadedReference(
