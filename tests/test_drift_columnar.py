@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node_exporter_ml.drift import evaluate
+from node_exporter_ml.drift.bodies import Limits
 from node_exporter_ml.drift.engine.columnar import (
     ARROW_STREAM,
     CSV,
@@ -29,7 +30,6 @@ from node_exporter_ml.drift.engine.columnar import (
 )
 from node_exporter_ml.drift.engine.errors import DataError
 from node_exporter_ml.drift.engine.table import Column, Table
-from node_exporter_ml.drift.service import Limits
 from node_exporter_ml.drift.store import Window
 from tests.drift_helpers import app_for, running_service
 

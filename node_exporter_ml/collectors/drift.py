@@ -24,9 +24,10 @@ from prometheus_client.core import (
 )
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext, StartupError
+from node_exporter_ml.drift.bodies import Limits
 from node_exporter_ml.drift.engine.quality import SCHEMA_CHANGES
 from node_exporter_ml.drift.errors import TokenFileError
-from node_exporter_ml.drift.service import DriftService, Limits, ModelResult
+from node_exporter_ml.drift.service import DriftService, ModelResult
 from node_exporter_ml.drift.store import RETAIN_FACTOR, StoreError, Window
 from node_exporter_ml.drift.worker import REASONS
 from node_exporter_ml.exposition import add_sample

@@ -15,3 +15,31 @@ class DriftError(Exception):
 
 class TokenFileError(DriftError):
     """The drift token file (--drift.token-file) cannot be read or is empty."""
+
+
+class RequestError(DriftError):
+    """A request's body or options are malformed or invalid (the caller's fault)."""
+
+
+class TooLargeError(RequestError):
+    """A request passes a configured limit: rows, columns, features, labels."""
+
+
+class TooManyModelsError(DriftError):
+    """A reference for one more model than drift.max_models allows (each model adds series)."""
+
+
+class UnknownModelError(DriftError):
+    """The model has no reference (it is created by PUT .../reference)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model)
+        self.model = model
+
+
+class UnavailableError(DriftError):
+    """The service is not running, or the worker process of a task died (it is replaced)."""
+
+
+class WorkerTimeoutError(UnavailableError):
+    """The worker process of a task ran past its timeout (it is killed and replaced)."""
