@@ -214,6 +214,26 @@ class DriftService:
         if run_loop:
             self._task = asyncio.create_task(self._run(), name="nodeml-drift-evaluation")
 
+    def reconfigure(
+        self, *, interval: float, window: Window, limits: Limits, token_file: str | None
+    ) -> None:
+        """Take new settings (SIGHUP, in a worker thread); the store stays as started.
+
+        The token file is read again, so a leaked token is revoked by replacing the file.
+        """
+        self.window = window
+        self.limits = limits
+        self.interval = interval
+        self.token_file = token_file
+        self.reload_token()
+
+    def worker_usage(self) -> tuple[dict[str, int], int] | None:
+        """The worker processes' restarts by reason and resident memory; None before start."""
+        pool = self.pool
+        if pool is None:
+            return None
+        return pool.restarts(), pool.resident_memory_bytes()
+
     def reload_token(self) -> None:
         """Read the token file again (SIGHUP, in a worker thread); a failure keeps the old token.
 
