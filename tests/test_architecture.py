@@ -180,6 +180,7 @@ def test_the_drift_engine_imports_only_itself_and_no_io():
         ),
         (f"{DRIFT}.service", (f"{DRIFT}.web", f"{DRIFT}.page", f"{PACKAGE}.collectors", "aiohttp")),
         (f"{DRIFT}.bodies", (f"{DRIFT}.service", f"{DRIFT}.web", "aiohttp")),
+        (f"{DRIFT}.windowreport", (f"{DRIFT}.service", f"{DRIFT}.web", "aiohttp", "asyncio")),
         (f"{DRIFT}.errors", (PACKAGE + ".", "aiohttp")),
         (f"{DRIFT}.worker", (PACKAGE + ".", "aiohttp")),
     ],
