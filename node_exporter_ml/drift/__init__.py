@@ -2,6 +2,10 @@
 
 `evaluate(reference, current, **options)` returns the report the drift API serves. Importing
 this package imports neither numpy nor scipy: they load on the first evaluation.
+
+The subsystem's imports point one way: `web` (routes, the page, errors to HTTP) -> `service`
+(lifecycle, threads, worker processes; `bodies`, `windowreport`) -> `store` (SQLite) ->
+`engine` (pure).
 """
 
 from node_exporter_ml.drift.engine.errors import DataError, OptionsError

@@ -1,5 +1,8 @@
 """Drift state in SQLite under --state.dir: references, observation windows, labels, results.
 
+It has its own errors (`StoreError`, `StoreFullError`) and the encoding of stored reference
+tables (`pack_table`, `unpack_table`); it knows nothing of the service or the web above it.
+
 Every method is blocking and thread-safe (one connection behind a lock); callers on the event
 loop run them in an executor. A method that writes returns only after its transaction has
 committed, so an HTTP 2xx sent after it means the data is on disk.

@@ -317,7 +317,7 @@ def column_from_values(name: str, values: Any) -> Column:
     """A column from a list of JSON values or a numpy array, typed as pd.DataFrame types it."""
     import numpy as np
 
-    if isinstance(values, Column):  # typed already (drift.columnar.loads_columnar)
+    if isinstance(values, Column):  # typed already (columnar.loads_columnar)
         return values if values.name == name else Column(name, values.dtype, values.values)
     if isinstance(values, np.ndarray):
         return _column_from_array(name, values)
