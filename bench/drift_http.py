@@ -49,9 +49,10 @@ BODY_LIMIT = 2 * 1024 * 1024 * 1024
 async def _serve(state_dir: str, window_rows: int) -> None:
     from aiohttp import web
 
-    from node_exporter_ml.drift.api import routes
-    from node_exporter_ml.drift.service import DriftService, Limits
+    from node_exporter_ml.drift.bodies import Limits
+    from node_exporter_ml.drift.service import DriftService
     from node_exporter_ml.drift.store import Window
+    from node_exporter_ml.drift.web import routes
 
     service = DriftService(
         state_dir,

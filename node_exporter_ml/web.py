@@ -21,6 +21,7 @@ from node_exporter_ml.webguard import (
     admission_middleware,
     auth_middleware,
 )
+from node_exporter_ml.webroutes import RouteProvider
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +122,9 @@ def build_app(agent: Agent, web_config: WebConfig | None = None) -> web.Applicat
         client_max_size=max_body,
     )
     app[AGENT] = agent
-    # A collector serving an API may require a token of its writes (the drift collector does).
-    tokens = [t for c in agent.collectors if callable(t := getattr(c, "api_token", None))]
-    app[AUTH] = Authenticator(web_config.users, tokens)
+    # Collectors that serve routes of their own (the drift API); their writes may need a token.
+    providers = [c for c in agent.collectors if isinstance(c, RouteProvider)]
+    app[AUTH] = Authenticator(web_config.users, [p.api_token for p in providers])
     app[WEB_CONFIG] = web_config
     app[ADMISSION] = Admission(
         limit=lambda: agent.config.max_requests,
@@ -133,10 +134,8 @@ def build_app(agent: Agent, web_config: WebConfig | None = None) -> web.Applicat
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    for c in agent.collectors:
-        routes = getattr(c, "routes", None)
-        if callable(routes):
-            app.router.add_routes(routes())
+    for provider in providers:
+        app.router.add_routes(provider.routes())
 
     async def lifecycle(app: web.Application) -> object:
         await agent.start()

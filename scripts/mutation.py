@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "mutation"
 
 # module (under node_exporter_ml/) -> the tests that exercise it (pytest arguments). Left out:
-# serving/causes.py and drift/labels.py while issues 15 and 18 rewrite them (bench/README.md).
+# serving/causes.py and drift/engine/labels.py while issues 15 and 18 rewrite them
+# (bench/README.md).
 # The drift fuzz test is deselected: it runs 12 s of generated inputs per mutant and checks
 # only that no input crashes, which the other drift tests check on purpose.
 _FUZZ = "--deselect=tests/test_drift_stats.py::test_any_input_gives_a_report_or_a_clear_error"
@@ -55,9 +56,14 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/test_serving_profiles.py",
         "tests/test_mutation_parse.py",
     ),
-    "drift/stattests.py": _DRIFT,
-    "drift/report.py": (*_DRIFT, "tests/test_mutation_report.py"),
-    "drift/quality.py": ("tests/test_drift_stats.py", "tests/test_mutation_quality.py", _FUZZ),
+    "drift/engine/stattests.py": _DRIFT,
+    "drift/engine/report.py": (*_DRIFT, "tests/test_mutation_report.py"),
+    "drift/engine/kinds.py": (*_DRIFT, "tests/test_mutation_report.py"),
+    "drift/engine/quality.py": (
+        "tests/test_drift_stats.py",
+        "tests/test_mutation_quality.py",
+        _FUZZ,
+    ),
     "host/cgroupfs.py": ("tests/test_host_cgroupfs.py", "tests/test_mutation_cgroupfs.py"),
     "host/procfs.py": ("tests/test_host_procfs.py", "tests/test_mutation_procfs.py"),
     "host/cgroup_path.py": (

@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from node_exporter_ml.drift.api import routes
 from node_exporter_ml.drift.service import DriftService
+from node_exporter_ml.drift.web import routes
 from node_exporter_ml.webguard import AUTH, Authenticator, auth_middleware
 
 

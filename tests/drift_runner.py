@@ -15,8 +15,8 @@ import sys
 
 from aiohttp import web
 
-from node_exporter_ml.drift.api import routes
 from node_exporter_ml.drift.service import DriftService
+from node_exporter_ml.drift.web import routes
 
 
 async def serve(state_dir: str, port: int, token_file: str | None, interval: float) -> None:

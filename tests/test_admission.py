@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from node_exporter_ml.drift import api
+from node_exporter_ml.drift import web as api
 from node_exporter_ml.drift.store import Window
 from tests.drift_helpers import app_for, make_rows, running_service
 

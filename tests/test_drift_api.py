@@ -10,8 +10,9 @@ from aiohttp import FormData, web
 from blockbuster import blockbuster_ctx
 
 from node_exporter_ml.drift import Table, evaluate
+from node_exporter_ml.drift.bodies import Limits
 from node_exporter_ml.drift.openapi import openapi_document
-from node_exporter_ml.drift.service import DriftService, Limits
+from node_exporter_ml.drift.service import DriftService
 from node_exporter_ml.drift.store import Window
 from tests.drift_helpers import app_for, make_rows
 
@@ -426,7 +427,7 @@ async def test_openapi_documents_every_route(client, service):
     assert doc == openapi_document()
     assert doc["openapi"].startswith("3.")
     app = web.Application()
-    from node_exporter_ml.drift.api import routes
+    from node_exporter_ml.drift.web import routes
 
     served = {
         (r.method.lower(), r.path)

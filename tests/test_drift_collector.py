@@ -10,7 +10,7 @@ from blockbuster import blockbuster_ctx
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from node_exporter_ml.collectors.base import CollectContext
+from node_exporter_ml.collectors.base import CollectContext, StartupError
 from node_exporter_ml.collectors.drift import DriftCollector, DriftData
 from node_exporter_ml.config import Config, FileConfig
 from node_exporter_ml.registry import load_collectors
@@ -66,6 +66,24 @@ def config(tmp_path):
         drift_interval=0.1,
         file=FileConfig(drift_window_rows=300),
     )
+
+
+@pytest.mark.parametrize("broken", ["state", "token"])
+async def test_start_turns_the_subsystems_errors_into_startup_errors(tmp_path, broken):
+    # The store and the service have errors of their own; the agent stops on StartupError.
+    state = tmp_path / "state"
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    if broken == "state":
+        state.write_text("a file, not a directory")
+    else:
+        token.write_text("\n")
+    config = Config(state_dir=str(state), drift_token_file=str(token))
+    collector = DriftCollector(CollectContext(config))
+    flag = "--state.dir" if broken == "state" else "--drift.token-file"
+    with pytest.raises(StartupError, match=flag):
+        await collector.start()
+    await collector.stop()
 
 
 async def wait_for_result(collector: DriftCollector, model: str, *, rows: int) -> DriftData:

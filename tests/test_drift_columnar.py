@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node_exporter_ml.drift import evaluate
-from node_exporter_ml.drift.columnar import (
+from node_exporter_ml.drift.bodies import Limits
+from node_exporter_ml.drift.engine.columnar import (
     ARROW_STREAM,
     CSV,
     PARQUET,
@@ -27,10 +28,9 @@ from node_exporter_ml.drift.columnar import (
     read_table,
     sniff,
 )
-from node_exporter_ml.drift.errors import DataError
-from node_exporter_ml.drift.service import Limits
+from node_exporter_ml.drift.engine.errors import DataError
+from node_exporter_ml.drift.engine.table import Column, Table
 from node_exporter_ml.drift.store import Window
-from node_exporter_ml.drift.table import Column, Table
 from tests.drift_helpers import app_for, running_service
 
 LIMITS = Limits(max_body_bytes=4 * 2**20, max_rows=5000, max_columns=20)

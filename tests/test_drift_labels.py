@@ -5,7 +5,7 @@ import math
 import pytest
 
 from node_exporter_ml.drift import Table, evaluate
-from node_exporter_ml.drift.labels import (
+from node_exporter_ml.drift.engine.labels import (
     OTHER,
     calibration,
     class_key,

@@ -9,12 +9,12 @@ import aiohttp
 import pytest
 
 from node_exporter_ml.drift import Table
-from node_exporter_ml.drift.page import (
+from node_exporter_ml.drift.engine.histograms import (
     category_histogram,
     column_histograms,
-    histogram_svg,
     numeric_histogram,
 )
+from node_exporter_ml.drift.page import histogram_svg
 from tests.drift_helpers import make_rows
 from tests.pictures import chromium, decode_png
 from tools.browser import screenshot as browser_screenshot

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from node_exporter_ml.drift.labels import class_key, classification
-from node_exporter_ml.drift.regression import regression_quality
+from node_exporter_ml.drift.engine.labels import class_key, classification
+from node_exporter_ml.drift.engine.regression import regression_quality
 
 FIXTURES = Path(__file__).parent / "fixtures" / "quality"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())

@@ -17,14 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node_exporter_ml.collectors.drift import drift_families
 from node_exporter_ml.drift import Table, evaluate
-from node_exporter_ml.drift.errors import OptionsError
-from node_exporter_ml.drift.labels import prediction_drift, prediction_summary
-from node_exporter_ml.drift.regression import (
+from node_exporter_ml.drift.bodies import Limits
+from node_exporter_ml.drift.engine.errors import OptionsError
+from node_exporter_ml.drift.engine.labels import prediction_drift, prediction_summary
+from node_exporter_ml.drift.engine.regression import (
     first_non_number,
     regression_quality,
     split_task,
 )
-from node_exporter_ml.drift.service import Limits
 from node_exporter_ml.drift.store import Window
 from tests.drift_helpers import app_for, make_rows, running_service
 

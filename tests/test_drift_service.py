@@ -1,22 +1,35 @@
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import pytest
 
-from node_exporter_ml.drift import Table
-from node_exporter_ml.drift.columnar import loads_columnar
-from node_exporter_ml.drift.service import (
-    ApiError,
-    Limits,
-    pack_table,
-    parse_json,
-    parse_label_rows,
-    parse_observation_rows,
-    split_reference,
-    unpack_table,
-)
+from node_exporter_ml.drift import Table, bodies
+from node_exporter_ml.drift.bodies import Limits, split_reference
+from node_exporter_ml.drift.engine.columnar import loads_columnar
+from node_exporter_ml.drift.errors import DriftError
+from node_exporter_ml.drift.store import pack_table, unpack_table
+from node_exporter_ml.drift.web import ApiError, api_error
+
+
+def _as_answered(parse):
+    """`parse` with its domain errors turned into what the web layer answers (ApiError)."""
+
+    @functools.wraps(parse)
+    def wrapped(*args, **kwargs):
+        try:
+            return parse(*args, **kwargs)
+        except DriftError as err:
+            raise (api_error(err) or err) from err
+
+    return wrapped
+
+
+parse_json = _as_answered(bodies.parse_json)
+parse_label_rows = _as_answered(bodies.parse_label_rows)
+parse_observation_rows = _as_answered(bodies.parse_observation_rows)
 
 
 def test_pack_roundtrip_keeps_types_and_values():

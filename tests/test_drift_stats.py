@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from node_exporter_ml.drift import DataError, OptionsError, Table, evaluate, parse_options
-from node_exporter_ml.drift import report as report_module
-from node_exporter_ml.drift.quality import data_quality, value_family
-from node_exporter_ml.drift.stattests import STATTESTS, Sample, chisquare, wasserstein, z
+from node_exporter_ml.drift.engine import report as report_module
+from node_exporter_ml.drift.engine.quality import data_quality, value_family
+from node_exporter_ml.drift.engine.stattests import STATTESTS, Sample, chisquare, wasserstein, z
 
 RNG = np.random.default_rng(7)
 

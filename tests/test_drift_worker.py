@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from node_exporter_ml.collectors.drift import DriftData, worker_families
-from node_exporter_ml.drift.errors import DataError
-from node_exporter_ml.drift.service import Limits
+from node_exporter_ml.drift.bodies import Limits
+from node_exporter_ml.drift.engine.errors import DataError
 from node_exporter_ml.drift.store import Window
 from node_exporter_ml.drift.worker import WorkerError, WorkerLimits, WorkerPool
 from tests.drift_helpers import app_for, make_rows, running_service

@@ -13,7 +13,7 @@ from node_exporter_ml.collectors.process import ProcessCollector
 from node_exporter_ml.collectors.serving import ServingCollector
 from node_exporter_ml.config import Config, FileConfig, ServingTarget
 from node_exporter_ml.host.socket_owners import SocketOwners
-from tests.host_trees import FakeProc, stat_line, write_proc
+from tools.host_trees import FakeProc, stat_line, write_proc
 
 VLLM = ("127.0.0.1", 8000)
 TRITON = ("127.0.0.1", 8002)

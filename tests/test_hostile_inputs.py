@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from node_exporter_ml.cli import main
-from node_exporter_ml.drift.service import DriftService, Limits
+from node_exporter_ml.drift.bodies import Limits
+from node_exporter_ml.drift.service import DriftService
 from node_exporter_ml.drift.store import DB_NAME, Window
 from tests.drift_helpers import app_for, make_rows, running_service
 

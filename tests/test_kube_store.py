@@ -8,8 +8,8 @@ import pytest
 
 from node_exporter_ml.kube.pods import PodMeta, WatchEvent, parse_pod, parse_watch_event
 from node_exporter_ml.kube.store import PodStore
-from tests.fake_kube import pod_json
-from tests.host_trees import CID, STATIC_UID, UID
+from tools.fake_kube import pod_json
+from tools.host_trees import CID, STATIC_UID, UID
 
 UID2 = "11111111-2222-4333-8444-555555555555"
 CID2 = "e" * 64

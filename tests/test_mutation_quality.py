@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from node_exporter_ml.drift.quality import data_quality, value_family
-from node_exporter_ml.drift.table import Column, Table
+from node_exporter_ml.drift.engine.quality import data_quality, value_family
+from node_exporter_ml.drift.engine.table import Column, Table
 
 
 def _col(dtype: str, values: list[Any], np_dtype: Any = None) -> Column:

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from node_exporter_ml.drift.report import column_kind
-from node_exporter_ml.drift.table import Column
+from node_exporter_ml.drift.engine.kinds import column_kind
+from node_exporter_ml.drift.engine.table import Column
 
 
 def _col(dtype: str, values: list[Any], np_dtype: Any = object) -> Column:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from node_exporter_ml.drift import Table, evaluate
-from node_exporter_ml.drift.stattests import Sample
+from node_exporter_ml.drift.engine.stattests import Sample
 from tests.drift_helpers import fixture_module
 
 FIXTURES = Path(__file__).parent / "fixtures" / "drift"

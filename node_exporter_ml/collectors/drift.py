@@ -2,8 +2,10 @@
 
 Model servers push feature rows, predictions and late labels to the drift API
 (``/api/v1/models/{model}/...``); every ``--drift.interval`` the drift service evaluates each
-model's window in a worker thread and keeps the latest result in SQLite under
-``--state.dir``. This collector's update only reads those in-memory results:
+model's window in a worker process and keeps the latest result in SQLite under
+``--state.dir``. This collector is a thin adapter over that subsystem (`node_exporter_ml.drift`):
+it builds the service from the flags, starts and stops it, mounts its routes (`drift.web`,
+through the `RouteProvider` hook), and turns the service's in-memory results into series:
 
     nodeml_drift_score{model="fraud",feature="amount",test="wasserstein"} 0.031
 """
@@ -23,13 +25,17 @@ from prometheus_client.core import (
     Metric,
 )
 
-from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
-from node_exporter_ml.drift.quality import SCHEMA_CHANGES
-from node_exporter_ml.drift.service import DriftService, Limits, ModelResult
-from node_exporter_ml.drift.store import RETAIN_FACTOR, Window
+from node_exporter_ml.collectors.base import AsyncCollector, CollectContext, StartupError
+from node_exporter_ml.drift.bodies import Limits
+from node_exporter_ml.drift.engine.quality import SCHEMA_CHANGES
+from node_exporter_ml.drift.errors import TokenFileError
+from node_exporter_ml.drift.service import DriftService, ModelResult
+from node_exporter_ml.drift.store import RETAIN_FACTOR, StoreError, Window
+from node_exporter_ml.drift.web import routes
 from node_exporter_ml.drift.worker import REASONS
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.registry import register_collector
+from node_exporter_ml.webroutes import RouteProvider
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -71,11 +77,12 @@ def service_from_config(config: Config) -> DriftService:
 
 
 @register_collector("drift", default_enabled=True)
-class DriftCollector(AsyncCollector):
+class DriftCollector(AsyncCollector, RouteProvider):
     """Data drift, data quality and prediction quality per model, from the drift API.
 
-    Reads the drift service's latest in-memory results (no I/O); the API and the evaluation
-    loop run from start() to stop().
+    Reads the drift service's latest in-memory results (no I/O); the service owns the store,
+    the threads and the worker processes, and runs the API and the evaluation loop from
+    start() to stop().
     """
 
     def __init__(self, ctx: CollectContext) -> None:
@@ -83,8 +90,15 @@ class DriftCollector(AsyncCollector):
         self.service = service_from_config(ctx.config)
 
     async def start(self) -> None:
-        """Open the store under --state.dir and start the evaluation loop."""
-        await self.service.start()
+        """Open the store under --state.dir and start the evaluation loop.
+
+        Raises:
+            StartupError: the state directory, its database or the token file is unusable.
+        """
+        try:
+            await self.service.start()
+        except (StoreError, TokenFileError) as err:
+            raise StartupError(str(err)) from err
 
     async def stop(self) -> None:
         """Stop the evaluation loop and close the store."""
@@ -98,11 +112,12 @@ class DriftCollector(AsyncCollector):
         """
         super().reload(ctx)
         fresh = service_from_config(ctx.config)
-        self.service.window = fresh.window
-        self.service.limits = fresh.limits
-        self.service.interval = fresh.interval
-        self.service.token_file = fresh.token_file
-        self.service.reload_token()
+        self.service.reconfigure(
+            interval=fresh.interval,
+            window=fresh.window,
+            limits=fresh.limits,
+            token_file=fresh.token_file,
+        )
 
     def api_token(self) -> bytes | None:
         """The token the web layer requires of the drift API's writes (None: none set)."""
@@ -113,15 +128,13 @@ class DriftCollector(AsyncCollector):
         await asyncio.sleep(0)
         latest = self.service.latest()
         results = tuple(latest[m] for m in sorted(latest))
-        pool = self.service.pool
-        if pool is None:
+        usage = self.service.worker_usage()
+        if usage is None:
             return DriftData(results)
-        return DriftData(results, pool.restarts(), pool.resident_memory_bytes())
+        return DriftData(results, *usage)
 
     def routes(self) -> list[web.RouteDef]:
-        """The drift API and page routes."""
-        from node_exporter_ml.drift.api import routes
-
+        """The drift API and page routes (`drift.web`), bound to the service."""
         return routes(self.service)
 
     def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:

@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from node_exporter_ml import __version__
-from node_exporter_ml.drift.columnar import TABLE_MEDIA
+from node_exporter_ml.drift.engine.columnar import TABLE_MEDIA
 
 MODEL_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 

@@ -2,20 +2,20 @@
 
 Every ``--drift.interval`` the service evaluates each model whose data changed (every model,
 for time windows) against its reference, and keeps the latest result per model for the
-collector to publish. SQLite writes run in one database thread; request parsing, typing and
-every evaluation run in worker processes (`drift.worker`, `drift.jobs`), waited on from a
-small thread pool; continuous evaluation waits in its own thread, so a long evaluation never
-delays a write, and the agent's own process never loads the statistics.
+collector to publish. SQLite writes run in one database thread; request parsing
+(`drift.bodies`), typing and every evaluation run in worker processes (`drift.worker`), waited
+on from a small thread pool; continuous evaluation waits in its own thread, so a long
+evaluation never delays a write, and the agent's own process never loads the statistics.
+
+It speaks in domain errors only (`drift.errors`, the engine's and the store's); the web layer
+(`drift.web`) maps them to HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
-import math
-import re
 import reprlib
 import threading
 import time
@@ -23,32 +23,45 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from node_exporter_ml.drift.columnar import Upload, loads_columnar, read_table
-from node_exporter_ml.drift.errors import DataError, OptionsError
-from node_exporter_ml.drift.labels import (
-    calibration,
-    classification,
-    confidence_histogram,
-    prediction_drift,
-    prediction_summary,
+from node_exporter_ml.drift.bodies import (
+    Limits,
+    ParsedObservations,
+    body_object,
+    body_options,
+    body_table,
+    parse_json,
+    parse_label_rows,
+    parse_observation_rows,
+    parsed_observations,
+    split_reference,
+    table_lists,
 )
-from node_exporter_ml.drift.regression import (
-    CLASSIFICATION,
+from node_exporter_ml.drift.engine.columnar import Upload, loads_columnar
+from node_exporter_ml.drift.engine.errors import DataError, OptionsError
+from node_exporter_ml.drift.engine.regression import (
     REGRESSION,
     first_non_number,
-    regression_quality,
     split_task,
 )
+from node_exporter_ml.drift.engine.report import evaluate
+from node_exporter_ml.drift.engine.table import Column, Table
+from node_exporter_ml.drift.errors import (
+    RequestError,
+    TokenFileError,
+    TooLargeError,
+    TooManyModelsError,
+    UnavailableError,
+    UnknownModelError,
+    WorkerTimeoutError,
+)
 from node_exporter_ml.drift.store import (
-    EncodedObservation,
-    Observation,
-    Reference,
+    TABLE_FORMAT,
     Store,
     StoreError,
     Window,
-    encode_observations,
+    pack_table,
 )
-from node_exporter_ml.drift.table import Column, Table
+from node_exporter_ml.drift.windowreport import LoadedReference, build_report, load_reference
 from node_exporter_ml.drift.worker import WorkerError, WorkerLimits, WorkerPool
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.tasks import cancel_task
@@ -57,57 +70,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-"""Model names: safe in URLs, label values and file names."""
-PREDICTION, CONFIDENCE, ID = "prediction", "confidence", "id"
-RESERVED = (PREDICTION, CONFIDENCE, ID)
-"""Observation keys that are not features; in a reference, columns with these names too."""
-MAX_ID_LENGTH = 256
 API_WORKERS = 2
 """Requests parsed or evaluated at once; more wait (each may hold a 64 MiB body)."""
 STATELESS_EVALUATIONS = 1
 """Stateless evaluations at once: each holds the GIL for long stretches, and scrapes wait."""
-
-
-class ApiError(Exception):
-    """A request problem with the HTTP status to answer and a message naming it."""
-
-    def __init__(self, status: int, message: str, **headers: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = {k.replace("_", "-"): v for k, v in headers.items()}
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # It crosses from the worker process to the agent as a pickle.
-        return (_api_error, (self.status, self.message, self.headers))
-
-
-def _api_error(status: int, message: str, headers: dict[str, str]) -> ApiError:
-    err = ApiError(status, message)
-    err.headers = headers
-    return err
-
-
-class UnknownModelError(Exception):
-    """The model has no reference (it is created by PUT .../reference)."""
-
-    def __init__(self, model: str) -> None:
-        super().__init__(model)
-        self.model = model
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Request limits from the config file (drift.max_body_bytes, max_rows, max_columns)."""
-
-    max_body_bytes: int = 64 * 1024 * 1024
-    max_rows: int = 1_000_000
-    max_columns: int = 1_000
-    max_models: int = 50
-    """Models with a reference; a reference for one more answers 429 (each adds series)."""
-    max_features: int = 200
-    """Feature columns of a model's reference, and of one observation batch (413 beyond)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,24 +85,6 @@ class PreparedReference:
     options: Mapping[str, Any]
     n_rows: int
     n_columns: int
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedObservations:
-    """Observations encoded for the store, and what a regression model would refuse.
-
-    The predictions are checked in the worker while still decoded, not decoded again later.
-    """
-
-    rows: list[EncodedObservation]
-    non_number: tuple[int, Any] | None
-    """(row, prediction) of the first prediction neither missing nor a finite number."""
-
-
-def _parsed(rows: list[Observation]) -> ParsedObservations:
-    return ParsedObservations(
-        encode_observations(rows), first_non_number(o.prediction for o in rows)
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,281 +100,16 @@ class ModelResult:
     histograms: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class LoadedReference:
-    """A reference parsed into tables, cached by (model, version)."""
-
-    version: int
-    features: Table
-    predictions: list[Any] | None
-    confidences: list[float | None] | None
-    options: Mapping[str, Any]
-    n_rows: int
-    updated_at: float
-    task: str = CLASSIFICATION
-
-
-# --- parsing (pure) -------------------------------------------------------------------------
-
-
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-"""A surrogate escape (U+D800-U+DFFF): a lone one makes a string no UTF-8 output can hold."""
-
-
-def parse_json(body: bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
-    """Decode a JSON body (UTF-8/16/32), or raise ApiError(400) naming the problem.
-
-    Strings that cannot be written as UTF-8 (a lone surrogate escape, U+D800-U+DFFF)
-    are refused here: they would break every later rendering (metrics, reports, the page).
-    """
-    if not body.strip():
-        raise ApiError(400, "malformed JSON: the body is empty")
-    try:
-        value = loads(body)
-    except json.JSONDecodeError as err:
-        raise ApiError(
-            400, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}"
-        ) from None
-    except UnicodeDecodeError:
-        raise ApiError(400, "malformed JSON: the body is not UTF-8 text") from None
-    except RecursionError:
-        raise ApiError(400, "malformed JSON: nested too deeply") from None
-    except ValueError as err:  # e.g. an integer past Python's 4,300-digit limit
-        raise ApiError(400, f"malformed JSON: {err}") from None
-    # Only surrogate escapes (or a UTF-16/32 body) can make such strings: check only then.
-    if _SURROGATE_ESCAPE.search(body) or json.detect_encoding(body) not in ("utf-8", "utf-8-sig"):
-        try:
-            json.dumps(value, ensure_ascii=False, default=_column_values).encode("utf-8")
-        except UnicodeEncodeError:
-            raise ApiError(
-                400, "malformed JSON: a string holds a lone surrogate (\\ud800-\\udfff escape)"
-            ) from None
-        except RecursionError:
-            raise ApiError(400, "malformed JSON: nested too deeply") from None
-    return value
-
-
-def _column_values(value: Any) -> Any:
-    """A column typed as it was decoded (`loads_columnar`), for json.dumps: its values."""
-    if isinstance(value, Column):
-        return value.values.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _limit_error(err: DataError, side: str) -> Exception:
-    text = str(err)
-    status = 413 if text.startswith("too many") else 400
-    return ApiError(status, f"{side}: {text}")
-
-
-def _object(value: Any, what: str, allowed: Sequence[str]) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise ApiError(400, f"{what} must be a JSON object")
-    unknown = sorted(set(value) - set(allowed))
-    if unknown:
-        raise ApiError(
-            400, f"{what}: unknown key {unknown[0]!r} (expected {', '.join(sorted(allowed))})"
-        )
-    return value
-
-
-def _options(value: Any, what: str = "options") -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ApiError(400, f"{what} must be a JSON object")
-    return dict(value)
-
-
-_SCALAR_TYPES = frozenset({type(None), str, int, float, bool})
-
-
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
-
-
-def _obs_id(value: Any, where: str) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ApiError(400, f"{where}: id must be a string or an integer")
-    text = str(value)
-    if not text or len(text) > MAX_ID_LENGTH:
-        raise ApiError(400, f"{where}: id must be 1-{MAX_ID_LENGTH} characters")
-    return text
-
-
-def parse_observation_rows(obj: Any, limits: Limits) -> list[Observation]:
-    """Observations from a body; raises ApiError naming the fault.
-
-    The body is ``{"rows": [{feature: value, ..., "prediction"?, "confidence"?, "id"?}]}``
-    or the same as ``{"columns": {...}}``.
-    """
-    body = _object(obj, "body", ("rows", "columns"))
-    if len(body) != 1:
-        raise ApiError(400, 'body must be {"rows": [...]} or {"columns": {...}}')
-    if "columns" in body:
-        columns = body["columns"]
-        if not isinstance(columns, dict):
-            raise ApiError(400, "columns must be an object of column: [values]")
-        lengths = set()
-        for name, values in columns.items():
-            if not isinstance(values, list):
-                raise ApiError(400, f"column {name!r}: values must be a list")
-            lengths.add(len(values))
-        if len(lengths) > 1:
-            raise ApiError(400, "columns must all have the same number of values")
-        n = lengths.pop() if lengths else 0
-        if n > limits.max_rows:
-            raise ApiError(413, f"too many rows: {n}, the limit is {limits.max_rows}")
-        names = list(columns)
-        rows: Any = [{k: columns[k][i] for k in names} for i in range(n)]
-    else:
-        rows = body["rows"]
-        if not isinstance(rows, list):
-            raise ApiError(400, "rows must be a list of objects")
-    if len(rows) > limits.max_rows:
-        raise ApiError(413, f"too many rows: {len(rows)}, the limit is {limits.max_rows}")
-    names_seen: set[str] = set()
-    out = []
-    reserved = set(RESERVED)
-    for i, row in enumerate(rows):
-        where = f"row {i}"
-        if not isinstance(row, dict):
-            raise ApiError(400, f"{where} is not an object")
-        # Fast path (json.loads makes exact types): one set of value types per row.
-        features = row if reserved.isdisjoint(row) else {
-            k: v for k, v in row.items() if k not in reserved
-        }  # fmt: skip
-        if not set(map(type, features.values())) <= _SCALAR_TYPES:
-            bad = next(k for k, v in features.items() if not _scalar(v))
-            raise ApiError(400, f"{where}: {bad!r} must be a number, string, boolean or null")
-        if not names_seen.issuperset(features):
-            names_seen.update(features)
-            cap = min(limits.max_columns, limits.max_features)
-            if len(names_seen) > cap:
-                raise ApiError(413, f"too many columns: over the limit of {cap} features per model")
-        prediction = row.get(PREDICTION)
-        if not _scalar(prediction):
-            raise ApiError(400, f"{where}: prediction must be a number, string, boolean or null")
-        confidence = row.get(CONFIDENCE)
-        if confidence is not None:
-            if (
-                isinstance(confidence, bool)
-                or not isinstance(confidence, int | float)
-                or not 0.0 <= confidence <= 1.0
-            ):
-                raise ApiError(400, f"{where}: confidence must be a number from 0 to 1")
-            confidence = float(confidence)
-        out.append(
-            Observation(
-                features=features,
-                prediction=prediction,
-                confidence=confidence,
-                obs_id=_obs_id(row.get(ID), where),
-            )
-        )
-    return out
-
-
-def parse_label_rows(obj: Any, limits: Limits) -> list[tuple[str, Any]]:
-    """Labels from ``{"labels": [{"id": ..., "label": ...}]}``; the last wins for a repeated id."""
-    body = _object(obj, "body", ("labels",))
-    labels = body.get("labels")
-    if not isinstance(labels, list):
-        raise ApiError(400, 'body must be {"labels": [{"id": ..., "label": ...}]}')
-    if len(labels) > limits.max_rows:
-        raise ApiError(413, f"too many labels: {len(labels)}, the limit is {limits.max_rows}")
-    out: dict[str, Any] = {}
-    for i, item in enumerate(labels):
-        where = f"labels[{i}]"
-        entry = _object(item, where, ("id", "label"))
-        obs_id = _obs_id(entry.get(ID), where)
-        if obs_id is None:
-            raise ApiError(400, f"{where}: id is required")
-        label = entry.get("label")
-        if label is None or not _scalar(label):
-            raise ApiError(400, f"{where}: label must be a number, string or boolean")
-        out.pop(obs_id, None)
-        out[obs_id] = label
-    return list(out.items())
-
-
-def split_reference(table: Table) -> tuple[Table, list[Any] | None, list[float | None] | None]:
-    """A reference's feature columns, and its prediction and confidence columns if present."""
-    features = {k: c for k, c in table.columns.items() if k not in RESERVED}
-    predictions = confidences = None
-    if PREDICTION in table.columns:
-        predictions = [_plain(v) for v in table.columns[PREDICTION].values.tolist()]
-    if CONFIDENCE in table.columns:
-        col = table.columns[CONFIDENCE]
-        confidences = [
-            float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
-            for v in col.values.tolist()
-        ]
-    return Table(features, table.n_rows), predictions, confidences
-
-
-TABLE_FORMAT = "table-v1"
-"""References are stored parsed and typed, so a restart does not parse the CSV again."""
-
-
-def pack_table(table: Table) -> bytes:
-    """A table as bytes: a JSON header, then each column as .npy (numbers) or JSON (objects).
-
-    No pickle: object columns (strings, mixed values, None) are JSON lists.
-    """
-    import io
-
-    import numpy as np
-
-    header: dict[str, Any] = {"n_rows": table.n_rows, "columns": []}
-    payloads = []
-    for name, col in table.columns.items():
-        if col.values.dtype.kind in "biufM":
-            buf = io.BytesIO()
-            np.save(buf, col.values, allow_pickle=False)
-            payload, enc = buf.getvalue(), "npy"
-        else:
-            payload, enc = json.dumps(col.values.tolist()).encode(), "json"
-        header["columns"].append(
-            {"name": name, "dtype": col.dtype, "enc": enc, "size": len(payload)}
-        )
-        payloads.append(payload)
-    head = json.dumps(header).encode()
-    return len(head).to_bytes(4, "big") + head + b"".join(payloads)
-
-
-def unpack_table(data: bytes) -> Table:
-    """The inverse of `pack_table`."""
-    import io
-
-    import numpy as np
-
-    size = int.from_bytes(data[:4], "big")
-    header = json.loads(data[4 : 4 + size])
-    pos = 4 + size
-    columns = {}
-    for meta in header["columns"]:
-        chunk = data[pos : pos + meta["size"]]
-        pos += meta["size"]
-        if meta["enc"] == "npy":
-            values = np.load(io.BytesIO(chunk), allow_pickle=False)
-        else:
-            items = json.loads(chunk)
-            values = np.empty(len(items), dtype=object)
-            values[:] = items
-        columns[meta["name"]] = Column(meta["name"], meta["dtype"], values)
-    return Table(columns, header["n_rows"])
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 # --- the service ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """What a worker needs to build the service's twin: its state, window and limits."""
+
+    state_dir: str
+    window: Window
+    limits: Limits
 
 
 class DriftService:
@@ -475,8 +158,8 @@ class DriftService:
         """Open the store, read the token, load stored results, start the evaluation loop.
 
         Raises:
-            StoreError: the state directory or database cannot be used, or the token file
-                cannot be read or is empty.
+            StoreError: the state directory or database cannot be used.
+            TokenFileError: the token file cannot be read or is empty.
         """
         loop = asyncio.get_running_loop()
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nodeml-drift-db")
@@ -504,6 +187,26 @@ class DriftService:
         if run_loop:
             self._task = asyncio.create_task(self._run(), name="nodeml-drift-evaluation")
 
+    def reconfigure(
+        self, *, interval: float, window: Window, limits: Limits, token_file: str | None
+    ) -> None:
+        """Take new settings (SIGHUP, in a worker thread); the store stays as started.
+
+        The token file is read again, so a leaked token is revoked by replacing the file.
+        """
+        self.window = window
+        self.limits = limits
+        self.interval = interval
+        self.token_file = token_file
+        self.reload_token()
+
+    def worker_usage(self) -> tuple[dict[str, int], int] | None:
+        """The worker processes' restarts by reason and resident memory; None before start."""
+        pool = self.pool
+        if pool is None:
+            return None
+        return pool.restarts(), pool.resident_memory_bytes()
+
     def reload_token(self) -> None:
         """Read the token file again (SIGHUP, in a worker thread); a failure keeps the old token.
 
@@ -514,7 +217,7 @@ class DriftService:
             return
         try:
             self.token = _read_token(self.token_file)
-        except StoreError as err:
+        except TokenFileError as err:
             log.error("drift token not reloaded, the previous one stays: %s", err)
 
     async def stop(self) -> None:
@@ -567,72 +270,66 @@ class DriftService:
         """`in_worker`, from a thread: blocks until the worker answers.
 
         Raises:
-            ApiError: 503 when the worker died (it is replaced), 504 when it timed out.
+            UnavailableError: the service is not running, or the worker died (it is replaced).
+            WorkerTimeoutError: the worker timed out (it is killed and replaced).
         """
-        from node_exporter_ml.drift import jobs
-
         pool = self.pool
         if pool is None:
-            raise ApiError(503, "the drift service is not running")
+            raise UnavailableError("the drift service is not running")
         try:
             if getattr(fn, "__self__", None) is self:
-                config = jobs.ServiceConfig(self.state_dir, self.window, self.limits)
-                result: T = pool.call(jobs.call_method, config, fn.__name__, *args)
+                config = ServiceConfig(self.state_dir, self.window, self.limits)
+                result: T = pool.call(call_method, config, fn.__name__, *args)
                 return result
             return pool.call(fn, *args)
         except WorkerError as err:
-            raise ApiError(504 if err.reason == "timeout" else 503, str(err)) from None
+            if err.reason == "timeout":
+                raise WorkerTimeoutError(str(err)) from None
+            raise UnavailableError(str(err)) from None
 
     # --- stateless evaluation (worker threads) --------------------------------------------
 
-    def _table(self, obj: Any, side: str) -> Table:
-        limits = {"max_rows": self.limits.max_rows, "max_columns": self.limits.max_columns}
-        try:
-            if isinstance(obj, Upload):
-                return read_table(obj, max_bytes=self.limits.max_body_bytes, **limits)
-            return Table.from_json(obj, **limits)
-        except DataError as err:
-            raise _limit_error(err, side) from None
-
     def evaluate_json_body(self, body: bytes) -> dict[str, Any]:
         """POST /api/v1/drift/evaluate with a JSON body."""
-        obj = _object(parse_json(body, loads_columnar), "body", ("reference", "current", "options"))
+        obj = body_object(
+            parse_json(body, loads_columnar), "body", ("reference", "current", "options")
+        )
         for side in ("reference", "current"):
             if side not in obj:
-                raise ApiError(400, f"{side} is missing")
-        reference = self._table(obj["reference"], "reference")
-        current = self._table(obj["current"], "current")
-        return self._evaluate(reference, current, _options(obj.get("options")))
+                raise RequestError(f"{side} is missing")
+        reference = body_table(obj["reference"], "reference", self.limits)
+        current = body_table(obj["current"], "current", self.limits)
+        return self._evaluate(reference, current, body_options(obj.get("options")))
 
     def evaluate_uploads(
         self, reference: Upload, current: Upload, options: bytes | None
     ) -> dict[str, Any]:
         """POST /api/v1/drift/evaluate with two files (CSV, Parquet, Arrow) and JSON options."""
-        opts = _options(parse_json(options)) if options is not None else {}
+        opts = body_options(parse_json(options)) if options is not None else {}
         return self._evaluate(
-            self._table(reference, "reference"), self._table(current, "current"), opts
+            body_table(reference, "reference", self.limits),
+            body_table(current, "current", self.limits),
+            opts,
         )
 
     def _evaluate(
         self, reference: Table, current: Table, options: Mapping[str, Any]
     ) -> dict[str, Any]:
-        from node_exporter_ml.drift import evaluate
-
         return dict(evaluate(reference, current, **options))
 
     # --- writes -----------------------------------------------------------------------------
 
     def prepare_reference_json(self, body: bytes) -> PreparedReference:
         """Validate a JSON reference body: DATA plus optional evaluation ``options``."""
-        obj = _object(parse_json(body, loads_columnar), "body", ("columns", "rows", "options"))
+        obj = body_object(parse_json(body, loads_columnar), "body", ("columns", "rows", "options"))
         data = {k: v for k, v in obj.items() if k in ("columns", "rows")}
-        table = self._table(data, "reference")
-        return self._prepared(table, _options(obj.get("options")))
+        table = body_table(data, "reference", self.limits)
+        return self._prepared(table, body_options(obj.get("options")))
 
     def prepare_reference_upload(self, upload: Upload, extra: bytes | None) -> PreparedReference:
         """Validate a CSV, Parquet or Arrow reference, with optional JSON evaluation options."""
-        options = _options(parse_json(extra)) if extra else {}
-        return self._prepared(self._table(upload, "reference"), options)
+        options = body_options(parse_json(extra)) if extra else {}
+        return self._prepared(body_table(upload, "reference", self.limits), options)
 
     def _prepared(self, table: Table, options: dict[str, Any]) -> PreparedReference:
         self._check_reference(table, options)
@@ -643,20 +340,18 @@ class DriftService:
     def _check_reference(self, table: Table, options: Mapping[str, Any]) -> None:
         features, predictions, _ = split_reference(table)
         if not features.columns:
-            raise ApiError(400, "reference: no feature columns")
+            raise RequestError("reference: no feature columns")
         if len(features.columns) > self.limits.max_features:
-            raise ApiError(
-                413,
+            raise TooLargeError(
                 f"reference: {len(features.columns)} feature columns, over the limit of "
                 f"{self.limits.max_features} per model (drift.max_features)",
             )
         if table.n_rows == 0:
-            raise ApiError(400, "reference: no rows")
+            raise RequestError("reference: no rows")
         task, options = split_task(options)
         bad = first_non_number(predictions or ()) if task == REGRESSION else None
         if bad is not None:
-            raise ApiError(
-                400,
+            raise RequestError(
                 f"reference: row {bad[0]}: prediction must be a finite number for a regression "
                 f"model, not {reprlib.repr(bad[1])}",
             )
@@ -674,12 +369,11 @@ class DriftService:
     def store_reference(self, model: str, prepared: PreparedReference) -> int:
         """Store a validated reference (database thread); returns its version.
 
-        A new model beyond drift.max_models is refused (429): each model adds series.
+        A new model beyond drift.max_models is refused (TooManyModelsError): each adds series.
         """
         models = self.store.models()
         if model not in models and len(models) >= self.limits.max_models:
-            raise ApiError(
-                429,
+            raise TooManyModelsError(
                 f"too many models: {len(models)}, the limit is {self.limits.max_models} "
                 "(drift.max_models); DELETE one first",
             )
@@ -694,19 +388,18 @@ class DriftService:
 
     def parse_observations(self, body: bytes) -> ParsedObservations:
         """Validate an observations body and encode it for the store (worker process)."""
-        return _parsed(parse_observation_rows(parse_json(body), self.limits))
+        return parsed_observations(parse_observation_rows(parse_json(body), self.limits))
 
     def parse_observation_upload(self, upload: Upload) -> ParsedObservations:
         """`parse_observations` of a table: CSV, Parquet or Arrow (worker process)."""
-        columns = {"columns": table_lists(self._table(upload, "body"))}
-        return _parsed(parse_observation_rows(columns, self.limits))
+        columns = {"columns": table_lists(body_table(upload, "body", self.limits))}
+        return parsed_observations(parse_observation_rows(columns, self.limits))
 
     def store_observations(self, model: str, parsed: ParsedObservations) -> int:
         """Append parsed observations (database thread); UnknownModelError without a reference."""
         bad = parsed.non_number
         if bad is not None and self._model_task(model) == REGRESSION:
-            raise ApiError(
-                400,
+            raise RequestError(
                 f"row {bad[0]}: prediction must be a finite number for a regression model, "
                 f"not {reprlib.repr(bad[1])}",
             )
@@ -724,8 +417,7 @@ class DriftService:
         if self._model_task(model) == REGRESSION:
             bad = first_non_number(label for _, label in labels)
             if bad is not None:
-                raise ApiError(
-                    400,
+                raise RequestError(
                     f"label of id {labels[bad[0]][0]!r} must be a finite number for a "
                     f"regression model, not {reprlib.repr(bad[1])}",
                 )
@@ -812,7 +504,7 @@ class DriftService:
             ref.updated_at,
         ):
             return cached
-        loaded = _load_reference(ref)
+        loaded = load_reference(ref)
         with self._refs_lock:
             self._refs[model] = loaded
         return loaded
@@ -849,21 +541,10 @@ class DriftService:
 async def _run_in(
     executor: concurrent.futures.Executor | None, fn: Callable[..., T], *args: Any
 ) -> T:
-    """Run `fn` in one of the service's executors; 503 while the service is not running."""
+    """Run `fn` in one of the service's executors; UnavailableError while it is not running."""
     if executor is None:
-        raise ApiError(503, "the drift service is not running")
+        raise UnavailableError("the drift service is not running")
     return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
-
-
-def table_lists(table: Table) -> dict[str, list[Any]]:
-    """A table's columns as lists of JSON values (missing values None, as JSON sends them)."""
-    out = {}
-    for name, col in table.columns.items():
-        values = col.values.tolist()
-        if col.dtype == "float":
-            values = [None if v != v else v for v in values]
-        out[name] = values
-    return out
 
 
 def _head(column: Column, n: int) -> Column:
@@ -875,9 +556,9 @@ def _read_token(path: str) -> bytes:
         with open(path, "rb") as f:
             token = f.read().strip()
     except OSError as err:
-        raise StoreError(f"--drift.token-file: {path}: {err.strerror or err}") from None
+        raise TokenFileError(f"--drift.token-file: {path}: {err.strerror or err}") from None
     if not token:
-        raise StoreError(f"--drift.token-file: {path}: the file is empty")
+        raise TokenFileError(f"--drift.token-file: {path}: the file is empty")
     return token
 
 
@@ -892,119 +573,32 @@ def _restored(model: str, report: Mapping[str, Any]) -> ModelResult:
     )
 
 
-def _load_reference(ref: Reference) -> LoadedReference:
-    if ref.format != TABLE_FORMAT:
-        raise StoreError(f"model {ref.model}: reference stored as {ref.format!r}, unreadable")
-    table = unpack_table(ref.data)
-    features, predictions, confidences = split_reference(table)
-    task, options = split_task(ref.options)
-    return LoadedReference(
-        version=ref.version,
-        features=features,
-        predictions=predictions,
-        confidences=confidences,
-        options=options,
-        n_rows=ref.n_rows,
-        updated_at=ref.updated_at,
-        task=task,
-    )
+# --- in the worker process ------------------------------------------------------------------
+# Each worker keeps one `DriftService` per configuration, never started: its parsing and
+# evaluation methods are pure, and for window reports it opens its own connection to the
+# service's SQLite store (WAL mode lets it read while the agent writes), with its own reference
+# cache. So the agent sends a method name and a body, and gets back a report or packed table.
+
+_TWINS: dict[ServiceConfig, DriftService] = {}
 
 
-def build_report(
-    model: str,
-    ref: LoadedReference,
-    window: Sequence[Observation],
-    labeled: Sequence[Any],
-    spec: Window,
-) -> tuple[dict[str, Any], dict[str, Any], str | None]:
-    """The report of one model's window: drift, quality, predictions and labels.
-
-    Returns:
-        (report, histograms for the page, error or None). A window that cannot be evaluated
-        (empty, or the engine refuses it) still reports quality, predictions and labels.
-    """
-    from node_exporter_ml.drift import evaluate
-    from node_exporter_ml.drift.page import column_histograms
-
-    report: dict[str, Any] = {
-        "model": model,
-        "reference": {
-            "version": ref.version,
-            "rows": ref.n_rows,
-            "columns": len(ref.features.columns),
-            "updated_at": ref.updated_at,
-            "task": ref.task,
-        },
-        "window": {
-            "kind": spec.kind,
-            "size": spec.seconds if spec.seconds is not None else spec.rows,
-            "rows": len(window),
-            "first_at": window[0].ts if window else None,
-            "last_at": window[-1].ts if window else None,
-        },
-        "columns": {},
-        "dataset": None,
-        "not_evaluated": {},
-        "data_quality": None,
-        "error": None,
-    }
-    error: str | None = None
-    histograms: dict[str, Any] = {}
-    current: Table | None = None
-    if not window:
-        error = "no observations in the window"
-    else:
-        try:
-            current = Table.from_rows([o.features for o in window])
-            drift = evaluate(ref.features, current, **ref.options)
-            report.update(drift)
-        except (DataError, OptionsError) as err:
-            error = str(err)
-    if current is not None:
-        if report["data_quality"] is None:
-            report["data_quality"] = _quality(ref, current)
-        histograms = column_histograms(ref.features, current, report["columns"])
-    report["error"] = error
-    predictions = [o.prediction for o in window]
-    numerical = ref.task == REGRESSION
-    pred: dict[str, Any] = {
-        "summary": prediction_summary(predictions, numerical=numerical),
-        "drift": None,
-        "confidence": confidence_histogram(o.confidence for o in window),
-        "reference_confidence": (
-            confidence_histogram(ref.confidences) if ref.confidences is not None else None
-        ),
-    }
-    if ref.predictions is not None:
-        try:
-            pred["drift"] = prediction_drift(
-                ref.predictions, predictions, evaluate, Table.from_columns, numerical=numerical
-            )
-        except (DataError, OptionsError) as err:
-            pred["drift_error"] = str(err)
-    report["prediction"] = pred
-    pairs = [(lp.label, lp.prediction) for lp in labeled]
-    if numerical:
-        labels = regression_quality(pairs)
-    else:
-        labels = classification(pairs)
-        labels["calibration"] = calibration(
-            (lp.label, lp.prediction, lp.confidence) for lp in labeled
+def _twin(config: ServiceConfig) -> DriftService:
+    service = _TWINS.get(config)
+    if service is None:
+        # One configuration at a time in practice; a reload makes a new twin.
+        for old in _TWINS.values():
+            old.store.close()
+        _TWINS.clear()
+        service = _TWINS[config] = DriftService(
+            config.state_dir, window=config.window, limits=config.limits
         )
-    labels["task"] = ref.task
-    labels["labels"] = len(labeled)
-    labels["unmatched"] = sum(not lp.matched for lp in labeled)
-    report["labels"] = labels
-    return report, histograms, error
+    return service
 
 
-def _quality(ref: LoadedReference, current: Table) -> Any:
-    """Data quality on its own, for a window the drift evaluation refused."""
-    from node_exporter_ml.drift.quality import data_quality
-    from node_exporter_ml.drift.report import parse_options
-
-    try:
-        ranges = parse_options(ref.options).ranges
-        return data_quality(ref.features, current, ranges=ranges)
-    except (DataError, OptionsError) as err:
-        return {"error": str(err)}
+def call_method(config: ServiceConfig, method: str, *args: Any) -> Any:
+    """``DriftService.<method>(*args)`` on this worker's twin of the agent's service."""
+    service = _twin(config)
+    if method == "window_report" and not service.store.is_open:
+        service.store.open(lock=False)  # the agent holds the state directory's lock
+    fn: Callable[..., Any] = getattr(service, method)
+    return fn(*args)

@@ -1,5 +1,8 @@
 """Drift state in SQLite under --state.dir: references, observation windows, labels, results.
 
+It has its own errors (`StoreError`, `StoreFullError`) and the encoding of stored reference
+tables (`pack_table`, `unpack_table`); it knows nothing of the service or the web above it.
+
 Every method is blocking and thread-safe (one connection behind a lock); callers on the event
 loop run them in an executor. A method that writes returns only after its transaction has
 committed, so an HTTP 2xx sent after it means the data is on disk.
@@ -26,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from node_exporter_ml.collectors.base import StartupError
+from node_exporter_ml.drift.engine.table import Column, Table
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ CREATE TABLE IF NOT EXISTS result (
 """
 
 
-class StoreError(StartupError):
+class StoreError(Exception):
     """The state directory or database cannot be used (named in the message)."""
 
 
@@ -92,7 +95,7 @@ class Reference:
 
     model: str
     version: int
-    format: str  # how `data` is encoded: the service writes "table-v1" (service.pack_table)
+    format: str  # how `data` is encoded: the service writes TABLE_FORMAT (`pack_table`)
     data: bytes
     options: Mapping[str, Any]
     n_rows: int
@@ -558,3 +561,65 @@ class Store:
 def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         conn.execute("ROLLBACK")
+
+
+# --- table encoding -------------------------------------------------------------------------
+
+TABLE_FORMAT = "table-v1"
+"""References are stored parsed and typed, so a restart does not parse the CSV again."""
+
+
+def pack_table(table: Table) -> bytes:
+    """A table as bytes: a JSON header, then each column as .npy (numbers) or JSON (objects).
+
+    No pickle: object columns (strings, mixed values, None) are JSON lists.
+    """
+    import io
+
+    import numpy as np
+
+    header: dict[str, Any] = {"n_rows": table.n_rows, "columns": []}
+    payloads = []
+    for name, col in table.columns.items():
+        if col.values.dtype.kind in "biufM":
+            buf = io.BytesIO()
+            np.save(buf, col.values, allow_pickle=False)
+            payload, enc = buf.getvalue(), "npy"
+        else:
+            payload, enc = json.dumps(col.values.tolist()).encode(), "json"
+        header["columns"].append(
+            {"name": name, "dtype": col.dtype, "enc": enc, "size": len(payload)}
+        )
+        payloads.append(payload)
+    head = json.dumps(header).encode()
+    return len(head).to_bytes(4, "big") + head + b"".join(payloads)
+
+
+def unpack_table(data: bytes) -> Table:
+    """The inverse of `pack_table`."""
+    import io
+
+    import numpy as np
+
+    size = int.from_bytes(data[:4], "big")
+    header = json.loads(data[4 : 4 + size])
+    pos = 4 + size
+    columns = {}
+    for meta in header["columns"]:
+        chunk = data[pos : pos + meta["size"]]
+        pos += meta["size"]
+        if meta["enc"] == "npy":
+            values = np.load(io.BytesIO(chunk), allow_pickle=False)
+        else:
+            items = json.loads(chunk)
+            values = np.empty(len(items), dtype=object)
+            values[:] = items
+        columns[meta["name"]] = Column(meta["name"], meta["dtype"], values)
+    return Table(columns, header["n_rows"])
+
+
+def unpack_reference(ref: Reference) -> Table:
+    """A stored reference's table; StoreError when it is in a format this version cannot read."""
+    if ref.format != TABLE_FORMAT:
+        raise StoreError(f"model {ref.model}: reference stored as {ref.format!r}, unreadable")
+    return unpack_table(ref.data)

@@ -32,7 +32,7 @@ T = TypeVar("T")
 REASONS = ("tasks", "memory", "timeout", "crashed")
 """Why a worker was replaced: task count, memory cap, a task's timeout, death."""
 
-PRELOAD = ["node_exporter_ml.drift.jobs", "scipy.stats", "pandas", "pyarrow.parquet"]
+PRELOAD = ["node_exporter_ml.drift.service", "scipy.stats", "pandas", "pyarrow.parquet"]
 """What the forkserver imports once, so that every worker starts with the engine loaded."""
 
 
@@ -64,7 +64,7 @@ class Task:
     A request body crosses the pipe once, straight from the agent's bytes object into the
     worker's (pickle protocol 5 out-of-band buffers), never copied into the pickle on the way.
     Objects may send their own buffers out of band too (``__reduce_ex__`` returning a
-    ``pickle.PickleBuffer`` at protocol 5, as `drift.columnar.Upload` does).
+    ``pickle.PickleBuffer`` at protocol 5, as `drift.engine.columnar.Upload` does).
     """
 
     head: bytes

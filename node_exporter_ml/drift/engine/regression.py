@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from node_exporter_ml.drift.errors import OptionsError
+from node_exporter_ml.drift.engine.errors import OptionsError
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
 TASKS = (CLASSIFICATION, REGRESSION)

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from node_exporter_ml.drift.regression import as_float
+from node_exporter_ml.drift.engine.regression import as_float
 
 OTHER = "other"
 MAX_CLASSES = 20

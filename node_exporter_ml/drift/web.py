@@ -1,12 +1,13 @@
 """The drift HTTP API (aiohttp routes): stateless evaluation, per-model state, report, page.
 
-Every error is JSON ``{"error": "..."}`` with a 4xx status naming what was wrong. Who may
-call which route (basic auth, the drift token) is decided by the web layer's one middleware
-(``webguard``). Bodies are streamed against our own limit (``drift.max_body_bytes``) within
-``BODY_TIMEOUT``, so the web app's ``client_max_size`` does not apply. JSON decoding, table
-building and evaluation run in the service's worker processes; SQLite in its database thread;
-nothing heavy runs on the loop. Tables come as JSON, CSV, Parquet or Arrow IPC stream
-(`drift.columnar`).
+Every error is JSON ``{"error": "..."}`` with a 4xx status naming what was wrong: the
+subsystem's errors become statuses in one table (`ERRORS`), and nothing below this module
+knows HTTP. Who may call which route (basic auth, the drift token) is decided by the agent's
+one middleware (``webguard``), for these routes as for every other. Bodies are streamed
+against our own limit (``drift.max_body_bytes``) within ``BODY_TIMEOUT``, so the web app's
+``client_max_size`` does not apply. JSON decoding, table building and evaluation run in the
+service's worker processes; SQLite in its database thread; nothing heavy runs on the loop.
+Tables come as JSON, CSV, Parquet or Arrow IPC stream (`drift.engine.columnar`).
 """
 
 from __future__ import annotations
@@ -18,19 +19,25 @@ import logging
 import math
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from node_exporter_ml.drift.columnar import TABLE_MEDIA, Upload, sniff
-from node_exporter_ml.drift.errors import DataError, OptionsError
-from node_exporter_ml.drift.openapi import openapi_document
-from node_exporter_ml.drift.service import (
-    MODEL_NAME,
-    ApiError,
+from node_exporter_ml.drift.bodies import MODEL_NAME
+from node_exporter_ml.drift.engine.columnar import TABLE_MEDIA, Upload, sniff
+from node_exporter_ml.drift.engine.errors import DataError, OptionsError
+from node_exporter_ml.drift.errors import (
+    RequestError,
+    TooLargeError,
+    TooManyModelsError,
+    UnavailableError,
     UnknownModelError,
+    WorkerTimeoutError,
 )
+from node_exporter_ml.drift.openapi import openapi_document
+from node_exporter_ml.drift.page import render_error, render_page
 from node_exporter_ml.drift.store import StoreFullError
 
 if TYPE_CHECKING:
@@ -56,6 +63,63 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+class ApiError(Exception):
+    """What to answer a request: an HTTP status and a message naming the fault.
+
+    Raised by the handlers for faults of the HTTP exchange itself (path, media type, framing,
+    body size and arrival); `api_error` makes one from a domain error.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    message: Callable[[Any], str] = str
+    logged: bool = False
+    """Logged at ERROR: the operator has to act (the request's sender cannot)."""
+
+
+ERRORS: Mapping[type[Exception], _Answer] = {
+    RequestError: _Answer(400),
+    TooLargeError: _Answer(413),
+    UnknownModelError: _Answer(
+        404, lambda err: f"unknown model {err.model!r}: PUT its reference first"
+    ),
+    TooManyModelsError: _Answer(429),
+    UnavailableError: _Answer(503),
+    WorkerTimeoutError: _Answer(504),
+    OptionsError: _Answer(400, lambda err: f"bad options: {err}"),
+    DataError: _Answer(400, lambda err: f"bad data: {err}"),
+    StoreFullError: _Answer(
+        507, lambda _: "the agent's state directory is full; nothing was stored", logged=True
+    ),
+}
+"""The one place the drift subsystem's errors become HTTP: class -> status and message.
+
+A subclass not listed answers as its nearest listed base class; any other error is a bug of
+ours (500, logged).
+"""
+
+
+def _answer(err: Exception) -> _Answer | None:
+    for cls in type(err).__mro__:
+        answer = ERRORS.get(cls)
+        if answer is not None:
+            return answer
+    return None
+
+
+def api_error(err: Exception) -> ApiError | None:
+    """The answer `ERRORS` gives `err` (by its nearest listed class); None: not a domain error."""
+    answer = _answer(err)
+    return None if answer is None else ApiError(answer.status, answer.message(err))
+
+
 def error_response(status: int, message: str, **headers: str) -> web.Response:
     """A JSON error body with `status`."""
     return web.json_response({"error": message}, status=status, headers=headers or None)
@@ -73,16 +137,7 @@ def guarded(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except ApiError as err:
-            return error_response(err.status, err.message, **err.headers)
-        except UnknownModelError as err:
-            return error_response(404, f"unknown model {err.model!r}: PUT its reference first")
-        except OptionsError as err:
-            return error_response(400, f"bad options: {err}")
-        except DataError as err:
-            return error_response(400, f"bad data: {err}")
-        except StoreFullError as err:
-            log.error("drift API %s %s: %s", request.method, request.path, err)
-            return error_response(507, "the agent's state directory is full; nothing was stored")
+            return error_response(err.status, err.message)
         except web.HTTPException as err:
             if err.status < 400:
                 raise
@@ -90,9 +145,14 @@ def guarded(handler: Handler) -> Handler:
         except (HttpProcessingError, ConnectionError) as err:
             # A body cut short or badly framed by the client: its fault, not a bug of ours.
             return error_response(400, f"incomplete or malformed request body: {err}")
-        except Exception:
-            log.exception("drift API %s %s failed", request.method, request.path)
-            return error_response(500, "internal error (logged by the agent)")
+        except Exception as err:
+            answer = _answer(err)
+            if answer is None:
+                log.exception("drift API %s %s failed", request.method, request.path)
+                return error_response(500, "internal error (logged by the agent)")
+            if answer.logged:
+                log.error("drift API %s %s: %s", request.method, request.path, err)
+            return error_response(answer.status, answer.message(err))
 
     return wrapped
 
@@ -334,8 +394,6 @@ def routes(service: DriftService) -> list[web.RouteDef]:
         return web.json_response(openapi_document())
 
     async def page(request: web.Request) -> web.StreamResponse:
-        from node_exporter_ml.drift.page import render_error, render_page
-
         name = request.match_info["model"]
         if not MODEL_NAME.fullmatch(name):
             return web.Response(

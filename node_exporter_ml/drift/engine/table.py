@@ -4,8 +4,8 @@ A `Table` is an ordered mapping of column name to `Column`, every column a numpy
 same length. Its constructors read the shapes the drift API accepts (column-oriented JSON,
 row-oriented JSON, CSV bytes) and a pandas DataFrame when one is passed in-process; each types
 its cells as pandas would (``pd.DataFrame(...)`` for JSON values; CSV is read by ``pd.read_csv``
-itself, see `node_exporter_ml.drift.columnar`), so that column types, and therefore the drift
-tests chosen, are the ones Evidently would see.
+itself, see `drift.engine.csvparse`), so that column types, and therefore the drift tests
+chosen, are the ones Evidently would see.
 
 numpy and pandas are imported on first use only: importing this module keeps the agent small.
 """
@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from node_exporter_ml.drift.errors import DataError
+from node_exporter_ml.drift.engine.csvparse import parse_csv
+from node_exporter_ml.drift.engine.errors import DataError
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -196,15 +197,13 @@ class Table:
     ) -> Table:
         """A table from CSV text with a header row, read by ``pandas.read_csv`` itself.
 
-        See `node_exporter_ml.drift.columnar.read_csv` (pandas is imported on first use).
+        See `drift.engine.csvparse.parse_csv` (pandas is imported on first use).
 
         Raises:
             DataError: undecodable bytes, a malformed or too long row, duplicate column names,
                 too many rows or columns.
         """
-        from node_exporter_ml.drift.columnar import read_csv
-
-        return read_csv(data, max_rows=max_rows, max_columns=max_columns)
+        return cls.from_dataframe(parse_csv(data, max_rows=max_rows, max_columns=max_columns))
 
     @classmethod
     def from_dataframe(cls, frame: Any) -> Table:
@@ -318,7 +317,7 @@ def column_from_values(name: str, values: Any) -> Column:
     """A column from a list of JSON values or a numpy array, typed as pd.DataFrame types it."""
     import numpy as np
 
-    if isinstance(values, Column):  # typed already (drift.columnar.loads_columnar)
+    if isinstance(values, Column):  # typed already (columnar.loads_columnar)
         return values if values.name == name else Column(name, values.dtype, values.values)
     if isinstance(values, np.ndarray):
         return _column_from_array(name, values)

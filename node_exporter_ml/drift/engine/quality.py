@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from node_exporter_ml.drift.table import Column, Table
+from node_exporter_ml.drift.engine.kinds import column_kind
+from node_exporter_ml.drift.engine.table import Column, Table
 
 MAX_LISTED_CATEGORIES = 10
 """At most this many unseen categories are listed by name (all are counted)."""
@@ -112,8 +113,6 @@ def _share(count: int, total: int) -> float | None:
 
 
 def _is_categorical(column: Column) -> bool:
-    from node_exporter_ml.drift.report import column_kind
-
     return column_kind(column)[0] == "cat"
 
 

@@ -18,14 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from node_exporter_ml.drift.errors import DataError, OptionsError
-from node_exporter_ml.drift.table import Column, Table, as_table, none_mask
+from node_exporter_ml.drift.engine.errors import DataError, OptionsError
+from node_exporter_ml.drift.engine.kinds import column_kind
+from node_exporter_ml.drift.engine.quality import data_quality
+from node_exporter_ml.drift.engine.table import Column, Table, as_table
 
 if TYPE_CHECKING:
-    from node_exporter_ml.drift.stattests import ColumnKind, Sample, StatTest
+    from node_exporter_ml.drift.engine.stattests import ColumnKind, Sample, StatTest
 
-INTEGER_CARDINALITY_LIMIT = 10
-"""An integer column with at most this many distinct current values is categorical."""
 SMALL_REFERENCE = 1000
 """A reference of at most this many values is "small": p-value tests, else distances."""
 DEFAULT_DRIFT_SHARE = 0.5
@@ -108,7 +108,7 @@ def parse_options(raw: Mapping[str, Any]) -> Options:
         OptionsError: an unknown option, an option given twice under two names, an unknown
             test, or a value of the wrong type or range.
     """
-    from node_exporter_ml.drift.stattests import STATTESTS
+    from node_exporter_ml.drift.engine.stattests import STATTESTS
 
     values: dict[str, Any] = {}
     given_as: dict[str, str] = {}
@@ -205,61 +205,6 @@ def _stattest_name(key: str, value: Any, known: Mapping[str, StatTest]) -> str:
     )
 
 
-# --- column types -----------------------------------------------------------------------------
-
-
-def column_kind(column: Column) -> tuple[str, str | None]:
-    """Evidently's type of a column from its current values: num, cat, text or unknown.
-
-    Returns:
-        ``(kind, reason)``: the reason says why a column of kind text/unknown/datetime is
-        not evaluated, None for num and cat.
-    """
-    dtype = column.dtype
-    if dtype == "float":
-        return "num", None
-    if dtype == "int":
-        return ("cat" if _n_distinct(column.values) <= INTEGER_CARDINALITY_LIMIT else "num"), None
-    if dtype in ("bool", "category"):
-        return "cat", None
-    if dtype == "datetime":
-        return "datetime", "datetime columns are not evaluated"
-    if dtype == "other":
-        return "unknown", (
-            "columns of pandas extension dtypes (Int64, boolean, ...) are not evaluated, "
-            "as in Evidently"
-        )
-    if dtype == "uint":
-        return "unknown", "uint64 columns (integers above 2**63) are not evaluated, as in Evidently"
-    present = column.values[~none_mask(column.values)].tolist()
-    if dtype == "str" or (
-        dtype == "object"
-        and present
-        and isinstance(present[0], str)
-        and isinstance(present[-1], str)
-    ):
-        if not present:
-            return "unknown", "no values in the current data"
-        try:
-            distinct = len(set(present))
-        except TypeError:
-            return "unknown", "values are not hashable"
-        if distinct > 0.5 * len(present):
-            return "text", "text column (more than half the values are distinct): not evaluated"
-        return "cat", None
-    if dtype == "object" and present and all(isinstance(v, bool) for v in present):
-        return "unknown", "booleans with missing values are not evaluated, as in Evidently"
-    if not present:
-        return "unknown", "no values in the current data"
-    return "unknown", "values of mixed types are not evaluated, as in Evidently"
-
-
-def _n_distinct(values: Any) -> int:
-    import numpy as np
-
-    return int(np.unique(values).shape[0])
-
-
 # --- evaluation -------------------------------------------------------------------------------
 
 
@@ -343,8 +288,6 @@ def evaluate(reference: Any, current: Any, **options: Any) -> dict[str, Any]:
         "not_evaluated": not_evaluated,
     }
     if opts.data_quality:
-        from node_exporter_ml.drift.quality import data_quality
-
         report["data_quality"] = data_quality(ref_table, cur_table, ranges=opts.ranges)
     return report
 
@@ -353,7 +296,7 @@ def _evaluate_column(job: tuple[str, Column, Column | None], opts: Options) -> d
     """One column's result, or the reason it is not evaluated."""
     import numpy as np
 
-    from node_exporter_ml.drift.stattests import STATTESTS, Sample
+    from node_exporter_ml.drift.engine.stattests import STATTESTS, Sample
 
     name, current, reference = job
     found, reason = column_kind(current)
@@ -415,4 +358,4 @@ def _default_stattest(sample: Sample, kind: ColumnKind) -> str:
     return "jensenshannon"
 
 
-__all__ = ["Options", "Table", "column_kind", "evaluate", "parse_options"]
+__all__ = ["Options", "Table", "evaluate", "parse_options"]
