@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from node_exporter_ml.host.cgroup_path import CgroupIdentity, parse_cgroup_path
 from node_exporter_ml.kube import KubeData, kube_data
-from node_exporter_ml.snapshot import CgroupData, ProcessData, Snapshot
+from node_exporter_ml.snapshot import CGROUP, PROCESS, Snapshot
 
 
 def workload_of(ident: CgroupIdentity, kube: KubeData | None) -> dict[str, str]:
@@ -50,13 +50,13 @@ def attribute_workloads(snapshot: Snapshot) -> Snapshot:
     """
     kube = kube_data(snapshot)
     idents: dict[int, CgroupIdentity] = {}
-    cgroups = snapshot.data("cgroup", CgroupData)
+    cgroups = snapshot[CGROUP]
     if cgroups is not None:
         for key, sample in cgroups.cgroups.items():
             ident = parse_cgroup_path(key)
             for pid in sample.pids:
                 idents[pid] = ident
-    processes = snapshot.data("process", ProcessData)
+    processes = snapshot[PROCESS]
     if processes is not None:
         for pid, p in processes.processes.items():
             idents[pid] = CgroupIdentity(

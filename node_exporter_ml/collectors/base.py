@@ -31,7 +31,7 @@ class StaleDataError(Exception):
 
     The sampler records success 0 and keeps `data` in the failed CollectorResult, so
     correlation can go on using it (e.g. pod metadata while the API server is down);
-    `Snapshot.data()` still returns None for it, `Snapshot.stale_data()` returns it.
+    `snapshot[KEY]` still returns None for it, `snapshot.last_known(KEY)` returns it.
     """
 
     def __init__(self, message: str, data: object) -> None:

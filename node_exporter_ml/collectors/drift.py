@@ -30,12 +30,12 @@ from node_exporter_ml.drift.store import RETAIN_FACTOR, Window
 from node_exporter_ml.drift.worker import REASONS
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.registry import register_collector
+from node_exporter_ml.snapshot import DataKey, Snapshot
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from node_exporter_ml.config import Config
-    from node_exporter_ml.snapshot import Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,9 @@ class DriftData:
     results: tuple[ModelResult, ...]
     worker_restarts: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
     worker_resident_bytes: int = 0
+
+
+DRIFT = DataKey("drift", DriftData)
 
 
 def service_from_config(config: Config) -> DriftService:

@@ -16,7 +16,7 @@ from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
 from node_exporter_ml.host import ParseError
 from node_exporter_ml.host.procfs import parse_loadavg
 from node_exporter_ml.registry import register_collector
-from node_exporter_ml.snapshot import Snapshot
+from node_exporter_ml.snapshot import DataKey, Snapshot
 
 # node_cpu_seconds_total's modes; guest time is already counted in user (proc(5)).
 CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -39,6 +39,9 @@ class NodeSample:
     swap_free_bytes: int
     boot_time_seconds: float
     uptime_seconds: float
+
+
+NODE = DataKey("node", NodeSample)
 
 
 def read_node(procfs: str) -> NodeSample:

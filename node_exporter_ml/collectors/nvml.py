@@ -71,13 +71,13 @@ from node_exporter_ml.nvml.health import (
 from node_exporter_ml.nvml.replay import Replay, ReplayError
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.snapshot import (
+    PROCESS,
     GpuInstanceSample,
     GpuProcessSample,
     GpuSample,
     LostGpu,
     MigDeviceSample,
     NvmlData,
-    ProcessData,
     Snapshot,
     XidCount,
 )
@@ -1021,7 +1021,7 @@ def _process_families(data: NvmlData, snapshot: Snapshot) -> list[Metric]:
     rows = []
     # NVML names processes by argv[0]; prefer /proc's comm where the process collector ran,
     # so that process series of both collectors carry the same comm.
-    procfs = snapshot.data("process", ProcessData)
+    procfs = snapshot[PROCESS]
     known = procfs.processes if procfs is not None else {}
     for d in data.devices:
         for p in d.processes:

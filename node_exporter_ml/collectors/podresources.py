@@ -12,7 +12,7 @@ from node_exporter_ml.podresources.client import PodResourcesClient
 from node_exporter_ml.podresources.devices import PodResourcesData
 from node_exporter_ml.podresources.join import join_allocations
 from node_exporter_ml.registry import register_collector
-from node_exporter_ml.snapshot import NvmlData, Snapshot
+from node_exporter_ml.snapshot import NVML, Snapshot
 
 # Poll at the sampler's pace, but not faster than this (the kubelet walks every pod).
 MIN_POLL_SECONDS = 1.0
@@ -64,7 +64,7 @@ class PodResourcesCollector(AsyncCollector):
         """nodeml_gpu_allocation_info and nodeml_gpu_unallocated_use."""
         if not isinstance(data, PodResourcesData):
             return
-        nvml = snapshot.data("nvml", NvmlData)
+        nvml = snapshot[NVML]
         joined = join_allocations(
             data.allocations, nvml.devices if nvml is not None else (), snapshot.workload_labels
         )

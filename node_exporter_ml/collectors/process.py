@@ -21,7 +21,7 @@ from node_exporter_ml.host.sockets import find_listening_pids
 from node_exporter_ml.kube import kube_data
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.registry import register_collector
-from node_exporter_ml.snapshot import NvmlData, ProcessData, ProcessSample, Snapshot
+from node_exporter_ml.snapshot import NVML, PROCESS, ProcessData, ProcessSample, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ SOCKET_OWNER_TTL = 60.0
 
 def gpu_pids(snapshot: Snapshot | None) -> dict[int, list[str]]:
     """Pids holding a GPU in `snapshot`'s NVML data, with the UUIDs they hold."""
-    nvml = snapshot.data("nvml", NvmlData) if snapshot is not None else None
+    nvml = snapshot[NVML] if snapshot is not None else None
     held: dict[int, list[str]] = defaultdict(list)
     for device in nvml.devices if nvml is not None else ():
         for proc in device.processes:
@@ -43,7 +43,7 @@ def gpu_pids(snapshot: Snapshot | None) -> dict[int, list[str]]:
 def inference_pids(snapshot: Snapshot | None) -> list[int]:
     """GPU holders and the process collector's inference processes in `snapshot`, ascending."""
     pids = set(gpu_pids(snapshot))
-    processes = snapshot.data("process", ProcessData) if snapshot is not None else None
+    processes = snapshot[PROCESS] if snapshot is not None else None
     if processes is not None:
         pids.update(processes.processes)
     return sorted(pids)

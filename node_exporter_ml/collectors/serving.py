@@ -37,7 +37,7 @@ from node_exporter_ml.serving.join import owner_gpus, owner_pids
 from node_exporter_ml.serving.profiles import GENERIC, ModelKey, Reading
 from node_exporter_ml.serving.scrape import ScrapeOutcome, Scraper
 from node_exporter_ml.serving.window import ModelWindow
-from node_exporter_ml.snapshot import NvmlData, Snapshot
+from node_exporter_ml.snapshot import NVML, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -467,7 +467,7 @@ def render_families(data: ServingData, snapshot: Snapshot) -> list[Metric]:
     )
     derived = snapshot.derived.get(DERIVED_KEY)
     reports = derived.reports if isinstance(derived, ServingCauses) else {}
-    nvml = snapshot.data("nvml", NvmlData)
+    nvml = snapshot[NVML]
     for name, reason in sorted(data.errors_total):
         add_sample(errors, {"target": name, "reason": reason}, data.errors_total[(name, reason)])
     for t in data.targets:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from node_exporter_ml.serving.causes import CauseReport
 from node_exporter_ml.serving.window import WindowStats
+from node_exporter_ml.snapshot import DataKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,9 @@ class ServingData:
     targets: tuple[TargetStatus, ...] = ()
     errors_total: Mapping[tuple[str, str], int] = field(default_factory=dict)
     window_seconds: float = 60.0
+
+
+SERVING = DataKey("serving", ServingData)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from node_exporter_ml.config import Config
 from node_exporter_ml.serving.causes import Signals, assess
-from node_exporter_ml.serving.data import ServingCauses, ServingData, TargetStatus
+from node_exporter_ml.serving.data import SERVING, ServingCauses, TargetStatus
 from node_exporter_ml.serving.join import gpu_shares, owner_cgroups, owner_gpus, owner_pids
-from node_exporter_ml.snapshot import CgroupSample, CpuQuota, NvmlData, Snapshot
+from node_exporter_ml.snapshot import NVML, CgroupSample, CpuQuota, Snapshot
 
 DERIVED_KEY = "serving"
 
@@ -137,7 +137,7 @@ class LatencyCauses:
 
     def __call__(self, snapshot: Snapshot) -> Snapshot:
         """Record this tick's signals and score every target and model."""
-        data = snapshot.data("serving", ServingData)
+        data = snapshot[SERVING]
         if data is None:
             return snapshot
         with self._lock:
@@ -161,7 +161,7 @@ class LatencyCauses:
             return
         t = snapshot.taken_at
         pids = owner_pids(target, snapshot)
-        shares = gpu_shares(pids, owner_gpus(pids, snapshot.data("nvml", NvmlData)))
+        shares = gpu_shares(pids, owner_gpus(pids, snapshot[NVML]))
         groups = owner_cgroups(pids, snapshot)
         cg: dict[str, float | None] = {}
         if groups:
