@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from node_exporter_ml.collectors.base import CollectContext, Collector
+from node_exporter_ml.collectors.base import AnyCollector, CollectContext
 from node_exporter_ml.config import Config, load_config_file
 from node_exporter_ml.correlation import attribute_workloads
 from node_exporter_ml.exposition import Format, Rendered, Renderer
@@ -49,7 +49,7 @@ class Agent:
         self.config = config
         registry = load_collectors() if registry is None else registry
         ctx = CollectContext(config)
-        self.collectors: list[Collector] = [
+        self.collectors: list[AnyCollector] = [
             reg.factory(ctx) for name, reg in registry.items() if name in config.collectors
         ]
         self.renderer = Renderer(

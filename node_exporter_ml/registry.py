@@ -7,7 +7,7 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from node_exporter_ml.collectors.base import Collector
+from node_exporter_ml.collectors.base import AnyCollector
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,7 +15,7 @@ class Registration:
     """A registered collector class and whether it is on by default."""
 
     name: str
-    factory: type[Collector]
+    factory: type[AnyCollector]
     default_enabled: bool
     help: str
 
@@ -25,10 +25,10 @@ _REGISTRY: dict[str, Registration] = {}
 
 def register_collector(
     name: str, *, default_enabled: bool = True
-) -> Callable[[type[Collector]], type[Collector]]:
+) -> Callable[[type[AnyCollector]], type[AnyCollector]]:
     """Class decorator: make a collector known to the flags and the sampler."""
 
-    def decorate(cls: type[Collector]) -> type[Collector]:
+    def decorate(cls: type[AnyCollector]) -> type[AnyCollector]:
         if name in _REGISTRY and _REGISTRY[name].factory is not cls:
             raise ValueError(f"collector {name!r} registered twice")
         cls.name = name

@@ -10,9 +10,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from node_exporter_ml.collectors.base import (
+    AnyCollector,
     AsyncCollector,
     BlockingCollector,
-    Collector,
     NoDataError,
     StaleDataError,
 )
@@ -35,7 +35,7 @@ class Sampler:
 
     def __init__(
         self,
-        collectors: Sequence[Collector],
+        collectors: Sequence[AnyCollector],
         *,
         interval: float,
         timeout: float,
@@ -59,7 +59,7 @@ class Sampler:
         )
         self._pending: dict[str, asyncio.Future[object]] = {}
 
-    async def _run_one(self, c: Collector, previous: Snapshot | None) -> CollectorResult:
+    async def _run_one(self, c: AnyCollector, previous: Snapshot | None) -> CollectorResult:
         started = time.perf_counter()
         try:
             if isinstance(c, BlockingCollector):

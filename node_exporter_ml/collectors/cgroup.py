@@ -86,7 +86,7 @@ def cgroup_labels(sample: CgroupSample, snapshot: Snapshot) -> dict[str, str]:
 
 
 @register_collector("cgroup", default_enabled=True)
-class CgroupCollector(BlockingCollector):
+class CgroupCollector(BlockingCollector[CgroupData]):
     """Per-container cgroup statistics of the inference processes, cgroup v1, v2 or hybrid.
 
     Reads /proc/<pid>/cgroup for the pids the last snapshot named (GPU holders from
@@ -126,10 +126,8 @@ class CgroupCollector(BlockingCollector):
             samples[key] = sample
         return CgroupData(cgroups=samples)
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: CgroupData, snapshot: Snapshot) -> Iterable[Metric]:
         """One family per statistic; each series labelled with its workload."""
-        if not isinstance(data, CgroupData):
-            return
         labelled: list[tuple[dict[str, str], CgroupSample]] = []
         seen: set[tuple[tuple[str, str], ...]] = set()
         for key in sorted(data.cgroups):

@@ -74,7 +74,7 @@ def service_from_config(config: Config) -> DriftService:
 
 
 @register_collector("drift", default_enabled=True)
-class DriftCollector(AsyncCollector):
+class DriftCollector(AsyncCollector[DriftData]):
     """Data drift, data quality and prediction quality per model, from the drift API.
 
     Reads the drift service's latest in-memory results (no I/O); the API and the evaluation
@@ -127,10 +127,8 @@ class DriftCollector(AsyncCollector):
 
         return routes(self.service)
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: DriftData, snapshot: Snapshot) -> Iterable[Metric]:
         """Drift, quality, prediction and label series of every model."""
-        if not isinstance(data, DriftData):
-            return []
         return [*drift_families(data.results), *worker_families(data)]
 
 

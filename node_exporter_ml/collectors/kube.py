@@ -83,7 +83,7 @@ def make_source(ctx: CollectContext) -> PodSource | None:
 
 
 @register_collector("kube", default_enabled=True)
-class KubeCollector(AsyncCollector):
+class KubeCollector(AsyncCollector[KubeData]):
     """Pod metadata (namespace, name, containers, annotation targets) of this node's pods.
 
     API server: GET /api/v1/pods?fieldSelector=spec.nodeName=<node> then ?watch=1 (as
@@ -140,10 +140,8 @@ class KubeCollector(AsyncCollector):
             raise StaleDataError(f"{source.source} unavailable: {source.last_error}", data)
         return data
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: KubeData, snapshot: Snapshot) -> Iterable[Metric]:
         """nodeml_kube_pod_info per pod on this node, and the number of pods."""
-        if not isinstance(data, KubeData):
-            return
         allow = self.ctx.config.file.kube_pod_labels
         info = GaugeMetricFamily(
             "nodeml_kube_pod_info",

@@ -87,7 +87,7 @@ def read_node(procfs: str) -> NodeSample:
 
 
 @register_collector("node", default_enabled=True)
-class NodeCollector(BlockingCollector):
+class NodeCollector(BlockingCollector[NodeSample]):
     """The host as a whole: CPU seconds by mode, load, memory, swap, uptime and boot time.
 
     psutil's cpu_times(), virtual_memory(), swap_memory() and boot_time() over
@@ -105,10 +105,8 @@ class NodeCollector(BlockingCollector):
         """Read the host's figures once."""
         return read_node(self.procfs)
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: NodeSample, snapshot: Snapshot) -> Iterable[Metric]:
         """Eleven families, as node_exporter names them under nodeml_node_."""
-        if not isinstance(data, NodeSample):
-            return
         cpu = CounterMetricFamily(
             "nodeml_node_cpu_seconds",
             "Seconds all CPUs spent in each mode since boot, from /proc/stat (psutil).",

@@ -128,7 +128,7 @@ def _gpm_ratios(values: Mapping[int, float]) -> dict[str, float | None]:
 
 
 @register_collector("nvml", default_enabled=True)
-class NvmlCollector(BlockingCollector):
+class NvmlCollector(BlockingCollector[NvmlData]):
     """GPU, MIG-instance and per-process metrics from NVML (no DCGM), or from a replay file.
 
     Calls nvmlDeviceGet{UtilizationRates,MemoryInfo_v2,PowerUsage,TotalEnergyConsumption,
@@ -690,10 +690,8 @@ class NvmlCollector(BlockingCollector):
 
     # --- rendering ----------------------------------------------------------------------
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: NvmlData, snapshot: Snapshot) -> Iterable[Metric]:
         """Metric families of one tick's NvmlData (pure)."""
-        if not isinstance(data, NvmlData):
-            return []
         return nvml_families(data, snapshot)
 
 

@@ -19,7 +19,7 @@ MIN_POLL_SECONDS = 1.0
 
 
 @register_collector("podresources", default_enabled=True)
-class PodResourcesCollector(AsyncCollector):
+class PodResourcesCollector(AsyncCollector[PodResourcesData]):
     """GPU allocations per pod, from the kubelet pod-resources API (List, gRPC on a unix socket).
 
     Reads `--kube.pod-resources-socket` in a background task (never on the scrape path);
@@ -60,10 +60,8 @@ class PodResourcesCollector(AsyncCollector):
             raise NoDataError(state.error or "no answer from the kubelet")
         return state.data
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: PodResourcesData, snapshot: Snapshot) -> Iterable[Metric]:
         """nodeml_gpu_allocation_info and nodeml_gpu_unallocated_use."""
-        if not isinstance(data, PodResourcesData):
-            return
         nvml = snapshot[NVML]
         joined = join_allocations(
             data.allocations, nvml.devices if nvml is not None else (), snapshot.workload_labels

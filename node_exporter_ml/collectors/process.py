@@ -72,7 +72,7 @@ class _Owners:
 
 
 @register_collector("process", default_enabled=True)
-class ProcessCollector(BlockingCollector):
+class ProcessCollector(BlockingCollector[ProcessData]):
     """Inference processes: GPU holders, serving-target owners and `processes.match` rules.
 
     Reads /proc/<pid>/{stat,status,cmdline,cgroup,fd} under --path.procfs for those pids
@@ -299,10 +299,8 @@ class ProcessCollector(BlockingCollector):
 
     # --- metrics ------------------------------------------------------------------------
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: ProcessData, snapshot: Snapshot) -> Iterable[Metric]:
         """Per-process families, each series with pid, comm and the workload's labels."""
-        if not isinstance(data, ProcessData):
-            return
         cpu = CounterMetricFamily(
             "nodeml_process_cpu_seconds_total",
             "CPU time of an inference process by mode (user, system), from /proc/<pid>/stat.",

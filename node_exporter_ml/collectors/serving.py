@@ -75,7 +75,7 @@ def _info_url(url: str) -> str:
 
 
 @register_collector("serving", default_enabled=True)
-class ServingCollector(AsyncCollector):
+class ServingCollector(AsyncCollector[ServingData]):
     """Model-server latency: scrapes each target's /metrics (vLLM, Triton, TGI, ... see docs).
 
     Windowed quantiles, mean, request rate and error ratio per model over --serving.window,
@@ -376,10 +376,8 @@ class ServingCollector(AsyncCollector):
 
     # --- metrics ----------------------------------------------------------------------------
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: ServingData, snapshot: Snapshot) -> Iterable[Metric]:
         """The serving families, with the owner's workload labels on per-model series."""
-        if not isinstance(data, ServingData):
-            return []
         return render_families(data, snapshot)
 
 
