@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
-from node_exporter_ml.collectors.process import VANISHED, inference_pids
 from node_exporter_ml.exposition import add_sample
+from node_exporter_ml.host import VANISHED
 from node_exporter_ml.host.cgroup_path import identify
 from node_exporter_ml.host.cgroupfs import CgroupFS, CgroupPaths
 from node_exporter_ml.host.procfs import ProcFS
 from node_exporter_ml.logonce import OnceLogger
+from node_exporter_ml.pids import inference_pids
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.snapshot import CgroupData, CgroupSample, Snapshot
 

@@ -13,40 +13,20 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
 from node_exporter_ml.config import Config, ServingTarget
 from node_exporter_ml.exposition import add_sample
-from node_exporter_ml.host import ParseError
+from node_exporter_ml.host import VANISHED, ParseError
 from node_exporter_ml.host.cgroup_path import CgroupIdentity, identify
 from node_exporter_ml.host.procfs import ProcFS
 from node_exporter_ml.host.slurm import ENVIRON_LIMIT, SlurmEnviron, parse_slurm_environ
 from node_exporter_ml.host.sockets import find_listening_pids
 from node_exporter_ml.kube import kube_data
 from node_exporter_ml.logonce import OnceLogger
+from node_exporter_ml.pids import gpu_pids
 from node_exporter_ml.registry import register_collector
-from node_exporter_ml.snapshot import NVML, PROCESS, ProcessData, ProcessSample, Snapshot
+from node_exporter_ml.snapshot import ProcessData, ProcessSample, Snapshot
 
 log = logging.getLogger(__name__)
 
-VANISHED = (FileNotFoundError, ProcessLookupError)
 SOCKET_OWNER_TTL = 60.0
-
-
-def gpu_pids(snapshot: Snapshot | None) -> dict[int, list[str]]:
-    """Pids holding a GPU in `snapshot`'s NVML data, with the UUIDs they hold."""
-    nvml = snapshot[NVML] if snapshot is not None else None
-    held: dict[int, list[str]] = defaultdict(list)
-    for device in nvml.devices if nvml is not None else ():
-        for proc in device.processes:
-            if device.uuid not in held[proc.pid]:
-                held[proc.pid].append(device.uuid)
-    return dict(held)
-
-
-def inference_pids(snapshot: Snapshot | None) -> list[int]:
-    """GPU holders and the process collector's inference processes in `snapshot`, ascending."""
-    pids = set(gpu_pids(snapshot))
-    processes = snapshot[PROCESS] if snapshot is not None else None
-    if processes is not None:
-        pids.update(processes.processes)
-    return sorted(pids)
 
 
 @dataclass(slots=True)

@@ -18,12 +18,12 @@ from urllib.parse import urlsplit, urlunsplit
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
-from node_exporter_ml.collectors.process import inference_pids
 from node_exporter_ml.config import ServingTarget
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.host.sockets import find_listening_pids, read_listen_urls
 from node_exporter_ml.kube import kube_targets
 from node_exporter_ml.logonce import OnceLogger
+from node_exporter_ml.pids import inference_pids
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.serving.causes import CAUSES
 from node_exporter_ml.serving.data import (
