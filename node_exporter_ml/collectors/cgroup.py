@@ -17,7 +17,7 @@ from node_exporter_ml.host.procfs import ProcFS
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.pids import inference_pids
 from node_exporter_ml.registry import register_collector
-from node_exporter_ml.snapshot import CgroupData, CgroupSample, Snapshot
+from node_exporter_ml.snapshot import CGROUP, NVML, PROCESS, CgroupData, CgroupSample, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,11 @@ def cgroup_labels(sample: CgroupSample, snapshot: Snapshot) -> dict[str, str]:
     return {"cgroup": sample.path}
 
 
-@register_collector("cgroup", default_enabled=True)
+@register_collector(
+    "cgroup",
+    produces=CGROUP,
+    reads={PROCESS: "cgroup selection", NVML: "the cgroups of GPU processes"},
+)
 class CgroupCollector(BlockingCollector[CgroupData]):
     """Per-container cgroup statistics of the inference processes, cgroup v1, v2 or hybrid.
 

@@ -73,7 +73,7 @@ def service_from_config(config: Config) -> DriftService:
     )
 
 
-@register_collector("drift", default_enabled=True)
+@register_collector("drift", produces=DRIFT)
 class DriftCollector(AsyncCollector[DriftData]):
     """Data drift, data quality and prediction quality per model, from the drift API.
 

@@ -24,6 +24,7 @@ from node_exporter_ml.collectors.base import (
 )
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.kube import (
+    KUBE,
     KubeData,
     PodSource,
     annotation_problem,
@@ -82,7 +83,7 @@ def make_source(ctx: CollectContext) -> PodSource | None:
     )
 
 
-@register_collector("kube", default_enabled=True)
+@register_collector("kube", produces=KUBE)
 class KubeCollector(AsyncCollector[KubeData]):
     """Pod metadata (namespace, name, containers, annotation targets) of this node's pods.
 

@@ -86,7 +86,7 @@ def read_node(procfs: str) -> NodeSample:
     )
 
 
-@register_collector("node", default_enabled=True)
+@register_collector("node", produces=NODE)
 class NodeCollector(BlockingCollector[NodeSample]):
     """The host as a whole: CPU seconds by mode, load, memory, swap, uptime and boot time.
 

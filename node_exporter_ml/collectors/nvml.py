@@ -71,6 +71,7 @@ from node_exporter_ml.nvml.health import (
 from node_exporter_ml.nvml.replay import Replay, ReplayError
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.snapshot import (
+    NVML,
     PROCESS,
     GpuInstanceSample,
     GpuProcessSample,
@@ -127,7 +128,9 @@ def _gpm_ratios(values: Mapping[int, float]) -> dict[str, float | None]:
     }
 
 
-@register_collector("nvml", default_enabled=True)
+@register_collector(
+    "nvml", produces=NVML, reads={PROCESS: "/proc comm names on GPU process series"}
+)
 class NvmlCollector(BlockingCollector[NvmlData]):
     """GPU, MIG-instance and per-process metrics from NVML (no DCGM), or from a replay file.
 

@@ -9,7 +9,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext, NoDataError
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.podresources.client import PodResourcesClient
-from node_exporter_ml.podresources.devices import PodResourcesData
+from node_exporter_ml.podresources.devices import PODRESOURCES, PodResourcesData
 from node_exporter_ml.podresources.join import join_allocations
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.snapshot import NVML, Snapshot
@@ -18,7 +18,11 @@ from node_exporter_ml.snapshot import NVML, Snapshot
 MIN_POLL_SECONDS = 1.0
 
 
-@register_collector("podresources", default_enabled=True)
+@register_collector(
+    "podresources",
+    produces=PODRESOURCES,
+    reads={NVML: "GPU indices of allocations, unallocated GPU use"},
+)
 class PodResourcesCollector(AsyncCollector[PodResourcesData]):
     """GPU allocations per pod, from the kubelet pod-resources API (List, gRPC on a unix socket).
 

@@ -12,17 +12,18 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
 from node_exporter_ml.config import Config, ServingTarget
+from node_exporter_ml.correlation import attribute_workloads
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.host import VANISHED, ParseError
 from node_exporter_ml.host.cgroup_path import CgroupIdentity, identify
 from node_exporter_ml.host.procfs import ProcFS
 from node_exporter_ml.host.slurm import ENVIRON_LIMIT, SlurmEnviron, parse_slurm_environ
 from node_exporter_ml.host.sockets import find_listening_pids
-from node_exporter_ml.kube import kube_data
+from node_exporter_ml.kube import KUBE, kube_data
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.pids import gpu_pids
-from node_exporter_ml.registry import register_collector
-from node_exporter_ml.snapshot import ProcessData, ProcessSample, Snapshot
+from node_exporter_ml.registry import register_collector, register_enricher
+from node_exporter_ml.snapshot import CGROUP, NVML, PROCESS, ProcessData, ProcessSample, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,14 @@ class _Owners:
         return bool(self.pod_uids or self.container_ids)
 
 
-@register_collector("process", default_enabled=True)
+@register_collector(
+    "process",
+    produces=PROCESS,
+    reads={
+        NVML: "GPU holders as inference processes",
+        KUBE: "the processes of pod-declared serving targets",
+    },
+)
 class ProcessCollector(BlockingCollector[ProcessData]):
     """Inference processes: GPU holders, serving-target owners and `processes.match` rules.
 
@@ -341,6 +349,20 @@ class ProcessCollector(BlockingCollector[ProcessData]):
             for uuid in held.get(pid) or [""]:
                 add_sample(info, {**base, "uuid": uuid}, 1)
         yield from (cpu, rss, threads, fds, switches, start, info)
+
+
+# Workload labels, the first correlation step: for the pids of this collector and of the
+# cgroup collector (which reads GPU holders' cgroups even without this one).
+register_enricher(
+    "workloads",
+    lambda _config: attribute_workloads,
+    owners=("process", "cgroup"),
+    reads={
+        PROCESS: "workload labels",
+        CGROUP: "workload labels of new GPU processes",
+        KUBE: "pod names in workload labels",
+    },
+)
 
 
 def process_labels(p: ProcessSample, workload: Mapping[str, str]) -> dict[str, str]:

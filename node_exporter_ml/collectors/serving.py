@@ -21,12 +21,13 @@ from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
 from node_exporter_ml.config import ServingTarget
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.host.sockets import find_listening_pids, read_listen_urls
-from node_exporter_ml.kube import kube_targets
+from node_exporter_ml.kube import KUBE, kube_targets
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.pids import inference_pids
-from node_exporter_ml.registry import register_collector
+from node_exporter_ml.registry import register_collector, register_enricher
 from node_exporter_ml.serving.causes import CAUSES
 from node_exporter_ml.serving.data import (
+    SERVING,
     ModelStats,
     ServingCauses,
     ServingData,
@@ -37,7 +38,7 @@ from node_exporter_ml.serving.join import owner_gpus, owner_pids
 from node_exporter_ml.serving.profiles import GENERIC, ModelKey, Reading
 from node_exporter_ml.serving.scrape import ScrapeOutcome, Scraper
 from node_exporter_ml.serving.window import ModelWindow
-from node_exporter_ml.snapshot import NVML, Snapshot
+from node_exporter_ml.snapshot import CGROUP, NVML, PROCESS, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,15 @@ def _info_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/info", "", ""))
 
 
-@register_collector("serving", default_enabled=True)
+@register_collector(
+    "serving",
+    produces=SERVING,
+    reads={
+        PROCESS: "serving owners",
+        NVML: "serving targets' GPUs, discovery among GPU processes",
+        KUBE: "annotation-declared serving targets",
+    },
+)
 class ServingCollector(AsyncCollector[ServingData]):
     """Model-server latency: scrapes each target's /metrics (vLLM, Triton, TGI, ... see docs).
 
@@ -379,6 +388,19 @@ class ServingCollector(AsyncCollector[ServingData]):
     def families(self, data: ServingData, snapshot: Snapshot) -> Iterable[Metric]:
         """The serving families, with the owner's workload labels on per-model series."""
         return render_families(data, snapshot)
+
+
+register_enricher(
+    "latency_causes",
+    LatencyCauses,
+    owners=("serving",),
+    after=("workloads",),  # serving owners by pod come from the workload labels
+    reads={
+        PROCESS: "serving owners",
+        NVML: "GPU latency causes",
+        CGROUP: "CPU-throttling, memory-stall and OOM latency causes",
+    },
+)
 
 
 def _model_labels(target: str, m: ModelStats, workload: Mapping[str, str]) -> dict[str, str]:
