@@ -1,4 +1,8 @@
-"""Pure joins: pid -> cgroup identity -> container -> pod, filling `Snapshot.workloads`."""
+"""Pure joins: pid -> cgroup identity -> container -> pod, filling `Snapshot.workloads`.
+
+`attribute_workloads` is the first correlation step; the process collector registers it
+(as the `workloads` enricher) with the keys it reads: PROCESS, CGROUP and KUBE.
+"""
 
 from __future__ import annotations
 

@@ -22,7 +22,10 @@ from node_exporter_ml.snapshot import CollectorResult, Snapshot
 log = logging.getLogger(__name__)
 
 Enricher = Callable[[Snapshot], Snapshot]
-"""A correlation step: a function of the snapshot (pure, or with its own windowed state)."""
+"""A correlation step: a function of the snapshot (pure, or with its own windowed state).
+
+The agent builds them from the registry's `register_enricher` declarations, in run order.
+"""
 
 
 class Sampler:

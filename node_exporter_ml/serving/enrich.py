@@ -1,7 +1,8 @@
 """LatencyCauses: the correlation step that joins serving targets to the node and scores causes.
 
 It keeps, per target and model, the history of `Signals` over the baseline horizon
-(the only state); the joins (`join.py`) and the scoring (`causes.py`) are pure.
+(the only state); the joins (`join.py`) and the scoring (`causes.py`) are pure. The serving
+collector registers it as the `latency_causes` enricher, run after `workloads`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Pure joins of a serving target to its owner processes, their GPUs, co-tenants and cgroups.
 
-Only the snapshot contract types are read (NvmlData, ProcessData, CgroupData); each
-join degrades to "unknown" (None / empty) when its collector did not run or failed.
+Only the snapshot contract is read, through the typed keys NVML, PROCESS and CGROUP (no
+collector module is imported); each join degrades to "unknown" (None / empty) when its
+collector did not run or failed.
 """
 
 from __future__ import annotations
