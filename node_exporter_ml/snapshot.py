@@ -49,7 +49,7 @@ class Snapshot:
 
     `workloads` maps a pid to its workload labels (namespace/pod/container, or
     unit), filled by correlation after the collectors ran; `derived` holds
-    results of correlation steps keyed by step name.
+    results of correlation steps keyed by name (read them with `derived_data(KEY)`).
     """
 
     taken_at: float
@@ -70,6 +70,15 @@ class Snapshot:
         if result is None or not isinstance(result.data, key.type):
             return None
         return result.data
+
+    def derived_data(self, key: DataKey[T]) -> T | None:
+        """The result a correlation step put in `derived` under `key`, if of `key.type`."""
+        value = self.derived.get(key.name)
+        return value if isinstance(value, key.type) else None
+
+    def with_derived(self, key: DataKey[T], value: T) -> Snapshot:
+        """A copy with `value` put in `derived` under `key` (what a correlation step adds)."""
+        return self.replace(derived={**self.derived, key.name: value})
 
     def replace(self, **changes: object) -> Snapshot:
         """A copy with some fields replaced (snapshots are never mutated)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from node_exporter_ml.kube import KUBE, KubeData, kube_data
+from node_exporter_ml.serving.data import SERVING_CAUSES, ServingCauses
 from node_exporter_ml.snapshot import (
     NVML,
     PROCESS,
@@ -43,3 +44,14 @@ def test_data_of_another_type_is_none():
 def test_keys_name_their_collector_and_type():
     assert (PROCESS.name, PROCESS.type) == ("process", ProcessData)
     assert (KUBE.name, KUBE.type) == ("kube", KubeData)
+
+
+def test_a_correlation_step_result_is_read_by_its_key():
+    causes = ServingCauses({}, 60.0)
+    s = snap().replace(derived={"other": 1})
+    assert s.derived_data(SERVING_CAUSES) is None
+    out = s.with_derived(SERVING_CAUSES, causes)
+    assert out.derived == {"other": 1, "serving": causes}
+    assert out.derived_data(SERVING_CAUSES) is causes
+    assert s.derived == {"other": 1}  # snapshots are never mutated
+    assert out.replace(derived={"serving": "not causes"}).derived_data(SERVING_CAUSES) is None

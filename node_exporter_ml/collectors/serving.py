@@ -28,12 +28,12 @@ from node_exporter_ml.registry import register_collector, register_enricher
 from node_exporter_ml.serving.causes import CAUSES
 from node_exporter_ml.serving.data import (
     SERVING,
+    SERVING_CAUSES,
     ModelStats,
-    ServingCauses,
     ServingData,
     TargetStatus,
 )
-from node_exporter_ml.serving.enrich import DERIVED_KEY, LatencyCauses
+from node_exporter_ml.serving.enrich import LatencyCauses
 from node_exporter_ml.serving.join import owner_gpus, owner_pids
 from node_exporter_ml.serving.profiles import GENERIC, ModelKey, Reading
 from node_exporter_ml.serving.scrape import ScrapeOutcome, Scraper
@@ -485,8 +485,8 @@ def render_families(data: ServingData, snapshot: Snapshot) -> list[Metric]:
         f"({', '.join(CAUSES)}).",
         labels=[],
     )
-    derived = snapshot.derived.get(DERIVED_KEY)
-    reports = derived.reports if isinstance(derived, ServingCauses) else {}
+    causes = snapshot.derived_data(SERVING_CAUSES)
+    reports = causes.reports if causes is not None else {}
     nvml = snapshot[NVML]
     for name, reason in sorted(data.errors_total):
         add_sample(errors, {"target": name, "reason": reason}, data.errors_total[(name, reason)])

@@ -60,3 +60,7 @@ class ServingCauses:
 
     reports: Mapping[tuple[str, str, str | None], CauseReport] = field(default_factory=dict)
     baseline_seconds: float = 900.0
+
+
+SERVING_CAUSES = DataKey("serving", ServingCauses)
+"""Where LatencyCauses puts its reports: `snapshot.derived_data(SERVING_CAUSES)`."""

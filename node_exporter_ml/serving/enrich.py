@@ -14,11 +14,9 @@ from dataclasses import dataclass
 
 from node_exporter_ml.config import Config
 from node_exporter_ml.serving.causes import Signals, assess
-from node_exporter_ml.serving.data import SERVING, ServingCauses, TargetStatus
+from node_exporter_ml.serving.data import SERVING, SERVING_CAUSES, ServingCauses, TargetStatus
 from node_exporter_ml.serving.join import gpu_shares, owner_cgroups, owner_gpus, owner_pids
 from node_exporter_ml.snapshot import NVML, CgroupSample, CpuQuota, Snapshot
-
-DERIVED_KEY = "serving"
 
 HistoryKey = tuple[str, str, str | None]
 
@@ -122,7 +120,7 @@ def cgroup_signals(
 
 
 class LatencyCauses:
-    """Correlation step: Snapshot -> Snapshot with `derived["serving"]` = ServingCauses.
+    """Correlation step: Snapshot -> Snapshot with ServingCauses under SERVING_CAUSES.
 
     Call it once per tick in tick order (the sampler runs enrichers in one thread).
     """
@@ -151,9 +149,7 @@ class LatencyCauses:
                         history.popleft()
                     reports[key] = assess(list(history), self.window, self.baseline)
             self._forget(snapshot.taken_at)
-        derived = dict(snapshot.derived)
-        derived[DERIVED_KEY] = ServingCauses(reports, self.baseline)
-        return snapshot.replace(derived=derived)
+        return snapshot.with_derived(SERVING_CAUSES, ServingCauses(reports, self.baseline))
 
     def _signals(
         self, target: TargetStatus, snapshot: Snapshot
