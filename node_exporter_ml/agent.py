@@ -1,4 +1,8 @@
-"""The agent: collectors from the registry, the sampler, correlation, and the rendered cache."""
+"""The agent: collectors and enrichers from the registry, the sampler, and the rendered cache.
+
+It names no collector: which collectors run comes from the flags, which correlation steps
+run (and in which order) from the enrichers the collectors registered.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,16 @@ import logging
 import time
 from collections.abc import Sequence
 
-from node_exporter_ml.collectors.base import CollectContext, Collector
+from node_exporter_ml.collectors.base import AnyCollector, CollectContext
 from node_exporter_ml.config import Config, load_config_file
-from node_exporter_ml.correlation import attribute_workloads
 from node_exporter_ml.exposition import Format, Rendered, Renderer
-from node_exporter_ml.registry import Registration, load_collectors
+from node_exporter_ml.registry import (
+    Registration,
+    active_enrichers,
+    check_enabled,
+    load_collectors,
+)
 from node_exporter_ml.sampler import Enricher, Sampler
-from node_exporter_ml.serving.enrich import LatencyCauses
 from node_exporter_ml.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -23,12 +30,6 @@ log = logging.getLogger(__name__)
 WANTED_TICKS = 3  # keep pre-rendering a format this many ticks after its last scrape
 STALE_TICKS = 3
 """/healthz and /readyz fail once the served snapshot is this many tick lengths old."""
-
-
-def default_enrichers(config: Config) -> list[Enricher]:
-    """The correlation steps run after every tick, in order."""
-    # Workloads first: serving owners and the labels on every series depend on them.
-    return [attribute_workloads, LatencyCauses(config)]
 
 
 class Agent:
@@ -49,9 +50,15 @@ class Agent:
         self.config = config
         registry = load_collectors() if registry is None else registry
         ctx = CollectContext(config)
-        self.collectors: list[Collector] = [
+        self.collectors: list[AnyCollector] = [
             reg.factory(ctx) for name, reg in registry.items() if name in config.collectors
         ]
+        if enrichers is None:
+            steps = active_enrichers(registry, config.collectors)
+            check_enabled(registry, config.collectors, steps)
+            enrichers = [step.factory(config) for step in steps]
+        else:  # the caller's own steps: what they read is not declared
+            check_enabled(registry, config.collectors, ())
         self.renderer = Renderer(
             self.collectors,
             config.interval,
@@ -65,7 +72,7 @@ class Agent:
             self.collectors,
             interval=config.interval,
             timeout=config.timeout,
-            enrichers=default_enrichers(config) if enrichers is None else enrichers,
+            enrichers=enrichers,
             publish=self._publish,
         )
         self.rendered: Rendered | None = None

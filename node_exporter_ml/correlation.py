@@ -1,4 +1,8 @@
-"""Pure joins: pid -> cgroup identity -> container -> pod, filling `Snapshot.workloads`."""
+"""Pure joins: pid -> cgroup identity -> container -> pod, filling `Snapshot.workloads`.
+
+`attribute_workloads` is the first correlation step; the process collector registers it
+(as the `workloads` enricher) with the keys it reads: PROCESS, CGROUP and KUBE.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections.abc import Mapping
 
 from node_exporter_ml.host.cgroup_path import CgroupIdentity, parse_cgroup_path
 from node_exporter_ml.kube.pods import KubeData, kube_data
-from node_exporter_ml.snapshot import CgroupData, ProcessData, Snapshot
+from node_exporter_ml.snapshot import CGROUP, PROCESS, Snapshot
 
 
 def workload_of(ident: CgroupIdentity, kube: KubeData | None) -> dict[str, str]:
@@ -50,13 +54,13 @@ def attribute_workloads(snapshot: Snapshot) -> Snapshot:
     """
     kube = kube_data(snapshot)
     idents: dict[int, CgroupIdentity] = {}
-    cgroups = snapshot.data("cgroup", CgroupData)
+    cgroups = snapshot[CGROUP]
     if cgroups is not None:
         for key, sample in cgroups.cgroups.items():
             ident = parse_cgroup_path(key)
             for pid in sample.pids:
                 idents[pid] = ident
-    processes = snapshot.data("process", ProcessData)
+    processes = snapshot[PROCESS]
     if processes is not None:
         for pid, p in processes.processes.items():
             idents[pid] = CgroupIdentity(

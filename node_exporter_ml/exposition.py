@@ -21,7 +21,7 @@ from node_exporter_ml.cardinality import (
     CardinalityLimiter,
     MetricsPolicy,
 )
-from node_exporter_ml.collectors.base import Collector
+from node_exporter_ml.collectors.base import AnyCollector
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.snapshot import Snapshot
 from node_exporter_ml.textformat import LabelCache, render_openmetrics, render_text
@@ -176,7 +176,7 @@ class SnapshotCollector:
 
     def __init__(
         self,
-        collectors: Sequence[Collector],
+        collectors: Sequence[AnyCollector],
         interval: float,
     ) -> None:
         self.collectors = {c.name: c for c in collectors}
@@ -216,7 +216,7 @@ class SnapshotCollector:
             yield owner.get(family.name) or owner.get(source, ""), family
 
     def _guarded(
-        self, name: str, collector: Collector, data: object, snapshot: Snapshot
+        self, name: str, collector: AnyCollector, data: object, snapshot: Snapshot
     ) -> list[Metric] | None:
         # A bug in one collector's rendering must not take /metrics down for the others:
         # its families are left out and its nodeml_collector_success is 0.
@@ -253,7 +253,7 @@ class Renderer:
 
     def __init__(
         self,
-        collectors: Sequence[Collector],
+        collectors: Sequence[AnyCollector],
         interval: float,
         process_metrics: bool = True,
         policy: MetricsPolicy | None = None,

@@ -10,9 +10,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from node_exporter_ml.collectors.base import (
+    AnyCollector,
     AsyncCollector,
     BlockingCollector,
-    Collector,
     NoDataError,
     StaleDataError,
 )
@@ -22,7 +22,10 @@ from node_exporter_ml.snapshot import CollectorResult, Snapshot
 log = logging.getLogger(__name__)
 
 Enricher = Callable[[Snapshot], Snapshot]
-"""A correlation step: a function of the snapshot (pure, or with its own windowed state)."""
+"""A correlation step: a function of the snapshot (pure, or with its own windowed state).
+
+The agent builds them from the registry's `register_enricher` declarations, in run order.
+"""
 
 
 class Sampler:
@@ -35,7 +38,7 @@ class Sampler:
 
     def __init__(
         self,
-        collectors: Sequence[Collector],
+        collectors: Sequence[AnyCollector],
         *,
         interval: float,
         timeout: float,
@@ -59,7 +62,7 @@ class Sampler:
         )
         self._pending: dict[str, asyncio.Future[object]] = {}
 
-    async def _run_one(self, c: Collector, previous: Snapshot | None) -> CollectorResult:
+    async def _run_one(self, c: AnyCollector, previous: Snapshot | None) -> CollectorResult:
         started = time.perf_counter()
         try:
             if isinstance(c, BlockingCollector):

@@ -1,9 +1,12 @@
-"""Frozen sample types and the Snapshot: what one sampler tick saw.
+"""Frozen sample types, the typed keys that name them, and the Snapshot: what one tick saw.
 
 Each collector returns one frozen value (its "data"); the sampler wraps it in a
-CollectorResult and the Snapshot holds one result per enabled collector. The
-sample dataclasses below are the contract between collectors and the pure
-correlation code; each is owned by the collector named in its docstring.
+CollectorResult and the Snapshot holds one result per enabled collector. A `DataKey`
+names one collector's data and its type (`PROCESS = DataKey("process", ProcessData)`),
+declared next to that type, so `snapshot[PROCESS]` is checked by mypy and the registry
+knows who produces and who reads what. The sample dataclasses below are the contract
+between collectors and the pure correlation code; each is owned by the collector named
+in its docstring (the others' data types and keys live with their collectors).
 """
 
 from __future__ import annotations
@@ -11,11 +14,22 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from node_exporter_ml.nvml.health import GpuHealth
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey(Generic[T]):
+    """The name of one collector's data in a snapshot, and its type (as aiohttp's AppKey).
+
+    `name` is the producing collector's name; `type` what its update() returns.
+    """
+
+    name: str
+    type: type[T]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +49,7 @@ class Snapshot:
 
     `workloads` maps a pid to its workload labels (namespace/pod/container, or
     unit), filled by correlation after the collectors ran; `derived` holds
-    results of correlation steps keyed by step name.
+    results of correlation steps keyed by name (read them with `derived_data(KEY)`).
     """
 
     taken_at: float
@@ -43,19 +57,28 @@ class Snapshot:
     workloads: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
     derived: Mapping[str, object] = field(default_factory=dict)
 
-    def data(self, name: str, kind: type[T]) -> T | None:
-        """The data of collector `name` if it ran, succeeded and is of `kind`."""
-        result = self.results.get(name)
-        if result is None or not result.success or not isinstance(result.data, kind):
+    def __getitem__(self, key: DataKey[T]) -> T | None:
+        """The data `key` names if its collector ran, succeeded and returned `key.type`."""
+        result = self.results.get(key.name)
+        if result is None or not result.success or not isinstance(result.data, key.type):
             return None
         return result.data
 
-    def stale_data(self, name: str, kind: type[T]) -> T | None:
-        """The data of collector `name` even when it failed but kept its last good data."""
-        result = self.results.get(name)
-        if result is None or not isinstance(result.data, kind):
+    def last_known(self, key: DataKey[T]) -> T | None:
+        """The data `key` names, also when its collector failed but kept its last good data."""
+        result = self.results.get(key.name)
+        if result is None or not isinstance(result.data, key.type):
             return None
         return result.data
+
+    def derived_data(self, key: DataKey[T]) -> T | None:
+        """The result a correlation step put in `derived` under `key`, if of `key.type`."""
+        value = self.derived.get(key.name)
+        return value if isinstance(value, key.type) else None
+
+    def with_derived(self, key: DataKey[T], value: T) -> Snapshot:
+        """A copy with `value` put in `derived` under `key` (what a correlation step adds)."""
+        return self.replace(derived={**self.derived, key.name: value})
 
     def replace(self, **changes: object) -> Snapshot:
         """A copy with some fields replaced (snapshots are never mutated)."""
@@ -213,6 +236,9 @@ class NvmlData:
     expected_gpus: int | None = None
 
 
+NVML = DataKey("nvml", NvmlData)
+
+
 # --- process and cgroup collectors ---------------------------------------------------------
 
 
@@ -256,6 +282,9 @@ class ProcessData:
     """What the process collector returns, keyed by pid."""
 
     processes: Mapping[int, ProcessSample] = field(default_factory=dict)
+
+
+PROCESS = DataKey("process", ProcessData)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,3 +340,6 @@ class CgroupData:
     """What the cgroup collector returns, keyed by cgroup path."""
 
     cgroups: Mapping[str, CgroupSample] = field(default_factory=dict)
+
+
+CGROUP = DataKey("cgroup", CgroupData)

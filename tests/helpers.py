@@ -16,7 +16,7 @@ from node_exporter_ml.registry import Registration
 from node_exporter_ml.snapshot import Snapshot
 
 
-class CountingCollector(BlockingCollector):
+class CountingCollector(BlockingCollector[dict[str, float]]):
     """Reports a growing set of things; `vanish` makes thing 0 disappear."""
 
     name = "counting"
@@ -33,15 +33,14 @@ class CountingCollector(BlockingCollector):
             things.pop("thing0")
         return things
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
-        assert isinstance(data, dict)
+    def families(self, data: dict[str, float], snapshot: Snapshot) -> Iterable[Metric]:
         fam = GaugeMetricFamily("nodeml_test_thing_value", "A test value per thing.")
         for thing, value in sorted(data.items()):
             add_sample(fam, {"thing": thing}, value)
         yield fam
 
 
-class SlowCollector(BlockingCollector):
+class SlowCollector(BlockingCollector[str]):
     """Blocks its worker thread until released (a hung NVML call)."""
 
     name = "slow"
@@ -54,48 +53,48 @@ class SlowCollector(BlockingCollector):
         self.release.wait(10)
         return "late"
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: str, snapshot: Snapshot) -> Iterable[Metric]:
         yield GaugeMetricFamily("nodeml_test_slow", "Slow.", value=1)
 
 
-class FailingCollector(BlockingCollector):
+class FailingCollector(BlockingCollector[None]):
     name = "failing"
 
-    def update(self, previous: Snapshot | None) -> object:
+    def update(self, previous: Snapshot | None) -> None:
         raise RuntimeError("device on fire")
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: None, snapshot: Snapshot) -> Iterable[Metric]:
         return []
 
 
-class NoDataCollector(BlockingCollector):
+class NoDataCollector(BlockingCollector[None]):
     name = "nodata"
 
-    def update(self, previous: Snapshot | None) -> object:
+    def update(self, previous: Snapshot | None) -> None:
         raise NoDataError("no NVIDIA devices visible")
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: None, snapshot: Snapshot) -> Iterable[Metric]:
         return []
 
 
-class SleepyAsyncCollector(AsyncCollector):
+class SleepyAsyncCollector(AsyncCollector[float]):
     name = "sleepy"
 
     async def update(self, previous: Snapshot | None) -> float:
         await asyncio.sleep(30)
         return 1.0
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: float, snapshot: Snapshot) -> Iterable[Metric]:
         return []
 
 
-class BrokenRenderCollector(BlockingCollector):
+class BrokenRenderCollector(BlockingCollector[int]):
     name = "broken_render"
 
     def update(self, previous: Snapshot | None) -> int:
         return 1
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: int, snapshot: Snapshot) -> Iterable[Metric]:
         yield GaugeMetricFamily("nodeml_test_half", "Never seen.", value=1)
         raise ValueError("bug in rendering")
 

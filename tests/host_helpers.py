@@ -10,8 +10,9 @@ from node_exporter_ml.collectors.cgroup import CgroupCollector
 from node_exporter_ml.collectors.process import ProcessCollector
 from node_exporter_ml.config import Config, FileConfig
 from node_exporter_ml.correlation import attribute_workloads
-from node_exporter_ml.kube import KubeData
+from node_exporter_ml.kube.pods import KubeData
 from node_exporter_ml.snapshot import (
+    NVML,
     CollectorResult,
     GpuProcessSample,
     GpuSample,
@@ -49,5 +50,5 @@ def tick(c: CollectContext, previous: Snapshot, kube: KubeData | None = None) ->
     )
     extra = {"kube": kube} if kube is not None else {}
     return attribute_workloads(
-        snap(nvml=previous.data("nvml", NvmlData), process=proc, cgroup=cg, **extra)
+        snap(nvml=previous[NVML], process=proc, cgroup=cg, **extra)
     )

@@ -13,7 +13,8 @@ from node_exporter_ml.config import FileConfig, ProcessMatch, ServingTarget
 from node_exporter_ml.correlation import attribute_workloads
 from node_exporter_ml.kube.pods import KubeData, PodMeta
 from node_exporter_ml.snapshot import (
-    CgroupData,
+    CGROUP,
+    PROCESS,
     CollectorResult,
     ProcessData,
     Snapshot,
@@ -60,7 +61,7 @@ def test_every_path_variant_end_to_end(tmp_path: Path, v: Variant) -> None:
     c = ctx(tmp_path)
     s = tick(c, snap(nvml=nvml(415)), pods())
 
-    p = s.data("process", ProcessData).processes[415]  # type: ignore[union-attr]
+    p = s[PROCESS].processes[415]  # type: ignore[union-attr]
     assert (p.pod_uid, p.container_id, p.runtime, p.qos, p.unit, p.slurm_job, p.slurm_step) == (
         v.pod_uid,
         v.container_id,
@@ -71,7 +72,7 @@ def test_every_path_variant_end_to_end(tmp_path: Path, v: Variant) -> None:
         v.slurm_step,
     )
     assert p.reasons == {"gpu"}
-    cgroups = s.data("cgroup", CgroupData)
+    cgroups = s[CGROUP]
     assert cgroups is not None
     [sample] = cgroups.cgroups.values()
     assert sample.pids == (415,)
@@ -125,10 +126,10 @@ def test_process_values_and_families(tmp_path: Path) -> None:
     build_cgroup_tree(tmp_path / "cg", "v2", v.cgroup, None, CgroupStats())
     c = ctx(tmp_path)
     s = tick(c, snap(nvml=nvml(415)), pods())
-    p = s.data("process", ProcessData).processes[415]  # type: ignore[union-attr]
+    p = s[PROCESS].processes[415]  # type: ignore[union-attr]
     assert p.cpu_user_seconds_total == pytest.approx(812.4)
     assert p.start_time_seconds == pytest.approx(BTIME + 3600)
-    values = sample_values(ProcessCollector(c).families(s.data("process", ProcessData), s))
+    values = sample_values(ProcessCollector(c).families(s[PROCESS], s))
     wl = {
         "pid": "415",
         "comm": "python3",

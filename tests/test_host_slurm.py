@@ -15,7 +15,7 @@ from node_exporter_ml.host.slurm import (
     SlurmEnviron,
     parse_slurm_environ,
 )
-from node_exporter_ml.snapshot import ProcessData
+from node_exporter_ml.snapshot import PROCESS, ProcessData
 from tests.host_helpers import GPU, ctx, nvml, snap, tick
 from tools.host_trees import FakeProc, sample_values, value, write_proc
 
@@ -82,7 +82,7 @@ def _info(tmp_path: Path, procs: list[FakeProc]) -> tuple[ProcessData, dict]:
     (tmp_path / "cg").mkdir()
     c = ctx(tmp_path)
     s = tick(c, snap(nvml=nvml(*(p.pid for p in procs))))
-    data = s.data("process", ProcessData)
+    data = s[PROCESS]
     assert data is not None
     return data, sample_values(ProcessCollector(c).families(data, s))
 

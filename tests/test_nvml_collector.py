@@ -18,7 +18,7 @@ from node_exporter_ml.nvml.binding import nvml_error
 from node_exporter_ml.nvml.health import WATCHED_XIDS
 from node_exporter_ml.nvml.replay import Replay
 from node_exporter_ml.registry import load_collectors
-from node_exporter_ml.snapshot import NvmlData, ProcessData, ProcessSample, Snapshot
+from node_exporter_ml.snapshot import NvmlData, ProcessData, ProcessSample
 from tests.nvml_helpers import (
     NEIGHBOUR,
     NVML_FIXTURES,
@@ -219,11 +219,6 @@ def test_process_series_carry_workload_labels_and_procfs_comm():
     keys = {k for (n, ls), _ in values(text).items() if n == "nodeml_process_gpu_memory_bytes"
             for k, v in ls if dict(ls)["pid"] == NEIGHBOUR_PID}  # fmt: skip
     assert keys == {"gpu", "uuid", "pid", "comm"}
-
-
-def test_families_of_other_data_are_empty():
-    collector = make_collector(NEIGHBOUR, Clock())
-    assert list(collector.families(None, Snapshot(taken_at=0.0, results={}))) == []
 
 
 def test_collector_is_registered_and_on_by_default():

@@ -14,6 +14,7 @@ from node_exporter_ml.serving.enrich import LatencyCauses, cgroup_signals
 from node_exporter_ml.serving.join import gpu_shares, owner_cgroups, owner_gpus, owner_pids
 from node_exporter_ml.serving.window import WindowStats
 from node_exporter_ml.snapshot import (
+    NVML,
     CgroupData,
     CgroupSample,
     CollectorResult,
@@ -95,7 +96,7 @@ def test_owner_pids(owner, pids):
 
 def test_gpus_cotenants_and_clocks():
     pids = (10, 11)
-    gpus = owner_gpus(pids, snapshot().data("nvml", NvmlData))
+    gpus = owner_gpus(pids, snapshot()[NVML])
     assert [g.uuid for g in gpus] == ["GPU-1"]
     shares = gpu_shares(pids, gpus)
     assert shares.owner_sm == pytest.approx(0.25)

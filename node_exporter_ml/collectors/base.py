@@ -1,7 +1,10 @@
 """The collector contract: update() returns frozen data, families() turns data into metrics.
 
-A collector never builds global gauges: `families()` makes fresh metric families from
-one tick's data, so the series of a process or pod that went away vanish at the next tick.
+`Collector[D]` is generic in its data: `update()` returns a D and `families(data: D, ...)`
+gets that same D back (the sampler only renders a collector's own successful data), so
+no collector checks its data's type. A collector never builds global gauges: `families()`
+makes fresh metric families from one tick's data, so the series of a process or pod that
+went away vanish at the next tick.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from prometheus_client.core import Metric
 
@@ -18,6 +21,9 @@ from node_exporter_ml.host.socket_owners import SocketOwners
 if TYPE_CHECKING:
     from node_exporter_ml.config import Config
     from node_exporter_ml.snapshot import Snapshot
+
+D = TypeVar("D")
+"""The type of what a collector's update() returns (its data in the snapshot)."""
 
 
 class StartupError(Exception):
@@ -33,7 +39,7 @@ class StaleDataError(Exception):
 
     The sampler records success 0 and keeps `data` in the failed CollectorResult, so
     correlation can go on using it (e.g. pod metadata while the API server is down);
-    `Snapshot.data()` still returns None for it, `Snapshot.stale_data()` returns it.
+    `snapshot[KEY]` still returns None for it, `snapshot.last_known(KEY)` returns it.
     """
 
     def __init__(self, message: str, data: object) -> None:
@@ -62,8 +68,8 @@ class CollectContext:
         )
 
 
-class Collector(ABC):
-    """Base of every collector; subclass BlockingCollector or AsyncCollector."""
+class Collector(ABC, Generic[D]):
+    """Base of every collector; subclass BlockingCollector[D] or AsyncCollector[D]."""
 
     name: ClassVar[str] = ""
     blocking: ClassVar[bool] = True
@@ -71,10 +77,10 @@ class Collector(ABC):
     def __init__(self, ctx: CollectContext) -> None:
         self.ctx = ctx
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
+    async def start(self) -> None:
         """Start background work (watches, event threads); called once on the loop."""
 
-    async def stop(self) -> None:  # noqa: B027 - optional hook
+    async def stop(self) -> None:
         """Stop background work and release resources; called once on the loop."""
 
     def reload(self, ctx: CollectContext) -> None:
@@ -82,25 +88,29 @@ class Collector(ABC):
         self.ctx = ctx
 
     @abstractmethod
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: D, snapshot: Snapshot) -> Iterable[Metric]:
         """Metric families for this collector's data in `snapshot` (pure, no I/O)."""
 
 
-class BlockingCollector(Collector):
+AnyCollector = Collector[Any]
+"""A collector of any data: what the sampler, the renderer and the registry hold."""
+
+
+class BlockingCollector(Collector[D]):
     """A collector whose update does blocking I/O; it runs in its own worker thread."""
 
     blocking: ClassVar[bool] = True
 
     @abstractmethod
-    def update(self, previous: Snapshot | None) -> object:
+    def update(self, previous: Snapshot | None) -> D:
         """Read one sample; `previous` is the last published snapshot (or None)."""
 
 
-class AsyncCollector(Collector):
+class AsyncCollector(Collector[D]):
     """A collector whose update is a coroutine on the event loop (it must never block)."""
 
     blocking: ClassVar[bool] = False
 
     @abstractmethod
-    async def update(self, previous: Snapshot | None) -> object:
+    async def update(self, previous: Snapshot | None) -> D:
         """Read one sample without blocking the loop."""

@@ -8,14 +8,15 @@ from collections.abc import Iterable
 from prometheus_client.core import Metric
 
 from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
-from node_exporter_ml.collectors.process import VANISHED, inference_pids
+from node_exporter_ml.host import VANISHED
 from node_exporter_ml.host.cgroup_path import identify
 from node_exporter_ml.host.cgroupfs import CgroupFS, CgroupPaths
 from node_exporter_ml.host.procfs import ProcFS
 from node_exporter_ml.logonce import OnceLogger
+from node_exporter_ml.pids import inference_pids
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.series import Series, table_families
-from node_exporter_ml.snapshot import CgroupData, CgroupSample, Snapshot
+from node_exporter_ml.snapshot import CGROUP, NVML, PROCESS, CgroupData, CgroupSample, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,12 @@ def cgroup_labels(sample: CgroupSample, snapshot: Snapshot) -> dict[str, str]:
     return {"cgroup": sample.path}
 
 
-@register_collector("cgroup", default_enabled=True)
-class CgroupCollector(BlockingCollector):
+@register_collector(
+    "cgroup",
+    produces=CGROUP,
+    reads={PROCESS: "cgroup selection", NVML: "the cgroups of GPU processes"},
+)
+class CgroupCollector(BlockingCollector[CgroupData]):
     """Per-container cgroup statistics of the inference processes, cgroup v1, v2 or hybrid.
 
     Reads /proc/<pid>/cgroup for the pids the last snapshot named (GPU holders from
@@ -125,10 +130,8 @@ class CgroupCollector(BlockingCollector):
             samples[key] = sample
         return CgroupData(cgroups=samples)
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: CgroupData, snapshot: Snapshot) -> Iterable[Metric]:
         """One family per statistic; each series labelled with its workload."""
-        if not isinstance(data, CgroupData):
-            return
         labelled: list[tuple[dict[str, str], CgroupSample]] = []
         seen: set[tuple[tuple[str, str], ...]] = set()
         for key in sorted(data.cgroups):

@@ -35,13 +35,13 @@ from node_exporter_ml.drift.web import routes
 from node_exporter_ml.drift.worker import REASONS
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.registry import register_collector
+from node_exporter_ml.snapshot import DataKey, Snapshot
 from node_exporter_ml.webroutes import RouteProvider
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from node_exporter_ml.config import Config
-    from node_exporter_ml.snapshot import Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,9 @@ class DriftData:
     results: tuple[ModelResult, ...]
     worker_restarts: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
     worker_resident_bytes: int = 0
+
+
+DRIFT = DataKey("drift", DriftData)
 
 
 def service_from_config(config: Config) -> DriftService:
@@ -76,8 +79,8 @@ def service_from_config(config: Config) -> DriftService:
     )
 
 
-@register_collector("drift", default_enabled=True)
-class DriftCollector(AsyncCollector, RouteProvider):
+@register_collector("drift", produces=DRIFT)
+class DriftCollector(AsyncCollector[DriftData], RouteProvider):
     """Data drift, data quality and prediction quality per model, from the drift API.
 
     Reads the drift service's latest in-memory results (no I/O); the service owns the store,
@@ -137,10 +140,8 @@ class DriftCollector(AsyncCollector, RouteProvider):
         """The drift API and page routes (`drift.web`), bound to the service."""
         return routes(self.service)
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: DriftData, snapshot: Snapshot) -> Iterable[Metric]:
         """Drift, quality, prediction and label series of every model."""
-        if not isinstance(data, DriftData):
-            return []
         return [*drift_families(data.results), *worker_families(data)]
 
 

@@ -28,7 +28,7 @@ from node_exporter_ml.collectors.base import (
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.kube.apiserver import ApiServerSource, in_cluster_api_url
 from node_exporter_ml.kube.kubelet import KubeletSource
-from node_exporter_ml.kube.pods import KubeData, annotation_problem
+from node_exporter_ml.kube.pods import KUBE, KubeData, annotation_problem
 from node_exporter_ml.kube.source import PodSource
 from node_exporter_ml.kubeconfig import load_kubeconfig
 from node_exporter_ml.registry import register_collector
@@ -82,8 +82,8 @@ def make_source(ctx: CollectContext) -> PodSource | None:
     )
 
 
-@register_collector("kube", default_enabled=True)
-class KubeCollector(AsyncCollector):
+@register_collector("kube", produces=KUBE)
+class KubeCollector(AsyncCollector[KubeData]):
     """Pod metadata (namespace, name, containers, annotation targets) of this node's pods.
 
     API server: GET /api/v1/pods?fieldSelector=spec.nodeName=<node> then ?watch=1 (as
@@ -140,10 +140,8 @@ class KubeCollector(AsyncCollector):
             raise StaleDataError(f"{source.source} unavailable: {source.last_error}", data)
         return data
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: KubeData, snapshot: Snapshot) -> Iterable[Metric]:
         """nodeml_kube_pod_info per pod on this node, and the number of pods."""
-        if not isinstance(data, KubeData):
-            return
         allow = self.ctx.config.file.kube_pod_labels
         info = GaugeMetricFamily(
             "nodeml_kube_pod_info",

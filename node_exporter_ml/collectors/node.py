@@ -17,7 +17,7 @@ from node_exporter_ml.host import ParseError
 from node_exporter_ml.host.procfs import parse_loadavg
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.series import Series, table_families
-from node_exporter_ml.snapshot import Snapshot
+from node_exporter_ml.snapshot import DataKey, Snapshot
 
 # node_cpu_seconds_total's modes; guest time is already counted in user (proc(5)).
 CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -40,6 +40,9 @@ class NodeSample:
     swap_free_bytes: int
     boot_time_seconds: float
     uptime_seconds: float
+
+
+NODE = DataKey("node", NodeSample)
 
 
 def read_node(procfs: str) -> NodeSample:
@@ -84,8 +87,8 @@ def read_node(procfs: str) -> NodeSample:
     )
 
 
-@register_collector("node", default_enabled=True)
-class NodeCollector(BlockingCollector):
+@register_collector("node", produces=NODE)
+class NodeCollector(BlockingCollector[NodeSample]):
     """The host as a whole: CPU seconds by mode, load, memory, swap, uptime and boot time.
 
     psutil's cpu_times(), virtual_memory(), swap_memory() and boot_time() over
@@ -103,10 +106,8 @@ class NodeCollector(BlockingCollector):
         """Read the host's figures once."""
         return read_node(self.procfs)
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: NodeSample, snapshot: Snapshot) -> Iterable[Metric]:
         """Eleven families, as node_exporter names them under nodeml_node_."""
-        if not isinstance(data, NodeSample):
-            return
         yield from table_families(NODE_SERIES, [({}, data)])
 
 

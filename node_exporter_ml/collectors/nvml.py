@@ -69,13 +69,14 @@ from node_exporter_ml.nvml.xid import XidWatcher, xid_counts
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.series import Series, table_families
 from node_exporter_ml.snapshot import (
+    NVML,
+    PROCESS,
     GpuInstanceSample,
     GpuProcessSample,
     GpuSample,
     LostGpu,
     MigDeviceSample,
     NvmlData,
-    ProcessData,
     Snapshot,
     XidCount,
 )
@@ -105,8 +106,10 @@ def _ratio(percent: float | None) -> float | None:
     return None if percent is None else percent / 100.0
 
 
-@register_collector("nvml", default_enabled=True)
-class NvmlCollector(BlockingCollector):
+@register_collector(
+    "nvml", produces=NVML, reads={PROCESS: "/proc comm names on GPU process series"}
+)
+class NvmlCollector(BlockingCollector[NvmlData]):
     """GPU, MIG-instance and per-process metrics from NVML (no DCGM), or from a replay file.
 
     Calls nvmlDeviceGet{UtilizationRates,MemoryInfo_v2,PowerUsage,TotalEnergyConsumption,
@@ -459,10 +462,8 @@ class NvmlCollector(BlockingCollector):
 
     # --- rendering ----------------------------------------------------------------------
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: NvmlData, snapshot: Snapshot) -> Iterable[Metric]:
         """Metric families of one tick's NvmlData (pure)."""
-        if not isinstance(data, NvmlData):
-            return []
         return nvml_families(data, snapshot)
 
 
@@ -893,7 +894,7 @@ def _process_rows(
     rows = []
     # NVML names processes by argv[0]; prefer /proc's comm where the process collector ran,
     # so that process series of both collectors carry the same comm.
-    procfs = snapshot.data("process", ProcessData)
+    procfs = snapshot[PROCESS]
     known = procfs.processes if procfs is not None else {}
     for d in data.devices:
         for p in d.processes:

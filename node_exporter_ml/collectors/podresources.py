@@ -9,17 +9,21 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext, NoDataError
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.podresources.client import PodResourcesClient
-from node_exporter_ml.podresources.devices import PodResourcesData
+from node_exporter_ml.podresources.devices import PODRESOURCES, PodResourcesData
 from node_exporter_ml.podresources.join import join_allocations
 from node_exporter_ml.registry import register_collector
-from node_exporter_ml.snapshot import NvmlData, Snapshot
+from node_exporter_ml.snapshot import NVML, Snapshot
 
 # Poll at the sampler's pace, but not faster than this (the kubelet walks every pod).
 MIN_POLL_SECONDS = 1.0
 
 
-@register_collector("podresources", default_enabled=True)
-class PodResourcesCollector(AsyncCollector):
+@register_collector(
+    "podresources",
+    produces=PODRESOURCES,
+    reads={NVML: "GPU indices of allocations, unallocated GPU use"},
+)
+class PodResourcesCollector(AsyncCollector[PodResourcesData]):
     """GPU allocations per pod, from the kubelet pod-resources API (List, gRPC on a unix socket).
 
     Reads `--kube.pod-resources-socket` in a background task (never on the scrape path);
@@ -60,11 +64,9 @@ class PodResourcesCollector(AsyncCollector):
             raise NoDataError(state.error or "no answer from the kubelet")
         return state.data
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: PodResourcesData, snapshot: Snapshot) -> Iterable[Metric]:
         """nodeml_gpu_allocation_info and nodeml_gpu_unallocated_use."""
-        if not isinstance(data, PodResourcesData):
-            return
-        nvml = snapshot.data("nvml", NvmlData)
+        nvml = snapshot[NVML]
         joined = join_allocations(
             data.allocations, nvml.devices if nvml is not None else (), snapshot.workload_labels
         )

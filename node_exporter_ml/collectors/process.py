@@ -11,39 +11,19 @@ from prometheus_client.core import Metric
 
 from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
 from node_exporter_ml.config import Config, ServingTarget
-from node_exporter_ml.host import ParseError
+from node_exporter_ml.correlation import attribute_workloads
+from node_exporter_ml.host import VANISHED, ParseError
 from node_exporter_ml.host.cgroup_path import CgroupIdentity, identify
 from node_exporter_ml.host.procfs import ProcFS
 from node_exporter_ml.host.slurm import ENVIRON_LIMIT, SlurmEnviron, parse_slurm_environ
-from node_exporter_ml.kube.pods import kube_data
+from node_exporter_ml.kube.pods import KUBE, kube_data
 from node_exporter_ml.logonce import OnceLogger
-from node_exporter_ml.registry import register_collector
+from node_exporter_ml.pids import gpu_pids
+from node_exporter_ml.registry import register_collector, register_enricher
 from node_exporter_ml.series import Series, table_families
-from node_exporter_ml.snapshot import NvmlData, ProcessData, ProcessSample, Snapshot
+from node_exporter_ml.snapshot import CGROUP, NVML, PROCESS, ProcessData, ProcessSample, Snapshot
 
 log = logging.getLogger(__name__)
-
-VANISHED = (FileNotFoundError, ProcessLookupError)
-
-
-def gpu_pids(snapshot: Snapshot | None) -> dict[int, list[str]]:
-    """Pids holding a GPU in `snapshot`'s NVML data, with the UUIDs they hold."""
-    nvml = snapshot.data("nvml", NvmlData) if snapshot is not None else None
-    held: dict[int, list[str]] = defaultdict(list)
-    for device in nvml.devices if nvml is not None else ():
-        for proc in device.processes:
-            if device.uuid not in held[proc.pid]:
-                held[proc.pid].append(device.uuid)
-    return dict(held)
-
-
-def inference_pids(snapshot: Snapshot | None) -> list[int]:
-    """GPU holders and the process collector's inference processes in `snapshot`, ascending."""
-    pids = set(gpu_pids(snapshot))
-    processes = snapshot.data("process", ProcessData) if snapshot is not None else None
-    if processes is not None:
-        pids.update(processes.processes)
-    return sorted(pids)
 
 
 @dataclass(slots=True)
@@ -68,8 +48,15 @@ class _Owners:
         return bool(self.pod_uids or self.container_ids)
 
 
-@register_collector("process", default_enabled=True)
-class ProcessCollector(BlockingCollector):
+@register_collector(
+    "process",
+    produces=PROCESS,
+    reads={
+        NVML: "GPU holders as inference processes",
+        KUBE: "the processes of pod-declared serving targets",
+    },
+)
+class ProcessCollector(BlockingCollector[ProcessData]):
     """Inference processes: GPU holders, serving-target owners and `processes.match` rules.
 
     Reads /proc/<pid>/{stat,status,cmdline,cgroup,fd} under --path.procfs for those pids
@@ -268,10 +255,8 @@ class ProcessCollector(BlockingCollector):
 
     # --- metrics ------------------------------------------------------------------------
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: ProcessData, snapshot: Snapshot) -> Iterable[Metric]:
         """Per-process families, each series with pid, comm and the workload's labels."""
-        if not isinstance(data, ProcessData):
-            return
         held = gpu_pids(snapshot)
         rows: list[tuple[dict[str, str], ProcessSample]] = []
         joins: list[tuple[dict[str, str], list[str]]] = []
@@ -326,6 +311,20 @@ WORKLOAD_INFO = (
         each=lambda uuids: [((uuid,), 1.0) for uuid in uuids],
     ),
 )  # fmt: skip
+
+
+# Workload labels, the first correlation step: for the pids of this collector and of the
+# cgroup collector (which reads GPU holders' cgroups even without this one).
+register_enricher(
+    "workloads",
+    lambda _config: attribute_workloads,
+    owners=("process", "cgroup"),
+    reads={
+        PROCESS: "workload labels",
+        CGROUP: "workload labels of new GPU processes",
+        KUBE: "pod names in workload labels",
+    },
+)
 
 
 def process_labels(p: ProcessSample, workload: Mapping[str, str]) -> dict[str, str]:

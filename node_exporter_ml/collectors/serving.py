@@ -23,26 +23,27 @@ from urllib.parse import urlsplit, urlunsplit
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
-from node_exporter_ml.collectors.process import inference_pids
 from node_exporter_ml.config import ServingTarget
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.host.sockets import read_listen_urls
-from node_exporter_ml.kube.pods import kube_targets
+from node_exporter_ml.kube.pods import KUBE, kube_targets
 from node_exporter_ml.logonce import OnceLogger
-from node_exporter_ml.registry import register_collector
+from node_exporter_ml.pids import inference_pids
+from node_exporter_ml.registry import register_collector, register_enricher
 from node_exporter_ml.serving.causes import CAUSES
 from node_exporter_ml.serving.data import (
+    SERVING,
+    SERVING_CAUSES,
     ModelStats,
-    ServingCauses,
     ServingData,
     TargetStatus,
 )
-from node_exporter_ml.serving.enrich import DERIVED_KEY, LatencyCauses
+from node_exporter_ml.serving.enrich import LatencyCauses
 from node_exporter_ml.serving.join import owner_gpus, owner_pids
 from node_exporter_ml.serving.profiles import GENERIC
 from node_exporter_ml.serving.scrape import ScrapeOutcome, Scraper
 from node_exporter_ml.serving.targets import Targets
-from node_exporter_ml.snapshot import NvmlData, Snapshot
+from node_exporter_ml.snapshot import CGROUP, NVML, PROCESS, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,16 @@ def _info_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/info", "", ""))
 
 
-@register_collector("serving", default_enabled=True)
-class ServingCollector(AsyncCollector):
+@register_collector(
+    "serving",
+    produces=SERVING,
+    reads={
+        PROCESS: "serving owners",
+        NVML: "serving targets' GPUs, discovery among GPU processes",
+        KUBE: "annotation-declared serving targets",
+    },
+)
+class ServingCollector(AsyncCollector[ServingData]):
     """Model-server latency: scrapes each target's /metrics (vLLM, Triton, TGI, ... see docs).
 
     Windowed quantiles, mean, request rate and error ratio per model over --serving.window,
@@ -324,11 +333,22 @@ class ServingCollector(AsyncCollector):
 
     # --- metrics ----------------------------------------------------------------------------
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: ServingData, snapshot: Snapshot) -> Iterable[Metric]:
         """The serving families, with the owner's workload labels on per-model series."""
-        if not isinstance(data, ServingData):
-            return []
         return render_families(data, snapshot)
+
+
+register_enricher(
+    "latency_causes",
+    LatencyCauses,
+    owners=("serving",),
+    after=("workloads",),  # serving owners by pod come from the workload labels
+    reads={
+        PROCESS: "serving owners",
+        NVML: "GPU latency causes",
+        CGROUP: "CPU-throttling, memory-stall and OOM latency causes",
+    },
+)
 
 
 def _model_labels(target: str, m: ModelStats, workload: Mapping[str, str]) -> dict[str, str]:
@@ -413,9 +433,9 @@ def render_families(data: ServingData, snapshot: Snapshot) -> list[Metric]:
         f"({', '.join(CAUSES)}).",
         labels=[],
     )
-    derived = snapshot.derived.get(DERIVED_KEY)
-    reports = derived.reports if isinstance(derived, ServingCauses) else {}
-    nvml = snapshot.data("nvml", NvmlData)
+    causes = snapshot.derived_data(SERVING_CAUSES)
+    reports = causes.reports if causes is not None else {}
+    nvml = snapshot[NVML]
     for name, reason in sorted(data.errors_total):
         add_sample(errors, {"target": name, "reason": reason}, data.errors_total[(name, reason)])
     for t in data.targets:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+VANISHED = (FileNotFoundError, ProcessLookupError)
+"""What reading /proc/<pid> raises once the process has exited: skip that pid silently."""
+
 
 class ParseError(Exception):
     """Malformed kernel text in one file; the collector that read it fails this tick."""

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from node_exporter_ml.config import ServingTarget
-from node_exporter_ml.snapshot import Snapshot
+from node_exporter_ml.snapshot import DataKey, Snapshot
 
 SCRAPE_ANNOTATION = "nodeml.io/scrape"
 PORT_ANNOTATION = "nodeml.io/port"
@@ -249,11 +249,14 @@ class KubeData:
         return self.by_uid.get(uid) or self.by_uid.get(uid.replace("-", ""))
 
 
+KUBE = DataKey("kube", KubeData)
+
+
 def kube_data(snapshot: Snapshot | None) -> KubeData | None:
     """The kube collector's data in `snapshot`, also while the API is down (last known)."""
     if snapshot is None:
         return None
-    return snapshot.stale_data("kube", KubeData)
+    return snapshot.last_known(KUBE)
 
 
 def kube_targets(snapshot: Snapshot | None) -> tuple[ServingTarget, ...]:

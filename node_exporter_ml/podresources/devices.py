@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from node_exporter_ml.snapshot import DataKey
+
 GPU_RESOURCE = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 # NVIDIA's device plugin renames shared (time-sliced or MPS) resources to `<name>.shared`
@@ -110,6 +112,9 @@ class PodResourcesData:
     listed_at: float = 0.0
     pods: int = 0
     ignored: tuple[str, ...] = field(default=(), compare=False)
+
+
+PODRESOURCES = DataKey("podresources", PodResourcesData)
 
 
 def is_gpu_resource(resource: str) -> bool:

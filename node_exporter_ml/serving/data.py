@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from node_exporter_ml.serving.causes import CauseReport
 from node_exporter_ml.serving.window import WindowStats
+from node_exporter_ml.snapshot import DataKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +51,16 @@ class ServingData:
     window_seconds: float = 60.0
 
 
+SERVING = DataKey("serving", ServingData)
+
+
 @dataclass(frozen=True, slots=True)
 class ServingCauses:
     """What LatencyCauses puts in `snapshot.derived["serving"]`: a report per target and model."""
 
     reports: Mapping[tuple[str, str, str | None], CauseReport] = field(default_factory=dict)
     baseline_seconds: float = 900.0
+
+
+SERVING_CAUSES = DataKey("serving", ServingCauses)
+"""Where LatencyCauses puts its reports: `snapshot.derived_data(SERVING_CAUSES)`."""

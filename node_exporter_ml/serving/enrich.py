@@ -1,7 +1,8 @@
 """LatencyCauses: the correlation step that joins serving targets to the node and scores causes.
 
 It keeps, per target and model, the history of `Signals` over the baseline horizon
-(the only state); the joins (`join.py`) and the scoring (`causes.py`) are pure.
+(the only state); the joins (`join.py`) and the scoring (`causes.py`) are pure. The serving
+collector registers it as the `latency_causes` enricher, run after `workloads`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ from dataclasses import dataclass
 
 from node_exporter_ml.config import Config
 from node_exporter_ml.serving.causes import Signals, assess
-from node_exporter_ml.serving.data import ServingCauses, ServingData, TargetStatus
+from node_exporter_ml.serving.data import SERVING, SERVING_CAUSES, ServingCauses, TargetStatus
 from node_exporter_ml.serving.join import gpu_shares, owner_cgroups, owner_gpus, owner_pids
-from node_exporter_ml.snapshot import CgroupSample, CpuQuota, NvmlData, Snapshot
-
-DERIVED_KEY = "serving"
+from node_exporter_ml.snapshot import NVML, CgroupSample, CpuQuota, Snapshot
 
 HistoryKey = tuple[str, str, str | None]
 
@@ -121,7 +120,7 @@ def cgroup_signals(
 
 
 class LatencyCauses:
-    """Correlation step: Snapshot -> Snapshot with `derived["serving"]` = ServingCauses.
+    """Correlation step: Snapshot -> Snapshot with ServingCauses under SERVING_CAUSES.
 
     Call it once per tick in tick order (the sampler runs enrichers in one thread).
     """
@@ -137,7 +136,7 @@ class LatencyCauses:
 
     def __call__(self, snapshot: Snapshot) -> Snapshot:
         """Record this tick's signals and score every target and model."""
-        data = snapshot.data("serving", ServingData)
+        data = snapshot[SERVING]
         if data is None:
             return snapshot
         with self._lock:
@@ -150,9 +149,7 @@ class LatencyCauses:
                         history.popleft()
                     reports[key] = assess(list(history), self.window, self.baseline)
             self._forget(snapshot.taken_at)
-        derived = dict(snapshot.derived)
-        derived[DERIVED_KEY] = ServingCauses(reports, self.baseline)
-        return snapshot.replace(derived=derived)
+        return snapshot.with_derived(SERVING_CAUSES, ServingCauses(reports, self.baseline))
 
     def _signals(
         self, target: TargetStatus, snapshot: Snapshot
@@ -161,7 +158,7 @@ class LatencyCauses:
             return
         t = snapshot.taken_at
         pids = owner_pids(target, snapshot)
-        shares = gpu_shares(pids, owner_gpus(pids, snapshot.data("nvml", NvmlData)))
+        shares = gpu_shares(pids, owner_gpus(pids, snapshot[NVML]))
         groups = owner_cgroups(pids, snapshot)
         cg: dict[str, float | None] = {}
         if groups:

@@ -1,7 +1,8 @@
 """Pure joins of a serving target to its owner processes, their GPUs, co-tenants and cgroups.
 
-Only the snapshot contract types are read (NvmlData, ProcessData, CgroupData); each
-join degrades to "unknown" (None / empty) when its collector did not run or failed.
+Only the snapshot contract is read, through the typed keys NVML, PROCESS and CGROUP (no
+collector module is imported); each join degrades to "unknown" (None / empty) when its
+collector did not run or failed.
 """
 
 from __future__ import annotations
@@ -10,14 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from node_exporter_ml.serving.data import TargetStatus
-from node_exporter_ml.snapshot import (
-    CgroupData,
-    CgroupSample,
-    GpuSample,
-    NvmlData,
-    ProcessData,
-    Snapshot,
-)
+from node_exporter_ml.snapshot import CGROUP, PROCESS, CgroupSample, GpuSample, NvmlData, Snapshot
 
 _POWER_THERMAL_WORDS = ("power", "thermal", "hw_slowdown")
 IDLE_PSTATE = 8  # P8 and lower-power states: the clocks a GPU parks at between requests
@@ -41,7 +35,7 @@ def owner_pids(target: TargetStatus, snapshot: Snapshot) -> tuple[int, ...]:
     owner comes first: when several servers share a cgroup (processes on a bare host,
     sidecars), the lowest pid of the cgroup may be another server.
     """
-    procs = snapshot.data("process", ProcessData)
+    procs = snapshot[PROCESS]
     processes = procs.processes if procs is not None else {}
     if target.pid is not None:
         return (target.pid,)
@@ -82,8 +76,8 @@ def owner_gpus(pids: Iterable[int], nvml: NvmlData | None) -> tuple[GpuSample, .
 
 def owner_cgroups(pids: Iterable[int], snapshot: Snapshot) -> tuple[CgroupSample, ...]:
     """The cgroups (one per distinct path) of `pids`, from the process and cgroup collectors."""
-    procs = snapshot.data("process", ProcessData)
-    groups = snapshot.data("cgroup", CgroupData)
+    procs = snapshot[PROCESS]
+    groups = snapshot[CGROUP]
     if procs is None or groups is None:
         return ()
     out: dict[str, CgroupSample] = {}

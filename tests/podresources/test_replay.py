@@ -6,7 +6,7 @@ import asyncio
 
 from node_exporter_ml.agent import Agent
 from node_exporter_ml.registry import load_collectors
-from node_exporter_ml.snapshot import NvmlData
+from node_exporter_ml.snapshot import NVML
 from tests.helpers import config
 from tests.paths import FIXTURES
 from tests.podresources.fakekubelet import U0, U1, allocation, ordered, series
@@ -46,7 +46,7 @@ async def test_replay_idle_allocated_gpu_and_unallocated_use(kubelet, sock, fast
     finally:
         await agent.stop()
 
-    nvml = snapshot.data("nvml", NvmlData)
+    nvml = snapshot[NVML]
     assert nvml is not None, snapshot.results["nvml"].error
     idle = next(d for d in nvml.devices if d.uuid == U1)
     assert idle.processes == ()  # nobody runs on GPU 1 ...
