@@ -105,7 +105,7 @@ def _column_values(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def table_error(err: DataError, side: str) -> RequestError:
+def _table_error(err: DataError, side: str) -> RequestError:
     """A table's DataError as a request error naming the side (TooLargeError past a limit)."""
     text = str(err)
     kind = TooLargeError if text.startswith("too many") else RequestError
@@ -276,7 +276,7 @@ def body_table(obj: Any, side: str, limits: Limits) -> Table:
             return read_table(obj, max_bytes=limits.max_body_bytes, **bounds)
         return Table.from_json(obj, **bounds)
     except DataError as err:
-        raise table_error(err, side) from None
+        raise _table_error(err, side) from None
 
 
 def table_lists(table: Table) -> dict[str, list[Any]]:
