@@ -21,8 +21,9 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from node_exporter_ml.config import ConfigError, ServingTarget
+from node_exporter_ml.config import ConfigError
 from node_exporter_ml.logonce import OnceLogger
+from node_exporter_ml.serving.options import ServingTarget
 from node_exporter_ml.snapshot import Snapshot
 
 log = logging.getLogger(__name__)

@@ -6,34 +6,37 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from node_exporter_ml.collectors.base import Collector
+from node_exporter_ml.options import Section
 
 
 @dataclass(frozen=True, slots=True)
 class Registration:
-    """A registered collector class and whether it is on by default."""
+    """A registered collector class, whether it is on by default, and its declared options."""
 
     name: str
     factory: type[Collector]
     default_enabled: bool
     help: str
+    options: Section[Any] | None = None
 
 
 _REGISTRY: dict[str, Registration] = {}
 
 
 def register_collector(
-    name: str, *, default_enabled: bool = True
+    name: str, *, default_enabled: bool = True, options: Section[Any] | None = None
 ) -> Callable[[type[Collector]], type[Collector]]:
-    """Class decorator: make a collector known to the flags and the sampler."""
+    """Class decorator: make a collector (and its flags and file keys) known to the agent."""
 
     def decorate(cls: type[Collector]) -> type[Collector]:
         if name in _REGISTRY and _REGISTRY[name].factory is not cls:
             raise ValueError(f"collector {name!r} registered twice")
         cls.name = name
         doc = (cls.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = Registration(name, cls, default_enabled, doc[0] if doc else "")
+        _REGISTRY[name] = Registration(name, cls, default_enabled, doc[0] if doc else "", options)
         return cls
 
     return decorate

@@ -48,7 +48,7 @@ def free_port() -> int:
 @pytest.fixture
 def agent_args(tmp_path) -> dict[str, object]:
     """Config fields that point every collector at fixtures instead of this machine."""
-    return {"state_dir": str(tmp_path / "state")}
+    return {"drift_state_dir": str(tmp_path / "state")}
 
 
 # CI runs a fixed set of examples (a random failure there would block a landing without

@@ -9,10 +9,11 @@ import pytest
 
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.cgroup import CgroupCollector
-from node_exporter_ml.collectors.process import ProcessCollector
-from node_exporter_ml.config import Config, FileConfig, ProcessMatch, ServingTarget
+from node_exporter_ml.collectors.process import ProcessCollector, ProcessMatch
+from node_exporter_ml.config import Config
 from node_exporter_ml.correlation import attribute_workloads
 from node_exporter_ml.kube import KubeData, PodMeta
+from node_exporter_ml.serving.options import ServingTarget
 from node_exporter_ml.snapshot import (
     CgroupData,
     CollectorResult,
@@ -22,6 +23,7 @@ from node_exporter_ml.snapshot import (
     ProcessData,
     Snapshot,
 )
+from tests.helpers import with_options
 from tests.host_trees import (
     BTIME,
     CID,
@@ -48,12 +50,9 @@ def snap(**data: object) -> Snapshot:
     return Snapshot(0.0, {k: CollectorResult(k, True, 0.0, v) for k, v in data.items()})
 
 
-def ctx(tmp_path: Path, file: FileConfig | None = None) -> CollectContext:
-    return CollectContext(
-        Config(
-            procfs=str(tmp_path / "proc"), cgroupfs=str(tmp_path / "cg"), file=file or FileConfig()
-        )
-    )
+def ctx(tmp_path: Path, **options: object) -> CollectContext:
+    config = Config(procfs=str(tmp_path / "proc"), cgroupfs=str(tmp_path / "cg"))
+    return CollectContext(with_options(config, **options))
 
 
 def pods() -> KubeData:
@@ -202,19 +201,19 @@ def test_selection_by_match_rules_targets_and_pods(tmp_path: Path) -> None:
         FakeProc(pid=700, comm="gpu-user"),
     ]
     write_proc(tmp_path / "proc", procs, tcp=[("0A", 8000, 98765)])
-    file = FileConfig(
-        serving_targets=(
+    file = {
+        "serving_targets": (
             ServingTarget("http://127.0.0.1:9000/metrics", pid=400),
             ServingTarget("http://localhost:8000/metrics"),
             ServingTarget("http://10.0.0.9:8080/metrics", pod="ml/torch-0"),
         ),
-        process_match=(
+        "process_match": (
             ProcessMatch(comm=re.compile("^tritonserver$")),
             ProcessMatch(cmdline=re.compile(r"vllm\.entrypoints")),
         ),
-    )
+    }
     kube = KubeData.build({other_uid: PodMeta(other_uid, "ml", "torch-0")})
-    c = ctx(tmp_path, file)
+    c = ctx(tmp_path, **file)
     collector = ProcessCollector(c)
     data = collector.update(snap(nvml=nvml(700, 999), kube=kube))
     reasons = {pid: set(p.reasons) for pid, p in data.processes.items()}

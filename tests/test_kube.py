@@ -13,7 +13,6 @@ from blockbuster import BlockBuster, blockbuster_ctx
 
 from node_exporter_ml.collectors.base import CollectContext, NoDataError, StaleDataError
 from node_exporter_ml.collectors.kube import NOT_IN_CLUSTER, KubeCollector, label_name
-from node_exporter_ml.config import Config, FileConfig
 from node_exporter_ml.kube import (
     KubeData,
     KubeFormatError,
@@ -30,6 +29,7 @@ from node_exporter_ml.kube import (
 )
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
 from tests.fake_kube import TOKEN, FakeApi, pod_json
+from tests.helpers import make_config
 from tests.host_trees import CID, STATIC_UID, UID, sample_values, value
 
 UID2 = "11111111-2222-4333-8444-555555555555"
@@ -428,13 +428,13 @@ async def test_kubelet_pods_endpoint(tmp_path: Path, token_file: str) -> None:
 
 def kube_ctx(api_url: str | None, token_file: str = "", **file: object) -> CollectContext:
     return CollectContext(
-        Config(
+        make_config(
             kube_api_url=api_url,
             kube_node_name="node-a",
             kube_token_file=token_file,
-            file=FileConfig(**file),
+            **file,
         )
-    )  # type: ignore[arg-type]
+    )
 
 
 async def test_not_in_a_cluster(
@@ -513,7 +513,7 @@ async def test_bad_annotation_logged_once(
 
 
 async def test_no_node_name() -> None:
-    collector = KubeCollector(CollectContext(Config(kube_api_url="http://127.0.0.1:1")))
+    collector = KubeCollector(CollectContext(make_config(kube_api_url="http://127.0.0.1:1")))
     await collector.start()
     with pytest.raises(NoDataError, match="no node name"):
         await collector.update(None)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import socket
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -30,6 +32,14 @@ from node_exporter_ml.kube import (
     in_cluster_api_url,
 )
 from node_exporter_ml.kubeconfig import load_kubeconfig
+from node_exporter_ml.options import (
+    Section,
+    YamlReader,
+    existing_file,
+    flag,
+    http_url_flag,
+    yaml_key,
+)
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.snapshot import Snapshot
 from node_exporter_ml.tasks import cancel_task
@@ -41,6 +51,70 @@ NOT_IN_CLUSTER = (
     "KUBERNETES_SERVICE_HOST"
 )
 _LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+DEFAULT_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+DEFAULT_CA_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+
+
+@dataclass(frozen=True, slots=True)
+class KubeOptions:
+    """The kube collector's flags and the config file's `kube:` keys.
+
+    The token and CA defaults are the in-cluster service account's files; only a path
+    given by flag must exist.
+    """
+
+    api_url: str | None = flag(
+        "--kube.api-url",
+        None,
+        metavar="URL",
+        help="API server URL (default: --kube.kubeconfig's, else in-cluster from "
+        "KUBERNETES_SERVICE_HOST)",
+        check=http_url_flag,
+    )
+    kubeconfig: str | None = flag(
+        "--kube.kubeconfig",
+        None,
+        metavar="FILE",
+        help="kubeconfig to reach the API server outside a pod (client certificates or "
+        "bearer tokens; exec plugins are refused)",
+        check=existing_file,
+    )
+    token_file: str = flag(
+        "--kube.token-file",
+        DEFAULT_TOKEN_FILE,
+        parsed_default=None,
+        metavar="FILE",
+        help=f"API server bearer token (default: {DEFAULT_TOKEN_FILE})",
+        check=existing_file,
+        resolve=lambda path: path or DEFAULT_TOKEN_FILE,
+    )
+    ca_file: str = flag(
+        "--kube.ca-file",
+        DEFAULT_CA_FILE,
+        parsed_default=None,
+        metavar="FILE",
+        help=f"API server CA bundle (default: {DEFAULT_CA_FILE})",
+        check=existing_file,
+        resolve=lambda path: path or DEFAULT_CA_FILE,
+    )
+    node_name: str | None = flag(
+        "--kube.node-name",
+        None,
+        metavar="NAME",
+        help="this node's name (default: $NODE_NAME)",
+        resolve=lambda name: name or os.environ.get("NODE_NAME") or None,
+    )
+    kubelet_url: str | None = flag(
+        "--kube.kubelet-url",
+        None,
+        metavar="URL",
+        help="read pods from the kubelet's /pods endpoint instead of the API server",
+        check=http_url_flag,
+    )
+    pod_labels: tuple[str, ...] = yaml_key("pod_labels", (), YamlReader.strings)
+
+
+KUBE: Section[KubeOptions] = Section("kube", KubeOptions, file_key="kube")
 
 
 def label_name(pod_label: str) -> str:
@@ -50,39 +124,39 @@ def label_name(pod_label: str) -> str:
 
 def make_source(ctx: CollectContext) -> PodSource | None:
     """The pod source the flags ask for, or None outside a cluster."""
-    cfg = ctx.config
-    if cfg.kube_kubelet_url:
+    cfg = ctx.config.section(KUBE)
+    if cfg.kubelet_url:
         return PodSource(
             api_url=None,
-            kubelet_url=cfg.kube_kubelet_url,
-            node_name=cfg.kube_node_name,
-            token_file=cfg.kube_token_file,
-            ca_file=cfg.kube_ca_file,
-            poll_interval=max(cfg.interval, 15.0),
+            kubelet_url=cfg.kubelet_url,
+            node_name=cfg.node_name,
+            token_file=cfg.token_file,
+            ca_file=cfg.ca_file,
+            poll_interval=max(ctx.config.interval, 15.0),
         )
-    if cfg.kube_kubeconfig:
+    if cfg.kubeconfig:
         # Outside a pod: server and credentials from the kubeconfig (ConfigError: exit 2);
         # the node is the kubelet's default name, this host's, unless given.
-        kubeconfig = load_kubeconfig(cfg.kube_kubeconfig)
+        kubeconfig = load_kubeconfig(cfg.kubeconfig)
         return PodSource(
-            api_url=cfg.kube_api_url or kubeconfig.server,
-            node_name=cfg.kube_node_name or socket.gethostname().lower(),
+            api_url=cfg.api_url or kubeconfig.server,
+            node_name=cfg.node_name or socket.gethostname().lower(),
             token_file=kubeconfig.token_file,
             token=kubeconfig.token,
             tls=kubeconfig.ssl_context,
         )
-    api_url = cfg.kube_api_url or in_cluster_api_url()
+    api_url = cfg.api_url or in_cluster_api_url()
     if api_url is None:
         return None
     return PodSource(
         api_url=api_url,
-        node_name=cfg.kube_node_name,
-        token_file=cfg.kube_token_file,
-        ca_file=cfg.kube_ca_file,
+        node_name=cfg.node_name,
+        token_file=cfg.token_file,
+        ca_file=cfg.ca_file,
     )
 
 
-@register_collector("kube", default_enabled=True)
+@register_collector("kube", default_enabled=True, options=KUBE)
 class KubeCollector(AsyncCollector):
     """Pod metadata (namespace, name, containers, annotation targets) of this node's pods.
 
@@ -144,7 +218,7 @@ class KubeCollector(AsyncCollector):
         """nodeml_kube_pod_info per pod on this node, and the number of pods."""
         if not isinstance(data, KubeData):
             return
-        allow = self.ctx.config.file.kube_pod_labels
+        allow = self.ctx.config.section(KUBE).pod_labels
         info = GaugeMetricFamily(
             "nodeml_kube_pod_info",
             "A pod on this node, from the Kubernetes API (pods list+watch or kubelet /pods); "

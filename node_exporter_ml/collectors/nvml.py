@@ -69,6 +69,7 @@ from node_exporter_ml.nvml.health import (
     missing_gpu,
 )
 from node_exporter_ml.nvml.replay import Replay, ReplayError
+from node_exporter_ml.options import Section, at_least, existing_file, flag
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.snapshot import (
     GpuInstanceSample,
@@ -110,6 +111,31 @@ class _GpuState:
     links_up: frozenset[int] = frozenset()
 
 
+@dataclass(frozen=True, slots=True)
+class NvmlOptions:
+    """The nvml collector's flags."""
+
+    replay: str | None = flag(
+        "--nvml.replay",
+        None,
+        metavar="FILE",
+        help="drive the nvml collector from a replay file instead of the driver",
+        check=existing_file,
+    )
+    expected_gpus: int | None = flag(
+        "--nvml.expected-gpus",
+        None,
+        type=int,
+        metavar="N",
+        help="GPUs this node should have; fewer is a `lost` health failure "
+        "(default: the count seen at the first successful tick)",
+        check=at_least(1),
+    )
+
+
+NVML: Section[NvmlOptions] = Section("nvml", NvmlOptions)
+
+
 def _ratio(percent: float | None) -> float | None:
     return None if percent is None else percent / 100.0
 
@@ -127,7 +153,7 @@ def _gpm_ratios(values: Mapping[int, float]) -> dict[str, float | None]:
     }
 
 
-@register_collector("nvml", default_enabled=True)
+@register_collector("nvml", default_enabled=True, options=NVML)
 class NvmlCollector(BlockingCollector):
     """GPU, MIG-instance and per-process metrics from NVML (no DCGM), or from a replay file.
 
@@ -159,7 +185,7 @@ class NvmlCollector(BlockingCollector):
         self._names: dict[int, str] = {}
         self._xid: Counter[tuple[str, int]] = Counter()
         self._xid_seen: dict[tuple[str, int], float] = {}  # since the GPU's last reset
-        self._expected: int | None = ctx.config.nvml_expected_gpus
+        self._expected: int | None = ctx.config.section(NVML).expected_gpus
         self._known: dict[int, str] = {}  # index -> uuid of every GPU read since start
         self._xid_lock = threading.Lock()
         self._events_wanted = False
@@ -205,7 +231,7 @@ class NvmlCollector(BlockingCollector):
         return nvml
 
     def _open(self) -> NvmlBinding:
-        path = self.ctx.config.nvml_replay
+        path = self.ctx.config.section(NVML).replay
         if self._library is not None:
             return NvmlBinding(self._library, clock=self._replay_clock)
         if path:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext, NoDataError
 from node_exporter_ml.exposition import add_sample
+from node_exporter_ml.options import Section, flag
 from node_exporter_ml.podresources.client import PodResourcesClient
 from node_exporter_ml.podresources.devices import PodResourcesData
 from node_exporter_ml.podresources.join import join_allocations
@@ -16,9 +18,25 @@ from node_exporter_ml.snapshot import NvmlData, Snapshot
 
 # Poll at the sampler's pace, but not faster than this (the kubelet walks every pod).
 MIN_POLL_SECONDS = 1.0
+DEFAULT_POD_RESOURCES_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
 
 
-@register_collector("podresources", default_enabled=True)
+@dataclass(frozen=True, slots=True)
+class PodResourcesOptions:
+    """The podresources collector's flag."""
+
+    socket: str = flag(
+        "--kube.pod-resources-socket",
+        DEFAULT_POD_RESOURCES_SOCKET,
+        metavar="PATH",
+        help="the kubelet's pod-resources gRPC socket (which pod holds which GPU)",
+    )
+
+
+PODRESOURCES: Section[PodResourcesOptions] = Section("podresources", PodResourcesOptions)
+
+
+@register_collector("podresources", default_enabled=True, options=PODRESOURCES)
 class PodResourcesCollector(AsyncCollector):
     """GPU allocations per pod, from the kubelet pod-resources API (List, gRPC on a unix socket).
 
@@ -36,7 +54,7 @@ class PodResourcesCollector(AsyncCollector):
         cfg = ctx.config
         interval = max(MIN_POLL_SECONDS, cfg.interval)
         self.client = PodResourcesClient(
-            cfg.kube_pod_resources_socket,
+            cfg.section(PODRESOURCES).socket,
             interval=interval,
             timeout=max(MIN_POLL_SECONDS, min(cfg.timeout, interval)),
         )

@@ -19,7 +19,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
 from node_exporter_ml.collectors.process import inference_pids
-from node_exporter_ml.config import ServingTarget
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.host.sockets import find_listening_pids, read_listen_urls
 from node_exporter_ml.kube import kube_targets
@@ -34,6 +33,7 @@ from node_exporter_ml.serving.data import (
 )
 from node_exporter_ml.serving.enrich import DERIVED_KEY, LatencyCauses
 from node_exporter_ml.serving.join import owner_gpus, owner_pids
+from node_exporter_ml.serving.options import SERVING, ServingTarget
 from node_exporter_ml.serving.profiles import GENERIC, ModelKey, Reading
 from node_exporter_ml.serving.scrape import ScrapeOutcome, Scraper
 from node_exporter_ml.serving.window import ModelWindow
@@ -74,7 +74,7 @@ def _info_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/info", "", ""))
 
 
-@register_collector("serving", default_enabled=True)
+@register_collector("serving", default_enabled=True, options=SERVING)
 class ServingCollector(AsyncCollector):
     """Model-server latency: scrapes each target's /metrics (vLLM, Triton, TGI, ... see docs).
 
@@ -88,7 +88,7 @@ class ServingCollector(AsyncCollector):
     def __init__(self, ctx: CollectContext, *, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(ctx)
         self.clock = clock
-        file = ctx.config.file
+        options = ctx.config.section(SERVING)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="nodeml-serving"
         )
@@ -98,9 +98,9 @@ class ServingCollector(AsyncCollector):
         )
         self._owner_job: asyncio.Future[dict[str, int | None]] | None = None
         self.scraper = Scraper(
-            timeout=file.serving_timeout,
-            max_bytes=file.serving_max_body_bytes,
-            concurrency=file.serving_concurrency,
+            timeout=options.timeout,
+            max_bytes=options.max_body_bytes,
+            concurrency=options.concurrency,
             executor=self._executor,
         )
         self._states: dict[str, _TargetState] = {}
@@ -113,11 +113,11 @@ class ServingCollector(AsyncCollector):
     def reload(self, ctx: CollectContext) -> None:
         """Take the reloaded targets and scrape limits."""
         super().reload(ctx)
-        file = ctx.config.file
+        options = ctx.config.section(SERVING)
         self.scraper.configure(
-            timeout=file.serving_timeout,
-            max_bytes=file.serving_max_body_bytes,
-            concurrency=file.serving_concurrency,
+            timeout=options.timeout,
+            max_bytes=options.max_body_bytes,
+            concurrency=options.concurrency,
         )
 
     async def stop(self) -> None:
@@ -136,11 +136,11 @@ class ServingCollector(AsyncCollector):
     def targets(self, previous: Snapshot | None) -> list[tuple[ServingTarget, str]]:
         """Every target to scrape this tick with its source (config, kube, discover)."""
         out: dict[str, tuple[ServingTarget, str]] = {}
-        for t in self.ctx.config.file.serving_targets:
+        for t in self.ctx.config.section(SERVING).targets:
             out.setdefault(t.label, (t, "config"))
         for t in kube_targets(previous):
             out.setdefault(t.label, (t, "kube"))
-        if self.ctx.config.serving_discover:
+        if self.ctx.config.section(SERVING).discover:
             for t in self._discovered.values():
                 out.setdefault(t.label, (t, "discover"))
         return list(out.values())
@@ -254,7 +254,7 @@ class ServingCollector(AsyncCollector):
     async def update(self, previous: Snapshot | None) -> ServingData:
         """Scrape every target once and return their windows."""
         now = self.clock()
-        if self.ctx.config.serving_discover:
+        if self.ctx.config.section(SERVING).discover:
             self._start_discovery(previous, now)
         started = time.monotonic()
         targets = self.targets(previous)
@@ -275,7 +275,7 @@ class ServingCollector(AsyncCollector):
         return ServingData(
             targets=tuple(statuses),
             errors_total=dict(self._errors),
-            window_seconds=self.ctx.config.serving_window,
+            window_seconds=self.ctx.config.section(SERVING).window,
         )
 
     async def _scrape_all(
@@ -350,7 +350,7 @@ class ServingCollector(AsyncCollector):
         )
 
     def _window(self, state: _TargetState, reading: Reading, now: float) -> tuple[ModelStats, ...]:
-        window = self.ctx.config.serving_window
+        window = self.ctx.config.section(SERVING).window
         restarted = (
             reading.start_time is not None
             and state.start_time is not None

@@ -15,6 +15,7 @@ from node_exporter_ml.config import Config
 from node_exporter_ml.serving.causes import Signals, assess
 from node_exporter_ml.serving.data import ServingCauses, ServingData, TargetStatus
 from node_exporter_ml.serving.join import gpu_shares, owner_cgroups, owner_gpus, owner_pids
+from node_exporter_ml.serving.options import SERVING
 from node_exporter_ml.snapshot import CgroupSample, CpuQuota, NvmlData, Snapshot
 
 DERIVED_KEY = "serving"
@@ -129,8 +130,9 @@ class LatencyCauses:
     __name__ = "LatencyCauses"
 
     def __init__(self, config: Config) -> None:
-        self.window = config.serving_window
-        self.baseline = config.serving_baseline
+        options = config.section(SERVING)
+        self.window = options.window
+        self.baseline = options.baseline
         self._history: dict[HistoryKey, deque[Signals]] = {}
         self._cgroups: dict[str, dict[str, _CgroupTotals]] = {}
         self._lock = threading.Lock()

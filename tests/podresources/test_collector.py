@@ -28,9 +28,7 @@ from .fakekubelet import U0, U1, allocation, load_scenario, ordered, samples, se
 
 def make_collector(sock, interval=0.05):
     return PodResourcesCollector(
-        CollectContext(
-            config("podresources", interval=interval, kube_pod_resources_socket=str(sock))
-        )
+        CollectContext(config("podresources", interval=interval, podresources_socket=str(sock)))
     )
 
 
@@ -216,7 +214,7 @@ async def test_backoff_doubles_while_the_kubelet_is_away(tmp_path, monkeypatch):
 
 
 async def test_agent_runs_the_collector_off_the_scrape_path(kubelet, sock, fast_polls):
-    cfg = config("podresources", interval=0.05, kube_pod_resources_socket=str(sock))
+    cfg = config("podresources", interval=0.05, podresources_socket=str(sock))
     agent = Agent(cfg, registry=registry(PodResourcesCollector), process_metrics=False)
     await agent.start()
     try:
