@@ -188,6 +188,7 @@ class Config:
     collector_timeout: float | None = None
     procfs: str = "/proc"
     sysfs: str = "/sys"
+    """Only the root --path.cgroupfs defaults under; no collector reads sysfs itself."""
     cgroupfs: str = "/sys/fs/cgroup"
     collectors: frozenset[str] = frozenset()
     log_level: str = "info"
