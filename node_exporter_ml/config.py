@@ -92,7 +92,7 @@ class FileConfig:
     """
 
     metrics: MetricsPolicy = field(default_factory=MetricsPolicy)
-    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -194,8 +194,8 @@ class Config:
     log_level: str = "info"
     log_format: str = "logfmt"
     file: FileConfig = field(default_factory=FileConfig)
-    options: Mapping[type[Any], Any] = field(default_factory=dict)
-    """Each section's options object, keyed by its dataclass."""
+    options: Mapping[type[Any], Any] = field(default_factory=dict, hash=False)
+    """Each section's options object, keyed by its dataclass (compared, not hashed)."""
     sections: tuple[Section[Any], ...] | None = None
     """The sections the flags and the file were parsed with (None: every registered one)."""
 

@@ -55,13 +55,22 @@ DEFAULT_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 DEFAULT_CA_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 
 
+def _service_account_file(name: str, default: str, what: str) -> str:
+    """A file flag whose default is the service account's: only a path given must exist."""
+    return flag(
+        name,
+        default,
+        parsed_default=None,
+        metavar="FILE",
+        help=f"{what} (default: {default})",
+        check=existing_file,
+        resolve=lambda path: path or default,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class KubeOptions:
-    """The kube collector's flags and the config file's `kube:` keys.
-
-    The token and CA defaults are the in-cluster service account's files; only a path
-    given by flag must exist.
-    """
+    """The kube collector's flags and the config file's `kube:` keys."""
 
     api_url: str | None = flag(
         "--kube.api-url",
@@ -79,24 +88,10 @@ class KubeOptions:
         "bearer tokens; exec plugins are refused)",
         check=existing_file,
     )
-    token_file: str = flag(
-        "--kube.token-file",
-        DEFAULT_TOKEN_FILE,
-        parsed_default=None,
-        metavar="FILE",
-        help=f"API server bearer token (default: {DEFAULT_TOKEN_FILE})",
-        check=existing_file,
-        resolve=lambda path: path or DEFAULT_TOKEN_FILE,
+    token_file: str = _service_account_file(
+        "--kube.token-file", DEFAULT_TOKEN_FILE, "API server bearer token"
     )
-    ca_file: str = flag(
-        "--kube.ca-file",
-        DEFAULT_CA_FILE,
-        parsed_default=None,
-        metavar="FILE",
-        help=f"API server CA bundle (default: {DEFAULT_CA_FILE})",
-        check=existing_file,
-        resolve=lambda path: path or DEFAULT_CA_FILE,
-    )
+    ca_file: str = _service_account_file("--kube.ca-file", DEFAULT_CA_FILE, "API server CA bundle")
     node_name: str | None = flag(
         "--kube.node-name",
         None,
