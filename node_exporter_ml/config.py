@@ -1,10 +1,10 @@
 """Flags and the YAML config file into one frozen Config: the core's, and every part's options.
 
 Clear errors, no I/O beyond reading the file. The core owns the web, sampler, path, log and
-collector-selection flags and the file's
-`metrics:` section. Every other option is declared once by its part (options.py, e.g.
-`NVML` next to the nvml collector) and reaches the parser and the file schema through the
-registry: adding an option touches only the file that declares it.
+collector-selection flags and the file's `metrics:` section. Every other option is declared
+once by its part (options.py; e.g. `NVML` next to the nvml collector) and reaches the parser
+and the file schema through the registry: adding an option touches only the file that
+declares it.
 """
 
 from __future__ import annotations
@@ -23,24 +23,12 @@ import yaml
 from node_exporter_ml import __version__
 from node_exporter_ml.cardinality import PER_PROCESS_MODES, MetricsPolicy
 from node_exporter_ml.logformat import FORMATS as LOG_FORMATS
-from node_exporter_ml.options import (
-    MAX_DURATION,
-    MAX_INTEGER,
-    ConfigError,
-    Section,
-    YamlReader,
-    existing_file,
-    parse_duration,
-)
+from node_exporter_ml.options import ConfigError, Section, YamlReader, existing_file, parse_duration
 from node_exporter_ml.options import duration_arg as _duration_arg
-from node_exporter_ml.options import (
-    seconds_default as _seconds,
-)
+from node_exporter_ml.options import seconds_default as _seconds
 from node_exporter_ml.registry import load_collectors
 
-__all__ = [
-    "MAX_DURATION",
-    "MAX_INTEGER",
+__all__ = [  # ConfigError, YamlReader and parse_duration are the core's to import from here
     "Config",
     "ConfigError",
     "FileConfig",
