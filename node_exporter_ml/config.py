@@ -2,7 +2,7 @@
 
 Clear errors, no I/O beyond reading the file. The core owns the web, sampler, path, log and
 collector-selection flags and the file's `metrics:` section. Every other option is declared
-once by its part (options.py; e.g. `NVML` next to the nvml collector) and reaches the parser
+once by its part (options.py; e.g. `NVML_OPTIONS` next to the nvml collector) and reaches the parser
 and the file schema through the registry: adding an option touches only the file that
 declares it.
 """

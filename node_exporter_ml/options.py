@@ -10,8 +10,8 @@ node_exporter's collectors declare their kingpin flags the same way, in their ow
     class NvmlOptions:
         replay: str | None = flag("--nvml.replay", None, help="...", check=existing_file)
 
-    NVML = Section("nvml", NvmlOptions)
-    @register_collector("nvml", options=NVML)
+    NVML_OPTIONS = Section("nvml", NvmlOptions)
+    @register_collector("nvml", options=NVML_OPTIONS)
 """
 
 from __future__ import annotations

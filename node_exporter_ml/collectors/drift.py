@@ -24,7 +24,7 @@ from prometheus_client.core import (
 )
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
-from node_exporter_ml.drift.options import DRIFT
+from node_exporter_ml.drift.options import DRIFT_OPTIONS
 from node_exporter_ml.drift.quality import SCHEMA_CHANGES
 from node_exporter_ml.drift.service import DriftService, Limits, ModelResult
 from node_exporter_ml.drift.store import RETAIN_FACTOR, Window
@@ -50,7 +50,7 @@ class DriftData:
 
 def service_from_config(config: Config) -> DriftService:
     """A DriftService configured from the agent's flags and config file."""
-    f = config.section(DRIFT)
+    f = config.section(DRIFT_OPTIONS)
     return DriftService(
         f.state_dir,
         interval=f.interval,
@@ -71,7 +71,7 @@ def service_from_config(config: Config) -> DriftService:
     )
 
 
-@register_collector("drift", default_enabled=True, options=DRIFT)
+@register_collector("drift", default_enabled=True, options=DRIFT_OPTIONS)
 class DriftCollector(AsyncCollector):
     """Data drift, data quality and prediction quality per model, from the drift API.
 

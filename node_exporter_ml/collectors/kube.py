@@ -109,7 +109,7 @@ class KubeOptions:
     pod_labels: tuple[str, ...] = yaml_key("pod_labels", (), YamlReader.strings)
 
 
-KUBE: Section[KubeOptions] = Section("kube", KubeOptions, file_key="kube")
+KUBE_OPTIONS: Section[KubeOptions] = Section("kube", KubeOptions, file_key="kube")
 
 
 def label_name(pod_label: str) -> str:
@@ -119,7 +119,7 @@ def label_name(pod_label: str) -> str:
 
 def make_source(ctx: CollectContext) -> PodSource | None:
     """The pod source the flags ask for, or None outside a cluster."""
-    cfg = ctx.config.section(KUBE)
+    cfg = ctx.config.section(KUBE_OPTIONS)
     if cfg.kubelet_url:
         return PodSource(
             api_url=None,
@@ -151,7 +151,7 @@ def make_source(ctx: CollectContext) -> PodSource | None:
     )
 
 
-@register_collector("kube", default_enabled=True, options=KUBE)
+@register_collector("kube", default_enabled=True, options=KUBE_OPTIONS)
 class KubeCollector(AsyncCollector):
     """Pod metadata (namespace, name, containers, annotation targets) of this node's pods.
 
@@ -213,7 +213,7 @@ class KubeCollector(AsyncCollector):
         """nodeml_kube_pod_info per pod on this node, and the number of pods."""
         if not isinstance(data, KubeData):
             return
-        allow = self.ctx.config.section(KUBE).pod_labels
+        allow = self.ctx.config.section(KUBE_OPTIONS).pod_labels
         info = GaugeMetricFamily(
             "nodeml_kube_pod_info",
             "A pod on this node, from the Kubernetes API (pods list+watch or kubelet /pods); "

@@ -133,7 +133,7 @@ class NvmlOptions:
     )
 
 
-NVML: Section[NvmlOptions] = Section("nvml", NvmlOptions)
+NVML_OPTIONS: Section[NvmlOptions] = Section("nvml", NvmlOptions)
 
 
 def _ratio(percent: float | None) -> float | None:
@@ -153,7 +153,7 @@ def _gpm_ratios(values: Mapping[int, float]) -> dict[str, float | None]:
     }
 
 
-@register_collector("nvml", default_enabled=True, options=NVML)
+@register_collector("nvml", default_enabled=True, options=NVML_OPTIONS)
 class NvmlCollector(BlockingCollector):
     """GPU, MIG-instance and per-process metrics from NVML (no DCGM), or from a replay file.
 
@@ -185,7 +185,7 @@ class NvmlCollector(BlockingCollector):
         self._names: dict[int, str] = {}
         self._xid: Counter[tuple[str, int]] = Counter()
         self._xid_seen: dict[tuple[str, int], float] = {}  # since the GPU's last reset
-        self._expected: int | None = ctx.config.section(NVML).expected_gpus
+        self._expected: int | None = ctx.config.section(NVML_OPTIONS).expected_gpus
         self._known: dict[int, str] = {}  # index -> uuid of every GPU read since start
         self._xid_lock = threading.Lock()
         self._events_wanted = False
@@ -231,7 +231,7 @@ class NvmlCollector(BlockingCollector):
         return nvml
 
     def _open(self) -> NvmlBinding:
-        path = self.ctx.config.section(NVML).replay
+        path = self.ctx.config.section(NVML_OPTIONS).replay
         if self._library is not None:
             return NvmlBinding(self._library, clock=self._replay_clock)
         if path:

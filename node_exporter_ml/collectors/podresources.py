@@ -33,10 +33,10 @@ class PodResourcesOptions:
     )
 
 
-PODRESOURCES: Section[PodResourcesOptions] = Section("podresources", PodResourcesOptions)
+PODRESOURCES_OPTIONS: Section[PodResourcesOptions] = Section("podresources", PodResourcesOptions)
 
 
-@register_collector("podresources", default_enabled=True, options=PODRESOURCES)
+@register_collector("podresources", default_enabled=True, options=PODRESOURCES_OPTIONS)
 class PodResourcesCollector(AsyncCollector):
     """GPU allocations per pod, from the kubelet pod-resources API (List, gRPC on a unix socket).
 
@@ -54,7 +54,7 @@ class PodResourcesCollector(AsyncCollector):
         cfg = ctx.config
         interval = max(MIN_POLL_SECONDS, cfg.interval)
         self.client = PodResourcesClient(
-            cfg.section(PODRESOURCES).socket,
+            cfg.section(PODRESOURCES_OPTIONS).socket,
             interval=interval,
             timeout=max(MIN_POLL_SECONDS, min(cfg.timeout, interval)),
         )

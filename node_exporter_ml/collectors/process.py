@@ -23,7 +23,7 @@ from node_exporter_ml.kube import kube_data
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.options import ConfigError, Section, YamlReader, yaml_key
 from node_exporter_ml.registry import register_collector
-from node_exporter_ml.serving.options import SERVING, ServingTarget
+from node_exporter_ml.serving.options import SERVING_OPTIONS, ServingTarget
 from node_exporter_ml.snapshot import NvmlData, ProcessData, ProcessSample, Snapshot
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class ProcessOptions:
     match: tuple[ProcessMatch, ...] = yaml_key("match", (), _read_matches)
 
 
-PROCESS: Section[ProcessOptions] = Section("process", ProcessOptions, file_key="processes")
+PROCESS_OPTIONS: Section[ProcessOptions] = Section("process", ProcessOptions, file_key="processes")
 
 
 def gpu_pids(snapshot: Snapshot | None) -> dict[int, list[str]]:
@@ -108,7 +108,7 @@ class _Owners:
         return bool(self.pod_uids or self.container_ids)
 
 
-@register_collector("process", default_enabled=True, options=PROCESS)
+@register_collector("process", default_enabled=True, options=PROCESS_OPTIONS)
 class ProcessCollector(BlockingCollector):
     """Inference processes: GPU holders, serving-target owners and `processes.match` rules.
 
@@ -162,7 +162,7 @@ class ProcessCollector(BlockingCollector):
 
     def _owners(self, config: Config, previous: Snapshot | None) -> _Owners:
         kube = kube_data(previous)
-        targets = config.section(SERVING).targets
+        targets = config.section(SERVING_OPTIONS).targets
         containers = {t.container_id for t in targets if t.container_id}
         pods: set[str] = set()
         if kube is not None:
@@ -177,7 +177,7 @@ class ProcessCollector(BlockingCollector):
 
     def _scan(self, config: Config, owners: _Owners, reasons: dict[int, set[str]]) -> None:
         """List every pid; match rules and pod/container owners against cached facts."""
-        rules = config.section(PROCESS).match
+        rules = config.section(PROCESS_OPTIONS).match
         want_cmdline = any(r.cmdline is not None for r in rules)
         known: dict[int, _Known] = {}
         for pid in self.fs.pids():
@@ -217,7 +217,7 @@ class ProcessCollector(BlockingCollector):
         for pid in gpu_pids(previous):
             reasons[pid].add("gpu")
         unowned = []
-        for target in config.section(SERVING).targets:
+        for target in config.section(SERVING_OPTIONS).targets:
             if target.pid is not None:
                 reasons[target.pid].add("serving")
             elif target.container_id is None and target.pod is None:
@@ -225,7 +225,7 @@ class ProcessCollector(BlockingCollector):
         for pid in self._socket_owners(unowned):
             reasons[pid].add("serving")
         owners = self._owners(config, previous)
-        if config.section(PROCESS).match or owners:
+        if config.section(PROCESS_OPTIONS).match or owners:
             self._scan(config, owners, reasons)
         else:
             self._known = {p: k for p, k in self._known.items() if p in reasons}

@@ -33,7 +33,7 @@ from node_exporter_ml.serving.data import (
 )
 from node_exporter_ml.serving.enrich import DERIVED_KEY, LatencyCauses
 from node_exporter_ml.serving.join import owner_gpus, owner_pids
-from node_exporter_ml.serving.options import SERVING, ServingTarget
+from node_exporter_ml.serving.options import SERVING_OPTIONS, ServingTarget
 from node_exporter_ml.serving.profiles import GENERIC, ModelKey, Reading
 from node_exporter_ml.serving.scrape import ScrapeOutcome, Scraper
 from node_exporter_ml.serving.window import ModelWindow
@@ -74,7 +74,7 @@ def _info_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/info", "", ""))
 
 
-@register_collector("serving", default_enabled=True, options=SERVING)
+@register_collector("serving", default_enabled=True, options=SERVING_OPTIONS)
 class ServingCollector(AsyncCollector):
     """Model-server latency: scrapes each target's /metrics (vLLM, Triton, TGI, ... see docs).
 
@@ -88,7 +88,7 @@ class ServingCollector(AsyncCollector):
     def __init__(self, ctx: CollectContext, *, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(ctx)
         self.clock = clock
-        options = ctx.config.section(SERVING)
+        options = ctx.config.section(SERVING_OPTIONS)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="nodeml-serving"
         )
@@ -113,7 +113,7 @@ class ServingCollector(AsyncCollector):
     def reload(self, ctx: CollectContext) -> None:
         """Take the reloaded targets and scrape limits."""
         super().reload(ctx)
-        options = ctx.config.section(SERVING)
+        options = ctx.config.section(SERVING_OPTIONS)
         self.scraper.configure(
             timeout=options.timeout,
             max_bytes=options.max_body_bytes,
@@ -136,11 +136,11 @@ class ServingCollector(AsyncCollector):
     def targets(self, previous: Snapshot | None) -> list[tuple[ServingTarget, str]]:
         """Every target to scrape this tick with its source (config, kube, discover)."""
         out: dict[str, tuple[ServingTarget, str]] = {}
-        for t in self.ctx.config.section(SERVING).targets:
+        for t in self.ctx.config.section(SERVING_OPTIONS).targets:
             out.setdefault(t.label, (t, "config"))
         for t in kube_targets(previous):
             out.setdefault(t.label, (t, "kube"))
-        if self.ctx.config.section(SERVING).discover:
+        if self.ctx.config.section(SERVING_OPTIONS).discover:
             for t in self._discovered.values():
                 out.setdefault(t.label, (t, "discover"))
         return list(out.values())
@@ -254,7 +254,7 @@ class ServingCollector(AsyncCollector):
     async def update(self, previous: Snapshot | None) -> ServingData:
         """Scrape every target once and return their windows."""
         now = self.clock()
-        if self.ctx.config.section(SERVING).discover:
+        if self.ctx.config.section(SERVING_OPTIONS).discover:
             self._start_discovery(previous, now)
         started = time.monotonic()
         targets = self.targets(previous)
@@ -275,7 +275,7 @@ class ServingCollector(AsyncCollector):
         return ServingData(
             targets=tuple(statuses),
             errors_total=dict(self._errors),
-            window_seconds=self.ctx.config.section(SERVING).window,
+            window_seconds=self.ctx.config.section(SERVING_OPTIONS).window,
         )
 
     async def _scrape_all(
@@ -350,7 +350,7 @@ class ServingCollector(AsyncCollector):
         )
 
     def _window(self, state: _TargetState, reading: Reading, now: float) -> tuple[ModelStats, ...]:
-        window = self.ctx.config.section(SERVING).window
+        window = self.ctx.config.section(SERVING_OPTIONS).window
         restarted = (
             reading.start_time is not None
             and state.start_time is not None

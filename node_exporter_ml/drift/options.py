@@ -52,4 +52,4 @@ class DriftOptions:
     max_features: int = yaml_key("max_features", 200, YamlReader.integer)
 
 
-DRIFT: Section[DriftOptions] = Section("drift", DriftOptions, file_key="drift")
+DRIFT_OPTIONS: Section[DriftOptions] = Section("drift", DriftOptions, file_key="drift")

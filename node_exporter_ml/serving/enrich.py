@@ -15,7 +15,7 @@ from node_exporter_ml.config import Config
 from node_exporter_ml.serving.causes import Signals, assess
 from node_exporter_ml.serving.data import ServingCauses, ServingData, TargetStatus
 from node_exporter_ml.serving.join import gpu_shares, owner_cgroups, owner_gpus, owner_pids
-from node_exporter_ml.serving.options import SERVING
+from node_exporter_ml.serving.options import SERVING_OPTIONS
 from node_exporter_ml.snapshot import CgroupSample, CpuQuota, NvmlData, Snapshot
 
 DERIVED_KEY = "serving"
@@ -130,7 +130,7 @@ class LatencyCauses:
     __name__ = "LatencyCauses"
 
     def __init__(self, config: Config) -> None:
-        options = config.section(SERVING)
+        options = config.section(SERVING_OPTIONS)
         self.window = options.window
         self.baseline = options.baseline
         self._history: dict[HistoryKey, deque[Signals]] = {}

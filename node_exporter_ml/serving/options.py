@@ -111,4 +111,4 @@ class ServingOptions:
     concurrency: int = yaml_key("concurrency", 16, YamlReader.integer)
 
 
-SERVING: Section[ServingOptions] = Section("serving", ServingOptions, file_key="serving")
+SERVING_OPTIONS: Section[ServingOptions] = Section("serving", ServingOptions, file_key="serving")
