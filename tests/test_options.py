@@ -153,7 +153,7 @@ def _reads(tree: ast.AST, section: str) -> set[str]:
 
 
 def test_every_declared_option_is_read_by_the_package():
-    constants = {}  # the module-level name each section is bound to (NVML_OPTIONS, SERVING_OPTIONS, ...)
+    constants = {}  # the module-level name of each section (NVML_OPTIONS, ...)
     trees = [ast.parse(p.read_text()) for p in PACKAGE.rglob("*.py")]
     for tree in trees:
         for node in tree.body:
