@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.cgroup import CgroupCollector
-from node_exporter_ml.collectors.process import ProcessCollector
-from node_exporter_ml.config import Config, FileConfig, ProcessMatch
+from node_exporter_ml.collectors.process import ProcessCollector, ProcessMatch, ProcessOptions
+from node_exporter_ml.config import Config
 from node_exporter_ml.correlation import attribute_workloads
 from node_exporter_ml.snapshot import (
     CollectorResult,
@@ -119,10 +119,8 @@ def main() -> int:
         nvml = build(root, args.processes, args.inference)
         rules = (ProcessMatch(cmdline=re.compile(r"vllm\.entrypoints")),)
         ctx = CollectContext(
-            Config(
-                procfs=str(root / "proc"),
-                cgroupfs=str(root / "cg"),
-                file=FileConfig(process_match=rules),
+            Config(procfs=str(root / "proc"), cgroupfs=str(root / "cg")).with_options(
+                ProcessOptions(match=rules)
             )
         )
         proc, cgroup = ProcessCollector(ctx), CgroupCollector(ctx)

@@ -27,7 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.serving import LatencyCauses, ServingCollector
-from node_exporter_ml.config import Config, FileConfig, ServingTarget
+from node_exporter_ml.config import Config
+from node_exporter_ml.serving.options import ServingOptions, ServingTarget
 from node_exporter_ml.serving.parse import parse_exposition
 from node_exporter_ml.serving.scrape import parse_body
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
@@ -74,14 +75,14 @@ def _cpu_seconds() -> float:
 
 
 async def scrape_loop(port: int, targets: int, seconds: float) -> dict[str, float]:
-    config = Config(
-        serving_window=60.0,
-        file=FileConfig(
-            serving_targets=tuple(
+    config = Config().with_options(
+        ServingOptions(
+            window=60.0,
+            targets=tuple(
                 ServingTarget(url=f"http://127.0.0.1:{port}/t/{i}/metrics", name=f"t{i}", pid=1)
                 for i in range(targets)
-            )
-        ),
+            ),
+        )
     )
     collector = ServingCollector(CollectContext(config))
     causes = LatencyCauses(config)

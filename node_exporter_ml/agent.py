@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 
 from node_exporter_ml.collectors.base import AnyCollector, CollectContext
-from node_exporter_ml.config import Config, load_config_file
+from node_exporter_ml.config import Config
 from node_exporter_ml.exposition import Format, Rendered, Renderer
 from node_exporter_ml.registry import (
     Registration,
@@ -161,7 +160,7 @@ class Agent:
         Raises:
             ConfigError: the file is now invalid; the running configuration is kept.
         """
-        new = dataclasses.replace(self.config, file=load_config_file(self.config.config_file))
+        new = self.config.reloaded()
         self.config = new
         ctx = CollectContext(new)
         for c in self.collectors:

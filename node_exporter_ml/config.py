@@ -1,61 +1,55 @@
-"""Flags and the YAML config file, parsed into one frozen Config; clear errors, no I/O beyond it."""
+"""Flags and the YAML config file into one frozen Config: the core's, and every part's options.
+
+Clear errors, no I/O beyond reading the file. The core owns the web, sampler, path, log and
+collector-selection flags and the file's `metrics:` section. Every other option is declared
+once by its part (options.py; e.g. `NVML_OPTIONS` next to the nvml collector) and reaches the parser
+and the file schema through the registry: adding an option touches only the file that
+declares it.
+"""
 
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, NoReturn, TypeVar, cast
 
 import yaml
 
 from node_exporter_ml import __version__
 from node_exporter_ml.cardinality import PER_PROCESS_MODES, MetricsPolicy
 from node_exporter_ml.logformat import FORMATS as LOG_FORMATS
+from node_exporter_ml.options import ConfigError, Section, YamlReader, existing_file, parse_duration
+from node_exporter_ml.options import duration_arg as _duration_arg
+from node_exporter_ml.options import seconds_default as _seconds
+from node_exporter_ml.registry import load_collectors
+
+__all__ = [  # ConfigError, YamlReader and parse_duration are the core's to import from here
+    "Config",
+    "ConfigError",
+    "FileConfig",
+    "YamlReader",
+    "build_parser",
+    "declared_sections",
+    "load_config_file",
+    "parse_args",
+    "parse_config_file",
+    "parse_duration",
+    "parse_listen_address",
+]
 
 DEFAULT_LISTEN = ":9847"
-DEFAULT_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-DEFAULT_CA_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
-DEFAULT_POD_RESOURCES_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _LOG_LEVELS = ("debug", "info", "warn", "error")
-MAX_DURATION = 365 * 86400.0
-MAX_INTEGER = 2**31 - 1
-"""Largest count or size a config file may set (rows, bytes, concurrency)."""
+OptionsT = TypeVar("OptionsT")
 
 
-class ConfigError(Exception):
-    """A configuration problem, phrased as one line naming where and what was expected."""
-
-
-def parse_duration(text: str) -> float:
-    """Parse a Prometheus-style duration ("5s", "1m30s", "250ms", or bare seconds)."""
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        if not _DURATION.match(text):
-            raise ValueError(f"expected a duration like 5s, 1m or 250ms, got {text!r}") from None
-        value = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
-    if not math.isfinite(value) or value <= 0:  # nan passes `<= 0`, and sleeps for ever
-        raise ValueError(f"expected a positive duration, got {text!r}")
-    if value > MAX_DURATION:
-        raise ValueError(f"expected a duration of at most 365d, got {text!r}")
-    return value
-
-
-def _duration_arg(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+def declared_sections() -> tuple[Section[Any], ...]:
+    """The option sections of every registered collector, in registry order."""
+    return tuple(r.options for r in load_collectors().values() if r.options is not None)
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
@@ -78,167 +72,15 @@ def _listen_arg(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class ServingTarget:
-    """A model-server metrics endpoint to scrape, with an optional explicit owner."""
-
-    url: str
-    name: str | None = None
-    pid: int | None = None
-    container_id: str | None = None
-    pod: str | None = None  # "namespace/name"
-
-    @property
-    def endpoint(self) -> tuple[str, int]:
-        """(host, port) of the URL, the port defaulting by scheme; host "" when it has none."""
-        parts = urlsplit(self.url)
-        return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-
-    @property
-    def label(self) -> str:
-        """The `target` label: the configured name, else host:port."""
-        if self.name:
-            return self.name
-        host, port = self.endpoint
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessMatch:
-    """A rule that marks processes as inference processes by comm and/or cmdline regex."""
-
-    comm: re.Pattern[str] | None = None
-    cmdline: re.Pattern[str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class FileConfig:
-    """What the YAML --config.file holds (reloaded on SIGHUP)."""
+    """What the YAML --config.file holds (reloaded on SIGHUP).
 
-    serving_targets: tuple[ServingTarget, ...] = ()
-    serving_timeout: float = 2.0
-    serving_max_body_bytes: int = 16 * 1024 * 1024
-    serving_concurrency: int = 16
-    process_match: tuple[ProcessMatch, ...] = ()
-    kube_pod_labels: tuple[str, ...] = ()
-    drift_window_rows: int = 10_000
-    drift_window_seconds: float | None = None
-    drift_max_body_bytes: int = 64 * 1024 * 1024
-    drift_max_rows: int = 1_000_000
-    drift_max_columns: int = 1_000
-    drift_max_models: int = 50
-    drift_max_features: int = 200
+    `sections` maps each declared section's name to the values of its file fields
+    (every field, defaults included); `metrics` is the core's own section.
+    """
+
     metrics: MetricsPolicy = field(default_factory=MetricsPolicy)
-
-
-T = TypeVar("T")
-
-
-class YamlReader:
-    """Walks a YAML mapping, checking keys and types, and names the key on error."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, key: str, expected: str, got: object) -> ConfigError:
-        """The one-line error naming the file, the key, what was expected and what came."""
-        try:
-            shown = repr(got)[:200] if not isinstance(got, Mapping | list) else type(got).__name__
-        except ValueError:  # an integer past Python's 4,300-digit repr limit
-            shown = "a huge integer"
-        return ConfigError(f"{self.source}: {key or 'top level'}: expected {expected}, got {shown}")
-
-    def mapping(self, value: object, key: str, allowed: Sequence[str]) -> Mapping[str, Any]:
-        """A mapping with only `allowed` keys ({} for None)."""
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise self.fail(key, "a mapping", value)
-        for k in value:
-            if k not in allowed:
-                where = f"{key}.{k}" if key else str(k)
-                raise ConfigError(
-                    f"{self.source}: {where}: unknown key (expected one of: {', '.join(allowed)})"
-                )
-        return value
-
-    def optional(
-        self, m: Mapping[str, Any], key: str, name: str, read: Callable[[Any, str], T], default: T
-    ) -> T:
-        """`read` of m[name] (called `key.name` in errors), or `default` when it is absent."""
-        return read(m[name], f"{key}.{name}") if name in m else default
-
-    def string(self, value: object, key: str) -> str:
-        """A non-empty string."""
-        if not isinstance(value, str) or not value:
-            raise self.fail(key, "a non-empty string", value)
-        return value
-
-    def integer(self, value: object, key: str, minimum: int = 1, maximum: int = MAX_INTEGER) -> int:
-        """An integer from `minimum` to `maximum` (not a bool)."""
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(key, f"an integer >= {minimum}", value)
-        if value > maximum:
-            raise self.fail(key, f"an integer <= {maximum}", value)
-        return value
-
-    def duration(self, value: object, key: str) -> float:
-        """Seconds, from a Prometheus-style duration ("2s", "500ms") or a number."""
-        try:
-            if isinstance(value, bool) or not isinstance(value, str | int | float):
-                raise ValueError
-            return parse_duration(str(value))
-        except ValueError:
-            raise self.fail(key, "a duration like 2s or 500ms", value) from None
-
-    def regex(self, value: object, key: str) -> re.Pattern[str]:
-        """A compiled regular expression."""
-        text = self.string(value, key)
-        try:
-            return re.compile(text)
-        except re.error as err:
-            raise self.fail(key, f"a regular expression ({err})", text) from None
-
-    def items(self, value: object, key: str) -> list[Any]:
-        """A list ([] for None)."""
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise self.fail(key, "a list", value)
-        return value
-
-
-def _http_url(url: str) -> bool:
-    """An http(s) URL with a host and, if any, a port in range."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port out of range (99999)
-    except ValueError:  # also a malformed IPv6 host ("http://[::1")
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-def _parse_target(r: YamlReader, raw: object, key: str) -> ServingTarget:
-    m = r.mapping(raw, key, ("url", "name", "pid", "container_id", "pod"))
-    if "url" not in m:
-        raise ConfigError(f"{r.source}: {key}.url: missing (expected an http(s) URL)")
-    url = r.string(m["url"], f"{key}.url")
-    if not _http_url(url):
-        raise r.fail(f"{key}.url", "an http(s) URL", url)
-    owners = [k for k in ("pid", "container_id", "pod") if k in m]
-    if len(owners) > 1:
-        raise ConfigError(f"{r.source}: {key}: give at most one of pid, container_id, pod")
-    pod = None
-    if "pod" in m:
-        pod = r.string(m["pod"], f"{key}.pod")
-        if pod.count("/") != 1 or not all(pod.split("/")):
-            raise r.fail(f"{key}.pod", "namespace/name", pod)
-    return ServingTarget(
-        url=url,
-        name=r.optional(m, key, "name", r.string, None),
-        pid=r.optional(m, key, "pid", r.integer, None),
-        container_id=r.optional(m, key, "container_id", r.string, None),
-        pod=pod,
-    )
+    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -263,8 +105,20 @@ def _parse_metrics(r: YamlReader, raw: object) -> MetricsPolicy:
     return MetricsPolicy(tuple(labels), globs, mode, limit)
 
 
-def parse_config_file(text: str, source: str) -> FileConfig:
-    """Parse the YAML config file's text; `source` names it in errors."""
+def _file_sections(sections: Sequence[Section[Any]] | None) -> tuple[Section[Any], ...]:
+    """The sections with a part in the config file (every declared one when None)."""
+    chosen = declared_sections() if sections is None else tuple(sections)
+    return tuple(s for s in chosen if s.file_key is not None)
+
+
+def parse_config_file(
+    text: str, source: str, sections: Sequence[Section[Any]] | None = None
+) -> FileConfig:
+    """Parse the YAML config file's text; `source` names it in errors.
+
+    `sections` are the declared option sections whose keys the file may hold (every
+    registered collector's when None), next to the core's `metrics:`.
+    """
     r = YamlReader(source)
     try:
         raw = yaml.safe_load(text)
@@ -276,95 +130,27 @@ def parse_config_file(text: str, source: str) -> FileConfig:
         raise ConfigError(
             f"{source}: {where}: expected valid YAML ({err.__class__.__name__})"
         ) from None
-    top = r.mapping(raw, "", ("serving", "processes", "kube", "drift", "metrics"))
-    serving = r.mapping(
-        top.get("serving"), "serving", ("targets", "timeout", "max_body_bytes", "concurrency")
-    )
-    targets = tuple(
-        _parse_target(r, t, f"serving.targets[{i}]")
-        for i, t in enumerate(r.items(serving.get("targets"), "serving.targets"))
-    )
-    labels = [t.label for t in targets]
-    dupes = sorted({x for x in labels if labels.count(x) > 1})
-    if dupes:
-        raise ConfigError(f"{source}: serving.targets: duplicate target name {dupes[0]!r}")
-    processes = r.mapping(top.get("processes"), "processes", ("match",))
-    matches = []
-    for i, raw_match in enumerate(r.items(processes.get("match"), "processes.match")):
-        key = f"processes.match[{i}]"
-        mm = r.mapping(raw_match, key, ("comm", "cmdline"))
-        if not mm:
-            raise ConfigError(f"{source}: {key}: expected comm and/or cmdline")
-        matches.append(
-            ProcessMatch(
-                comm=r.optional(mm, key, "comm", r.regex, None),
-                cmdline=r.optional(mm, key, "cmdline", r.regex, None),
-            )
-        )
-    kube = r.mapping(top.get("kube"), "kube", ("pod_labels",))
-    pod_labels = tuple(
-        r.string(v, f"kube.pod_labels[{i}]")
-        for i, v in enumerate(r.items(kube.get("pod_labels"), "kube.pod_labels"))
-    )
-    drift = r.mapping(
-        top.get("drift"),
-        "drift",
-        (
-            "window_rows",
-            "window_seconds",
-            "max_body_bytes",
-            "max_rows",
-            "max_columns",
-            "max_models",
-            "max_features",
-        ),
-    )
-    defaults = FileConfig()
+    in_file = _file_sections(sections)
+    top = r.mapping(raw, "", [*(cast(str, s.file_key) for s in in_file), "metrics"])
     return FileConfig(
-        serving_targets=targets,
-        serving_timeout=r.optional(
-            serving, "serving", "timeout", r.duration, defaults.serving_timeout
-        ),
-        serving_max_body_bytes=r.optional(
-            serving, "serving", "max_body_bytes", r.integer, defaults.serving_max_body_bytes
-        ),
-        serving_concurrency=r.optional(
-            serving, "serving", "concurrency", r.integer, defaults.serving_concurrency
-        ),
-        process_match=tuple(matches),
-        kube_pod_labels=pod_labels,
-        drift_window_rows=r.optional(
-            drift, "drift", "window_rows", r.integer, defaults.drift_window_rows
-        ),
-        drift_window_seconds=r.optional(drift, "drift", "window_seconds", r.duration, None),
-        drift_max_body_bytes=r.optional(
-            drift, "drift", "max_body_bytes", r.integer, defaults.drift_max_body_bytes
-        ),
-        drift_max_rows=r.optional(drift, "drift", "max_rows", r.integer, defaults.drift_max_rows),
-        drift_max_columns=r.optional(
-            drift, "drift", "max_columns", r.integer, defaults.drift_max_columns
-        ),
-        drift_max_models=r.optional(
-            drift, "drift", "max_models", r.integer, defaults.drift_max_models
-        ),
-        drift_max_features=r.optional(
-            drift, "drift", "max_features", r.integer, defaults.drift_max_features
-        ),
         metrics=_parse_metrics(r, top.get("metrics")),
+        sections={s.name: s.from_file(r, top.get(cast(str, s.file_key))) for s in in_file},
     )
 
 
-def load_config_file(path: str | None) -> FileConfig:
-    """Read and parse --config.file (an empty FileConfig when no file is given)."""
+def load_config_file(
+    path: str | None, sections: Sequence[Section[Any]] | None = None
+) -> FileConfig:
+    """Read and parse --config.file (every section's defaults when no file is given)."""
     if not path:
-        return FileConfig()
+        return parse_config_file("", "defaults", sections)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config file: {err.strerror or err}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: expected UTF-8 text") from None
-    return parse_config_file(text, path)
+    return parse_config_file(text, path, sections)
 
 
 # --- flags ----------------------------------------------------------------------------------
@@ -372,7 +158,11 @@ def load_config_file(path: str | None) -> FileConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The agent's whole configuration: flags plus the config file."""
+    """The agent's whole configuration: the core's flags, the file, and every part's options.
+
+    A part reads its own options, typed, with `section(SECTION)`; a Config built without
+    them (tests) gives that section's defaults.
+    """
 
     listen_address: str = DEFAULT_LISTEN
     systemd_socket: bool = False
@@ -386,31 +176,45 @@ class Config:
     collector_timeout: float | None = None
     procfs: str = "/proc"
     sysfs: str = "/sys"
+    """Only the root --path.cgroupfs defaults under; no collector reads sysfs itself."""
     cgroupfs: str = "/sys/fs/cgroup"
     collectors: frozenset[str] = frozenset()
-    nvml_replay: str | None = None
-    nvml_expected_gpus: int | None = None
     log_level: str = "info"
     log_format: str = "logfmt"
-    state_dir: str = "/var/lib/node-exporter-ml"
-    serving_window: float = 60.0
-    serving_baseline: float = 900.0
-    serving_discover: bool = False
-    kube_api_url: str | None = None
-    kube_kubeconfig: str | None = None
-    kube_token_file: str = DEFAULT_TOKEN_FILE
-    kube_ca_file: str = DEFAULT_CA_FILE
-    kube_node_name: str | None = None
-    kube_kubelet_url: str | None = None
-    kube_pod_resources_socket: str = DEFAULT_POD_RESOURCES_SOCKET
-    drift_interval: float = 60.0
-    drift_token_file: str | None = None
     file: FileConfig = field(default_factory=FileConfig)
+    options: Mapping[type[Any], Any] = field(default_factory=dict, hash=False)
+    """Each section's options object, keyed by its dataclass (compared, not hashed)."""
+    sections: tuple[Section[Any], ...] | None = None
+    """The sections the flags and the file were parsed with (None: every registered one)."""
 
     @property
     def timeout(self) -> float:
         """How long one collector may take in one tick."""
         return self.collector_timeout or max(0.1, self.interval * 0.8)
+
+    def section(self, section: Section[OptionsT]) -> OptionsT:
+        """The options a part declared in `section`, as parsed (its defaults if absent)."""
+        found = self.options.get(section.options)
+        return cast(OptionsT, found) if found is not None else section.build({})
+
+    def with_options(self, *options: object) -> Config:
+        """This configuration with these options objects in place of their sections'."""
+        return dataclasses.replace(self, options={**self.options, **{type(o): o for o in options}})
+
+    def reloaded(self) -> Config:
+        """This configuration with --config.file read again (flags are kept), as on SIGHUP.
+
+        Raises:
+            ConfigError: the file is now invalid.
+        """
+        sections = declared_sections() if self.sections is None else self.sections
+        file = load_config_file(self.config_file, sections)
+        options = {
+            s.options: dataclasses.replace(self.section(s), **file.sections[s.name])
+            for s in sections
+            if s.name in file.sections
+        }
+        return dataclasses.replace(self, file=file, options={**self.options, **options})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -436,15 +240,13 @@ class _HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {shown})"
 
 
-def _seconds(value: float) -> str:
-    """A default duration as the flag takes it: whole minutes past one as `15m`, else seconds."""
-    if value > 60 and value % 60 == 0:
-        return f"(default: {value / 60:g}m)"
-    return f"(default: {value:g}s)"
+def build_parser(
+    collectors: Mapping[str, bool], sections: Sequence[Section[Any]] | None = None
+) -> argparse.ArgumentParser:
+    """The flag parser: the core's flags, then every section's (registered ones when None).
 
-
-def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
-    """The flag parser; `collectors` maps each registered collector to its default."""
+    `collectors` maps each registered collector to whether it is on by default.
+    """
     p = _Parser(
         prog="node-exporter-ml",
         description="Node agent for GPU inference fleets: Prometheus metrics for GPUs, "
@@ -556,21 +358,6 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
             help=f"enable the {name} collector (default: {'on' if default else 'off'})",
         )
     a(
-        "--nvml.replay",
-        dest="nvml_replay",
-        metavar="FILE",
-        help="drive the nvml collector from a replay file instead of the driver",
-    )
-    a(
-        "--nvml.expected-gpus",
-        dest="nvml_expected_gpus",
-        type=int,
-        default=None,
-        metavar="N",
-        help="GPUs this node should have; fewer is a `lost` health failure "
-        "(default: the count seen at the first successful tick)",
-    )
-    a(
         "--log.level",
         dest="log_level",
         choices=_LOG_LEVELS,
@@ -584,99 +371,8 @@ def build_parser(collectors: Mapping[str, bool]) -> argparse.ArgumentParser:
         default="logfmt",
         help="log line format on stderr, as promslog writes it",
     )
-    a(
-        "--state.dir",
-        dest="state_dir",
-        default="/var/lib/node-exporter-ml",
-        metavar="DIR",
-        help="where the drift store (SQLite) keeps references and windows",
-    )
-    a(
-        "--serving.window",
-        dest="serving_window",
-        type=_duration_arg,
-        default=60.0,
-        metavar="DURATION",
-        help=f"window of the served latency quantiles, mean and rate {_seconds(60.0)}",
-    )
-    a(
-        "--serving.baseline",
-        dest="serving_baseline",
-        type=_duration_arg,
-        default=900.0,
-        metavar="DURATION",
-        help=f"window of the latency baseline regressions are measured against {_seconds(900.0)}",
-    )
-    a(
-        "--serving.discover",
-        dest="serving_discover",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="probe inference processes' listening sockets for model servers",
-    )
-    a(
-        "--kube.api-url",
-        dest="kube_api_url",
-        metavar="URL",
-        help="API server URL (default: --kube.kubeconfig's, else in-cluster from "
-        "KUBERNETES_SERVICE_HOST)",
-    )
-    a(
-        "--kube.kubeconfig",
-        dest="kube_kubeconfig",
-        metavar="FILE",
-        help="kubeconfig to reach the API server outside a pod (client certificates or "
-        "bearer tokens; exec plugins are refused)",
-    )
-    # Defaults are the in-cluster service account's files; a path given here must exist.
-    a(
-        "--kube.token-file",
-        dest="kube_token_file",
-        default=None,
-        metavar="FILE",
-        help=f"API server bearer token (default: {DEFAULT_TOKEN_FILE})",
-    )
-    a(
-        "--kube.ca-file",
-        dest="kube_ca_file",
-        default=None,
-        metavar="FILE",
-        help=f"API server CA bundle (default: {DEFAULT_CA_FILE})",
-    )
-    a(
-        "--kube.node-name",
-        dest="kube_node_name",
-        default=None,
-        metavar="NAME",
-        help="this node's name (default: $NODE_NAME)",
-    )
-    a(
-        "--kube.kubelet-url",
-        dest="kube_kubelet_url",
-        metavar="URL",
-        help="read pods from the kubelet's /pods endpoint instead of the API server",
-    )
-    a(
-        "--kube.pod-resources-socket",
-        dest="kube_pod_resources_socket",
-        default=DEFAULT_POD_RESOURCES_SOCKET,
-        metavar="PATH",
-        help="the kubelet's pod-resources gRPC socket (which pod holds which GPU)",
-    )
-    a(
-        "--drift.interval",
-        dest="drift_interval",
-        type=_duration_arg,
-        default=60.0,
-        metavar="DURATION",
-        help=f"how often stored models' drift is re-evaluated {_seconds(60.0)}",
-    )
-    a(
-        "--drift.token-file",
-        dest="drift_token_file",
-        metavar="FILE",
-        help="bearer token required by the drift API's write endpoints",
-    )
+    for section in declared_sections() if sections is None else sections:
+        section.add_flags(p)
     return p
 
 
@@ -692,13 +388,20 @@ def _check_telemetry_path(path: str) -> None:
         )
 
 
-def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Config:
+def parse_args(
+    argv: Sequence[str] | None,
+    collectors: Mapping[str, bool],
+    sections: Sequence[Section[Any]] | None = None,
+) -> Config:
     """Parse flags and the config file into a Config.
+
+    `sections` are the parts' declared options (every registered collector's when None).
 
     Raises:
         ConfigError: a flag value or the config file is wrong (argparse errors exit 2 itself).
     """
-    ns = build_parser(collectors).parse_args(argv)
+    sections = declared_sections() if sections is None else tuple(sections)
+    ns = build_parser(collectors, sections).parse_args(argv)
     if ns.cgroupfs is None:  # node_exporter's layout: cgroups are mounted under sysfs
         ns.cgroupfs = os.path.join(ns.sysfs, "fs", "cgroup")
     enabled = set()
@@ -710,8 +413,6 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
             enabled.add(name)
     if ns.max_requests < 0:
         raise ConfigError("--web.max-requests: expected an integer >= 0")
-    if ns.nvml_expected_gpus is not None and ns.nvml_expected_gpus < 1:
-        raise ConfigError("--nvml.expected-gpus: expected an integer >= 1")
     for flag, path in (
         ("--path.procfs", ns.procfs),
         ("--path.sysfs", ns.sysfs),
@@ -719,24 +420,10 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
     ):
         if not os.path.isdir(path):
             raise ConfigError(f"{flag}: {path}: expected a readable directory")
-    for flag, path in (
-        ("--nvml.replay", ns.nvml_replay),
-        ("--kube.kubeconfig", ns.kube_kubeconfig),
-        ("--web.config.file", ns.web_config_file),
-        ("--drift.token-file", ns.drift_token_file),
-        ("--kube.token-file", ns.kube_token_file),
-        ("--kube.ca-file", ns.kube_ca_file),
-    ):
-        if path and not os.path.isfile(path):
-            what = "expected a file, got a directory" if os.path.isdir(path) else "no such file"
-            raise ConfigError(f"{flag}: {path}: {what}")
+    existing_file("--web.config.file", ns.web_config_file)
     _check_telemetry_path(ns.telemetry_path)
-    for flag, url in (
-        ("--kube.api-url", ns.kube_api_url),
-        ("--kube.kubelet-url", ns.kube_kubelet_url),
-    ):
-        if url is not None and not _http_url(url):
-            raise ConfigError(f"{flag}: expected an http(s) URL, got {url!r}")
+    from_flags = {s.name: s.from_flags(ns) for s in sections}
+    file = load_config_file(ns.config_file, sections)
     return Config(
         listen_address=ns.listen_address,
         systemd_socket=ns.systemd_socket,
@@ -752,22 +439,12 @@ def parse_args(argv: Sequence[str] | None, collectors: Mapping[str, bool]) -> Co
         sysfs=ns.sysfs,
         cgroupfs=ns.cgroupfs,
         collectors=frozenset(enabled),
-        nvml_replay=ns.nvml_replay,
-        nvml_expected_gpus=ns.nvml_expected_gpus,
         log_level=ns.log_level,
         log_format=ns.log_format,
-        state_dir=ns.state_dir,
-        serving_window=ns.serving_window,
-        serving_baseline=ns.serving_baseline,
-        serving_discover=ns.serving_discover,
-        kube_api_url=ns.kube_api_url,
-        kube_kubeconfig=ns.kube_kubeconfig,
-        kube_token_file=ns.kube_token_file or DEFAULT_TOKEN_FILE,
-        kube_ca_file=ns.kube_ca_file or DEFAULT_CA_FILE,
-        kube_node_name=ns.kube_node_name or os.environ.get("NODE_NAME") or None,
-        kube_kubelet_url=ns.kube_kubelet_url,
-        kube_pod_resources_socket=ns.kube_pod_resources_socket,
-        drift_interval=ns.drift_interval,
-        drift_token_file=ns.drift_token_file,
-        file=load_config_file(ns.config_file),
+        file=file,
+        options={
+            s.options: s.build({**from_flags[s.name], **file.sections.get(s.name, {})})
+            for s in sections
+        },
+        sections=sections,
     )

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from node_exporter_ml.collectors.base import AnyCollector, Collector
+from node_exporter_ml.options import Section
 from node_exporter_ml.sampler import Enricher
 from node_exporter_ml.snapshot import DataKey
 
@@ -37,7 +38,7 @@ _NO_READS: Reads = MappingProxyType({})
 
 @dataclass(frozen=True, slots=True)
 class Registration:
-    """A registered collector class, whether it is on by default, what it makes and reads."""
+    """A registered collector: its class, default, what it makes and reads, its options."""
 
     name: str
     factory: type[AnyCollector]
@@ -45,6 +46,7 @@ class Registration:
     help: str
     produces: DataKey[Any] | None = None
     reads: Reads = field(default_factory=dict)
+    options: Section[Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +73,13 @@ def register_collector(
     produces: DataKey[D],
     reads: Reads = _NO_READS,
     default_enabled: bool = True,
+    options: Section[Any] | None = None,
 ) -> Callable[[type[Collector[D]]], type[Collector[D]]]:
     """Class decorator: make a collector known to the flags, the sampler and the checks.
 
     `produces` is the key of what its update() returns (named as the collector);
-    `reads` the keys it uses from the previous or the current snapshot.
+    `reads` the keys it uses from the previous or the current snapshot; `options` the
+    flags and config-file keys it declares (composed into the parser and the file schema).
     """
     if produces.name != name:
         raise ValueError(f"collector {name!r} produces {produces.name!r}: a key names its maker")
@@ -86,7 +90,9 @@ def register_collector(
         cls.name = name
         doc = (cls.__doc__ or "").strip().splitlines()
         help_line = doc[0] if doc else ""
-        _REGISTRY[name] = Registration(name, cls, default_enabled, help_line, produces, reads)
+        _REGISTRY[name] = Registration(
+            name, cls, default_enabled, help_line, produces, reads, options
+        )
         return cls
 
     return decorate

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from node_exporter_ml import __version__
 from node_exporter_ml.agent import Agent
+from node_exporter_ml.drift.options import DRIFT_OPTIONS
 from node_exporter_ml.exposition import negotiate, select_collectors
 from node_exporter_ml.webconfig import WebConfig
 from node_exporter_ml.webguard import (
@@ -115,7 +116,7 @@ async def index(request: web.Request) -> web.Response:
 def build_app(agent: Agent, web_config: WebConfig | None = None) -> web.Application:
     """The aiohttp application around an agent (the agent is started by the app's lifecycle)."""
     web_config = web_config or WebConfig()
-    max_body = agent.config.file.drift_max_body_bytes
+    max_body = agent.config.section(DRIFT_OPTIONS).max_body_bytes
     # Outermost first: headers on every answer, auth before a request takes a slot.
     app = web.Application(
         middlewares=[headers_middleware, auth_middleware, admission_middleware],

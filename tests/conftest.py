@@ -37,7 +37,7 @@ def blockbuster() -> Iterator[BlockBuster]:
 @pytest.fixture
 def agent_args(tmp_path) -> dict[str, object]:
     """Config fields that point every collector at fixtures instead of this machine."""
-    return {"state_dir": str(tmp_path / "state")}
+    return {"drift_state_dir": str(tmp_path / "state")}
 
 
 @pytest.fixture

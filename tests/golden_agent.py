@@ -16,9 +16,10 @@ from pathlib import Path
 from aiohttp import web
 
 from node_exporter_ml.agent import Agent
-from node_exporter_ml.config import Config, FileConfig, ServingTarget
+from node_exporter_ml.serving.options import ServingTarget
 from node_exporter_ml.registry import load_collectors
 from node_exporter_ml.web import build_app
+from tests.helpers import make_config
 from tests.neighbour_pods import (
     NEIGHBOUR,
     NEIGHBOUR_CGROUP,
@@ -97,14 +98,14 @@ async def scrape_agent(aiohttp_client, inputs: dict[str, object]) -> str:
     api_url = await api.start()
     runner, port = await _model_server(str(inputs["text"]))
     names = {n for n, r in REGISTRY.items() if r.default_enabled}
-    config = Config(
+    config = make_config(
         collectors=frozenset(names), interval=0.25, procfs=str(tmp / "proc"),
         cgroupfs=str(tmp / "cg"), nvml_replay=str(tmp / "replay.json"),
-        state_dir=str(tmp / "state"),
+        drift_state_dir=str(tmp / "state"),
         kube_api_url=api_url, kube_token_file=str(tmp / "token"), kube_node_name="node-a",
-        kube_pod_resources_socket=str(tmp / "no-kubelet" / "kubelet.sock"),
-        file=FileConfig(serving_targets=(
-            ServingTarget(url=f"http://127.0.0.1:{port}/metrics", name="mlp", pid=SERVER),)),
+        podresources_socket=str(tmp / "no-kubelet" / "kubelet.sock"),
+        serving_targets=(
+            ServingTarget(url=f"http://127.0.0.1:{port}/metrics", name="mlp", pid=SERVER),),
     )  # fmt: skip
     agent = Agent(config, registry=REGISTRY)
     try:

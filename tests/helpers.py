@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections.abc import Iterable
+from types import SimpleNamespace
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, BlockingCollector, NoDataError
-from node_exporter_ml.config import Config
+from node_exporter_ml.config import Config, FileConfig, declared_sections
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.registry import Registration
 from node_exporter_ml.snapshot import Snapshot
@@ -103,9 +105,50 @@ def registry(*classes: type) -> dict[str, Registration]:
     return {c.name: Registration(c.name, c, True, "") for c in classes}
 
 
+_CORE = {f.name for f in dataclasses.fields(Config)}
+_SECTIONS = {s.name: s for s in declared_sections()}  # at import: tests on the loop use them
+
+
+def with_options(config: Config, **values) -> Config:
+    """`config` with declared options set by their flag dests (`serving_window`,
+    `drift_state_dir`, `podresources_socket`): "<section>_<field>", file keys included."""
+    sections = _SECTIONS
+    changed = {}
+    for dest, value in values.items():
+        name = next((n for n in sections if dest.startswith(f"{n}_")), None)
+        if name is None:
+            raise TypeError(f"{dest}: no declared section has this option")
+        section = sections[name]
+        current = changed.get(name) or config.section(section)
+        changed[name] = dataclasses.replace(current, **{dest[len(name) + 1 :]: value})
+    return config.with_options(*changed.values())
+
+
+def make_config(**kw) -> Config:
+    """A Config from core fields and declared options named by their dests."""
+    core = {k: v for k, v in kw.items() if k in _CORE}
+    return with_options(Config(**core), **{k: v for k, v in kw.items() if k not in _CORE})
+
+
+def flat(parsed: Config | FileConfig) -> SimpleNamespace:
+    """The core's fields and every declared option by its dest (`serving_window`), as one
+    namespace: what a flat Config held before each part declared its own options."""
+    if isinstance(parsed, FileConfig):
+        values = {"metrics": parsed.metrics}
+        for name, fields in parsed.sections.items():
+            values.update({f"{name}_{k}": v for k, v in fields.items()})
+        return SimpleNamespace(**values)
+    values = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(Config)}
+    for section in parsed.sections or _SECTIONS.values():
+        options = parsed.section(section)
+        for field in dataclasses.fields(options):
+            values[f"{section.name}_{field.name}"] = getattr(options, field.name)
+    return SimpleNamespace(**values)
+
+
 def config(*names: str, **kw) -> Config:
     kw.setdefault("interval", 0.2)
-    return Config(collectors=frozenset(names), **kw)
+    return make_config(collectors=frozenset(names), **kw)
 
 
 def wait_until(predicate, timeout=5.0, step=0.02):

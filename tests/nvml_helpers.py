@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.nvml import NvmlCollector
-from node_exporter_ml.config import Config
 from node_exporter_ml.snapshot import CollectorResult, NvmlData, Snapshot
+from tests.helpers import make_config
 from tests.paths import FIXTURES, NEIGHBOUR_NVML
 
 NEIGHBOUR = NEIGHBOUR_NVML
@@ -40,7 +40,7 @@ def scenario(name: str) -> Path:
 def make_collector(
     path: Path | str, clock: Clock, interval: float = 1.0, **kwargs: object
 ) -> NvmlCollector:
-    config = Config(nvml_replay=str(path), interval=interval)
+    config = make_config(nvml_replay=str(path), interval=interval)
     return NvmlCollector(CollectContext(config), clock=clock, **kwargs)  # type: ignore[arg-type]
 
 

@@ -76,7 +76,7 @@ async def test_every_route_every_config_every_credential(aiohttp_client, tmp_pat
     agent = Agent(
         config(
             "drift",
-            state_dir=str(tmp_path / "state"),
+            drift_state_dir=str(tmp_path / "state"),
             drift_token_file=str(token_file) if token else None,
         ),
         registry=registry(DriftCollector),

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.deployfiles import agent_help, assert_valid_strict, run_kubernetes_validate
+from tests.helpers import flat
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "node-exporter-ml"
@@ -246,7 +247,7 @@ def test_tuned_values_reach_the_pod(rendered):
     assert template["annotations"]["example.com/owner"] == "ml-platform"
     # The config file: the agent's own parser reads it; the chart's body cap wins.
     cm = one(objs, "ConfigMap", "gpu-agents-node-exporter-ml-config")
-    parsed = parse_config_file(cm["data"]["config.yaml"], "chart ConfigMap")
+    parsed = flat(parse_config_file(cm["data"]["config.yaml"], "chart ConfigMap"))
     assert parsed.drift_max_body_bytes == 8388608
     assert [t.url for t in parsed.serving_targets] == ["http://127.0.0.1:8000/metrics"]
     # The token Secret the chart created is the one the pod mounts.

@@ -14,6 +14,7 @@ from node_exporter_ml.config import (
     parse_duration,
     parse_listen_address,
 )
+from tests.helpers import flat
 
 COLLECTORS = {"alpha": True, "beta": False}
 
@@ -50,8 +51,11 @@ def test_collector_flags_defaults_and_overrides():
 
 def test_flags_parse_into_config(tmp_path, monkeypatch):
     monkeypatch.setenv("NODE_NAME", "gpu-node-7")
-    cfg = parse_args(
-        ["--sampler.interval=2s", "--serving.window=30s", f"--path.procfs={tmp_path}"], COLLECTORS
+    cfg = flat(
+        parse_args(
+            ["--sampler.interval=2s", "--serving.window=30s", f"--path.procfs={tmp_path}"],
+            COLLECTORS,
+        )
     )
     assert cfg.interval == 2.0
     assert cfg.serving_window == 30.0
@@ -79,7 +83,7 @@ kube:
 
 
 def test_config_file_parses():
-    fc = parse_config_file(GOOD, "c.yaml")
+    fc = flat(parse_config_file(GOOD, "c.yaml"))
     assert [t.label for t in fc.serving_targets] == ["vllm", "10.0.0.5:8002"]
     assert fc.serving_targets[0].pid == 415
     assert fc.serving_targets[1].pod == "inference/triton-0"

@@ -191,6 +191,7 @@ def test_probes_and_resources(container):
 
 def test_drift_api_is_guarded_and_uploads_fit_the_memory_limit(objects, pod, container):
     from node_exporter_ml.config import parse_config_file
+    from tests.helpers import flat
 
     args = dict(a.split("=", 1) for a in container["args"] if "=" in a)
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
@@ -202,7 +203,7 @@ def test_drift_api_is_guarded_and_uploads_fit_the_memory_limit(objects, pod, con
     cm = next(
         o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == config_map
     )
-    parsed = parse_config_file(cm["data"]["config.yaml"], "daemonset.yaml ConfigMap")
+    parsed = flat(parse_config_file(cm["data"]["config.yaml"], "daemonset.yaml ConfigMap"))
     limit = container["resources"]["limits"]["memory"]
     assert limit.endswith("Mi")
     # Agent + drift workers peak at about 240 MiB + 6x the body (bench/drift_memory.py);

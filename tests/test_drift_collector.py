@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from dataclasses import replace
 
 import pytest
 from aiohttp import web
@@ -12,11 +11,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node_exporter_ml.collectors.base import CollectContext, StartupError
 from node_exporter_ml.collectors.drift import DriftCollector, DriftData
-from node_exporter_ml.config import Config, FileConfig
 from node_exporter_ml.registry import load_collectors
 from node_exporter_ml.snapshot import Snapshot
 from node_exporter_ml.webguard import AUTH, Authenticator, auth_middleware
 from tests.drift_helpers import make_rows
+from tests.helpers import make_config, with_options
 
 
 class _Families:
@@ -61,10 +60,10 @@ def test_registered_and_enabled_by_default():
 
 @pytest.fixture
 def config(tmp_path):
-    return Config(
-        state_dir=str(tmp_path / "state"),
+    return make_config(
+        drift_state_dir=str(tmp_path / "state"),
         drift_interval=0.1,
-        file=FileConfig(drift_window_rows=300),
+        drift_window_rows=300,
     )
 
 
@@ -154,7 +153,7 @@ async def test_continuous_evaluation_publishes_series(aiohttp_client, config):
         assert name.startswith("nodeml_")
 
     # A restart serves the stored result before any new evaluation.
-    again = DriftCollector(CollectContext(replace(config, drift_interval=3600)))
+    again = DriftCollector(CollectContext(with_options(config, drift_interval=3600)))
     with blockbuster_ctx():
         await again.start()
         try:
@@ -202,7 +201,7 @@ def test_schema_change_and_failed_evaluation_series(config):
 async def test_reload_rereads_the_token(aiohttp_client, tmp_path, config):
     token = tmp_path / "token"
     token.write_text("one")
-    cfg = replace(config, drift_token_file=str(token))
+    cfg = with_options(config, drift_token_file=str(token))
     collector = DriftCollector(CollectContext(cfg))
     await collector.start()
     try:

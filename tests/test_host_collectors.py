@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from node_exporter_ml.collectors.cgroup import CgroupCollector
-from node_exporter_ml.collectors.process import ProcessCollector
-from node_exporter_ml.config import FileConfig, ProcessMatch, ServingTarget
+from node_exporter_ml.collectors.process import ProcessCollector, ProcessMatch
 from node_exporter_ml.correlation import attribute_workloads
 from node_exporter_ml.kube.pods import KubeData, PodMeta
+from node_exporter_ml.serving.options import ServingTarget
 from node_exporter_ml.snapshot import (
     CGROUP,
     PROCESS,
@@ -167,19 +167,19 @@ def test_selection_by_match_rules_targets_and_pods(tmp_path: Path) -> None:
         FakeProc(pid=700, comm="gpu-user"),
     ]
     write_proc(tmp_path / "proc", procs, tcp=[("0A", 8000, 98765)])
-    file = FileConfig(
-        serving_targets=(
+    file = {
+        "serving_targets": (
             ServingTarget("http://127.0.0.1:9000/metrics", pid=400),
             ServingTarget("http://localhost:8000/metrics"),
             ServingTarget("http://10.0.0.9:8080/metrics", pod="ml/torch-0"),
         ),
-        process_match=(
+        "process_match": (
             ProcessMatch(comm=re.compile("^tritonserver$")),
             ProcessMatch(cmdline=re.compile(r"vllm\.entrypoints")),
         ),
-    )
+    }
     kube = KubeData.build({other_uid: PodMeta(other_uid, "ml", "torch-0")})
-    c = ctx(tmp_path, file)
+    c = ctx(tmp_path, **file)
     collector = ProcessCollector(c)
     data = collector.update(snap(nvml=nvml(700, 999), kube=kube))
     reasons = {pid: set(p.reasons) for pid, p in data.processes.items()}

@@ -29,6 +29,7 @@ from node_exporter_ml.kube.pods import (
     parse_watch_event,
 )
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
+from tests.helpers import make_config
 from tools.fake_kube import TOKEN, FakeApi, pod_json
 from tools.host_trees import CID, STATIC_UID, UID, sample_values, value
 
@@ -427,13 +428,13 @@ async def test_kubelet_pods_endpoint(tmp_path: Path, token_file: str) -> None:
 
 def kube_ctx(api_url: str | None, token_file: str = "", **file: object) -> CollectContext:
     return CollectContext(
-        Config(
+        make_config(
             kube_api_url=api_url,
             kube_node_name="node-a",
             kube_token_file=token_file,
-            file=FileConfig(**file),
+            **file,
         )
-    )  # type: ignore[arg-type]
+    )
 
 
 async def test_not_in_a_cluster(
@@ -512,7 +513,7 @@ async def test_bad_annotation_logged_once(
 
 
 async def test_no_node_name() -> None:
-    collector = KubeCollector(CollectContext(Config(kube_api_url="http://127.0.0.1:1")))
+    collector = KubeCollector(CollectContext(make_config(kube_api_url="http://127.0.0.1:1")))
     await collector.start()
     with pytest.raises(NoDataError, match="no node name"):
         await collector.update(None)

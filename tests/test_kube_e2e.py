@@ -27,11 +27,12 @@ from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
 from node_exporter_ml.collectors.cgroup import CgroupCollector
 from node_exporter_ml.collectors.kube import KubeCollector
 from node_exporter_ml.collectors.process import ProcessCollector
-from node_exporter_ml.config import Config, FileConfig
+from node_exporter_ml.config import Config
 from node_exporter_ml.correlation import attribute_workloads
 from node_exporter_ml.exposition import Renderer, SnapshotCollector
 from node_exporter_ml.sampler import Sampler
 from node_exporter_ml.snapshot import GpuProcessSample, GpuSample, NvmlData, Snapshot
+from tests.helpers import make_config, with_options
 from tests.neighbour_pods import (
     NEIGHBOUR,
     NEIGHBOUR_CGROUP,
@@ -140,13 +141,12 @@ def trees(tmp_path: Path) -> tuple[Config, NvmlData]:
     build_cgroup_tree(cg, "v2", NEIGHBOUR_CGROUP, None, NEIGHBOUR_STATS)
     token = tmp_path / "token"
     token.write_text(TOKEN)
-    config = Config(
+    config = make_config(
         procfs=str(tmp_path / "proc"),
         cgroupfs=str(cg),
         kube_node_name="node-a",
         kube_token_file=str(token),
         kube_api_url="set-below",
-        file=FileConfig(),
     )
     return config, replay_frame(RECORDING, 21.0)
 
@@ -167,7 +167,7 @@ async def node(trees: tuple[Config, NvmlData]) -> AsyncIterator[Node]:
         )
     )
     url = await api.start()
-    ctx = CollectContext(Config(**{**_fields(config), "kube_api_url": url}))
+    ctx = CollectContext(with_options(config, kube_api_url=url))
     kube = KubeCollector(ctx)
     assert kube.source is not None
     kube.source.backoff = (0.02, 0.1)
@@ -179,10 +179,6 @@ async def node(trees: tuple[Config, NvmlData]) -> AsyncIterator[Node]:
     finally:
         await sampler.close()
         await api.stop()
-
-
-def _fields(config: Config) -> dict[str, object]:
-    return {f: getattr(config, f) for f in config.__dataclass_fields__}
 
 
 async def _until(check: object) -> None:

@@ -16,8 +16,9 @@ import yaml
 
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.kube import KubeCollector
-from node_exporter_ml.config import Config, ConfigError
+from node_exporter_ml.config import ConfigError
 from node_exporter_ml.kubeconfig import MAX_BYTES, PemSource, load_kubeconfig, parse_kubeconfig
+from tests.helpers import make_config
 from tools.fake_kube import TOKEN, FakeApi, pod_json
 
 UID = "11111111-2222-4333-8444-555555555555"
@@ -188,7 +189,7 @@ async def tls_api(ca: trustme.CA) -> AsyncIterator[FakeApi]:
 
 async def _pods_via(tmp_path: Path, user: dict, api: FakeApi) -> list[str]:
     path = write(tmp_path, kubeconfig(api.url, user, {"certificate-authority": "pki/ca.crt"}))
-    ctx = CollectContext(Config(kube_kubeconfig=str(path), kube_node_name="node-a"))
+    ctx = CollectContext(make_config(kube_kubeconfig=str(path), kube_node_name="node-a"))
     collector = await asyncio.to_thread(KubeCollector, ctx)  # reads the kubeconfig: off the loop
     assert collector.source is not None
     collector.source.backoff = (0.02, 0.1)
@@ -224,7 +225,7 @@ async def test_an_untrusted_server_is_not_sent_the_token(tmp_path, pki, tls_api)
     other.cert_pem.write_to_path(str(pki / "ca.crt"))  # the kubeconfig now trusts another CA
     path = write(tmp_path, kubeconfig(tls_api.url, {"token": TOKEN},
                                       {"certificate-authority": "pki/ca.crt"}))  # fmt: skip
-    ctx = CollectContext(Config(kube_kubeconfig=str(path), kube_node_name="node-a"))
+    ctx = CollectContext(make_config(kube_kubeconfig=str(path), kube_node_name="node-a"))
     collector = await asyncio.to_thread(KubeCollector, ctx)
     assert collector.source is not None
     collector.source.backoff = (0.02, 0.1)

@@ -17,8 +17,8 @@ import pytest
 
 from node_exporter_ml.collectors.base import CollectContext, NoDataError
 from node_exporter_ml.collectors.nvml import NvmlCollector
-from node_exporter_ml.config import Config
 from node_exporter_ml.snapshot import NvmlData
+from tests.helpers import make_config
 from tests.nvml_helpers import NVML_FIXTURES, Clock, make_collector, render, value
 
 GPU0 = {"gpu": "0", "uuid": "GPU-11111111-2222-3333-4444-555555555555"}
@@ -198,7 +198,7 @@ async def test_a_gpu_that_comes_back_after_a_reset_is_clean(tmp_path):
 def test_expected_gpus_flag_beats_the_first_count():
     clock = Clock()
     clock.at_frame(0)
-    config = Config(nvml_replay=str(fault("xid13-only")), interval=1.0, nvml_expected_gpus=4)
+    config = make_config(nvml_replay=str(fault("xid13-only")), interval=1.0, nvml_expected_gpus=4)
     collector = NvmlCollector(CollectContext(config), clock=clock)
     text = render(collector, collector.update(None))
     assert value(text, "nodeml_gpus") == 2.0

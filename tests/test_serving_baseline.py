@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from node_exporter_ml.config import Config
 from node_exporter_ml.host.cgroupfs import CgroupFS, CgroupPaths
 from node_exporter_ml.serving.causes import CauseReport
 from node_exporter_ml.serving.data import ServingCauses, ServingData
@@ -28,6 +27,7 @@ from node_exporter_ml.snapshot import (
     ProcessSample,
     Snapshot,
 )
+from tests.helpers import make_config
 from tests.serving_fakes import one_model
 
 TICK = 5.0
@@ -88,7 +88,7 @@ def run(
     """Every tick: change the tree, read the owner's cgroup, score. Latency steps at `bites`."""
     (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
     fs = CgroupFS(str(tmp_path))
-    causes = LatencyCauses(Config(serving_window=60.0, serving_baseline=900.0))
+    causes = LatencyCauses(make_config(serving_window=60.0, serving_baseline=900.0))
     reports = []
     for i in range(CALM_TICKS + INCIDENT_TICKS):
         path = tree(tmp_path, i)

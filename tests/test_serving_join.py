@@ -26,6 +26,7 @@ from node_exporter_ml.snapshot import (
     ProcessSample,
     Snapshot,
 )
+from tests.helpers import make_config
 
 POD_CGROUP = "/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc123.scope"
 PROCS = {
@@ -186,7 +187,7 @@ def _serving(latency: float, rps: float = 100.0) -> ServingData:
 
 
 def test_cpu_throttling_through_the_enricher():
-    causes = LatencyCauses(Config(serving_window=10.0, serving_baseline=900.0))
+    causes = LatencyCauses(make_config(serving_window=10.0, serving_baseline=900.0))
     throttled = 0
     out = None
     for i in range(40):
@@ -210,7 +211,7 @@ def test_cpu_throttling_through_the_enricher():
 
 
 def test_rendered_series_carry_model_version_and_workload_labels():
-    causes = LatencyCauses(Config(serving_window=10.0))
+    causes = LatencyCauses(make_config(serving_window=10.0))
     out = None
     for i in range(10):
         out = causes(snapshot(t=i * 5.0, serving=_serving(0.01)))
@@ -264,7 +265,7 @@ def test_families_render_as_text_and_openmetrics():
     from node_exporter_ml.collectors.serving import ServingCollector
     from node_exporter_ml.exposition import Renderer
 
-    causes = LatencyCauses(Config(serving_window=10.0))
+    causes = LatencyCauses(make_config(serving_window=10.0))
     snap = None
     for i in range(10):
         snap = causes(snapshot(t=i * 5.0, serving=_serving(0.01 if i < 8 else 0.05)))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 
-from node_exporter_ml.config import Config
 from node_exporter_ml.serving.causes import CauseReport
 from node_exporter_ml.serving.data import ServingCauses
 from node_exporter_ml.serving.enrich import LatencyCauses
@@ -22,6 +21,7 @@ from node_exporter_ml.snapshot import (
     NvmlData,
     Snapshot,
 )
+from tests.helpers import make_config
 from tests.serving_fakes import one_model
 
 TICK = 5.0
@@ -45,7 +45,7 @@ def gpu(*, parked: bool, pstate: int | None, events: bool = True) -> GpuSample:
 
 
 def run(incident_gpu: GpuSample, rate: float = 2.0) -> list[CauseReport]:
-    causes = LatencyCauses(Config(serving_window=60.0, serving_baseline=900.0))
+    causes = LatencyCauses(make_config(serving_window=60.0, serving_baseline=900.0))
     reports = []
     for i in range(CALM_TICKS + INCIDENT_TICKS):
         calm = i < CALM_TICKS

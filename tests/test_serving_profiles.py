@@ -16,12 +16,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.serving import ServingCollector
-from node_exporter_ml.config import Config, FileConfig, ServingTarget
 from node_exporter_ml.serving.data import ServingData
+from node_exporter_ml.serving.options import ServingTarget
 from node_exporter_ml.serving.parse import parse_exposition
 from node_exporter_ml.serving.profiles import identify, read_exposition, unit_of
 from node_exporter_ml.serving.window import ModelWindow
 from node_exporter_ml.snapshot import Snapshot
+from tests.helpers import make_config
 from tests.serving_fakes import SERVING_FIXTURES
 
 SECONDS_APART = 10.0  # the README: `.later.prom` is the same endpoint 10 s later
@@ -244,7 +245,7 @@ async def test_collector_scrapes_every_framework(aiohttp_server):
         ServingTarget(url=str(server.make_url(f"/{fw}/metrics")), name=fw, pid=1000 + i)
         for i, fw in enumerate(sorted(CASES))
     )
-    config = Config(file=FileConfig(serving_targets=targets))
+    config = make_config(serving_targets=targets)
     clock = {"t": 100.0}
     collector = ServingCollector(CollectContext(config), clock=lambda: clock["t"])
     try:

@@ -29,10 +29,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.serving import LatencyCauses, ServingCollector
-from node_exporter_ml.config import Config, FileConfig, ServingTarget
 from node_exporter_ml.serving.data import ServingCauses, ServingData
+from node_exporter_ml.serving.options import ServingTarget
 from node_exporter_ml.serving.window import histogram_quantile
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
+from tests.helpers import make_config
 from tools.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,7 +221,7 @@ def _buckets(text: str, server: Server) -> dict[float, float]:
 
 def _collector(server: Server, window: float, clock: Callable[[], float]) -> ServingCollector:
     target = ServingTarget(url=server.metrics_url, name=server.framework, pid=server.pid)
-    config = Config(serving_window=window, file=FileConfig(serving_targets=(target,)))
+    config = make_config(serving_window=window, serving_targets=(target,))
     return ServingCollector(CollectContext(config), clock=clock)
 
 
@@ -266,7 +267,7 @@ async def test_window_matches_the_servers_own_counters(server):
 async def test_a_latency_step_is_a_regression(server):
     window = 2.0
     collector = _collector(server, window, time.monotonic)
-    causes = LatencyCauses(Config(serving_window=window, serving_baseline=900.0))
+    causes = LatencyCauses(make_config(serving_window=window, serving_baseline=900.0))
     ratios = []
     try:
         async with aiohttp.ClientSession() as session:

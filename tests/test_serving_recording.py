@@ -16,10 +16,11 @@ from blockbuster import blockbuster_ctx
 
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.serving import LatencyCauses, ServingCollector
-from node_exporter_ml.config import Config, FileConfig, ServingTarget
 from node_exporter_ml.serving.causes import CAUSES, CauseReport
 from node_exporter_ml.serving.data import ServingCauses, ServingData
+from node_exporter_ml.serving.options import ServingTarget
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
+from tests.helpers import make_config
 from tests.serving_fakes import NVML_RECORDING, SERVING_RECORDING, load, nvml_frame
 
 MODEL = "mlp-8x4096"
@@ -61,13 +62,11 @@ async def replay(aiohttp_server, recordings):
     app.router.add_get("/metrics", metrics)
     server = await aiohttp_server(app)
     owner = serving["frames"][0]["server_pid"]
-    config = Config(
+    config = make_config(
         serving_window=WINDOW,
         serving_baseline=900.0,
-        file=FileConfig(
-            serving_targets=(
-                ServingTarget(url=str(server.make_url("/metrics")), name="mlp", pid=owner),
-            )
+        serving_targets=(
+            ServingTarget(url=str(server.make_url("/metrics")), name="mlp", pid=owner),
         ),
     )
     clock = {"t": 0.0}

@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.serving import ServingCollector
-from node_exporter_ml.config import Config, FileConfig, ServingTarget
 from node_exporter_ml.serving.data import ServingData
+from node_exporter_ml.serving.options import ServingTarget
 from node_exporter_ml.serving.scrape import ScrapeError, parse_body, parse_info_model
 from node_exporter_ml.snapshot import Snapshot
+from tests.helpers import make_config
 from tests.serving_fakes import SERVING_FIXTURES
 
 GOOD = (SERVING_FIXTURES / "vllm.prom").read_text(encoding="utf-8")
@@ -110,13 +111,11 @@ async def test_only_target_up_zero_and_reason(bad_servers):
              "unavailable", "gzipped"]  # fmt: skip
     targets = [ServingTarget(url=str(server.make_url(f"/{n}")), name=n, pid=1) for n in names]
     targets.append(ServingTarget(url=f"http://127.0.0.1:{_closed_port()}/metrics", name="refusing"))
-    config = Config(
-        file=FileConfig(
-            serving_targets=tuple(targets),
-            serving_timeout=0.3,
-            serving_max_body_bytes=CAP,
-            serving_concurrency=4,
-        )
+    config = make_config(
+        serving_targets=tuple(targets),
+        serving_timeout=0.3,
+        serving_max_body_bytes=CAP,
+        serving_concurrency=4,
     )
     clock = {"t": 0.0}
     collector = ServingCollector(CollectContext(config), clock=lambda: clock["t"])
@@ -177,11 +176,9 @@ async def test_a_target_that_comes_back_is_windowed_afresh(aiohttp_server):
     app = web.Application()
     app.router.add_get("/metrics", flaky)
     server = await aiohttp_server(app)
-    config = Config(
+    config = make_config(
         serving_window=30.0,
-        file=FileConfig(
-            serving_targets=(ServingTarget(url=str(server.make_url("/metrics")), name="v"),)
-        ),
+        serving_targets=(ServingTarget(url=str(server.make_url("/metrics")), name="v"),),
     )
     clock = {"t": 0.0}
     collector = ServingCollector(CollectContext(config), clock=lambda: clock["t"])
@@ -218,9 +215,8 @@ async def test_many_hung_targets_stay_inside_the_collector_time_limit(bad_server
     )
     # interval 1 s: the sampler gives the collector 0.8 s; 12 hung targets two at a time,
     # 0.5 s each, would need 3 s.
-    config = Config(
-        interval=1.0,
-        file=FileConfig(serving_targets=(good, *hung), serving_timeout=0.5, serving_concurrency=2),
+    config = make_config(
+        interval=1.0, serving_targets=(good, *hung), serving_timeout=0.5, serving_concurrency=2
     )
     collector = ServingCollector(CollectContext(config))
     loop = asyncio.get_running_loop()
@@ -264,7 +260,7 @@ async def test_a_cancelled_update_leaves_no_scrape_running(bad_servers):
     hung = tuple(
         ServingTarget(url=str(server.make_url(f"/hung?n={i}")), name=f"hung{i}") for i in range(4)
     )
-    config = Config(file=FileConfig(serving_targets=hung, serving_timeout=5.0))
+    config = make_config(serving_targets=hung, serving_timeout=5.0)
     collector = ServingCollector(CollectContext(config))
 
     def scrapes() -> list[asyncio.Task]:
@@ -299,7 +295,7 @@ async def test_restart_is_seen_from_process_start_time(aiohttp_server):
     app.router.add_get("/metrics", metrics)
     server = await aiohttp_server(app)
     url = str(server.make_url("/metrics"))
-    config = Config(file=FileConfig(serving_targets=(ServingTarget(url=url, name="mlp"),)))
+    config = make_config(serving_targets=(ServingTarget(url=url, name="mlp"),))
     clock = {"t": 0.0}
     collector = ServingCollector(CollectContext(config), clock=lambda: clock["t"])
     try:
@@ -324,7 +320,7 @@ async def test_tgi_without_info_endpoint_is_model_unknown(aiohttp_server):
     app.router.add_get("/metrics", metrics)  # no /info: 404
     server = await aiohttp_server(app)
     url = str(server.make_url("/metrics"))
-    config = Config(file=FileConfig(serving_targets=(ServingTarget(url=url, name="tgi"),)))
+    config = make_config(serving_targets=(ServingTarget(url=url, name="tgi"),))
     clock = {"t": 0.0}
     collector = ServingCollector(CollectContext(config), clock=lambda: clock["t"])
     try:

@@ -14,7 +14,6 @@ from blockbuster import blockbuster_ctx
 from node_exporter_ml.collectors import serving as serving_collector
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.serving import ServingCollector
-from node_exporter_ml.config import Config, FileConfig, ServingTarget
 from node_exporter_ml.host import sockets
 from node_exporter_ml.host.procfs import (
     LISTEN_STATE,
@@ -23,7 +22,9 @@ from node_exporter_ml.host.procfs import (
     parse_fib_trie_local,
     parse_net_tcp,
 )
+from node_exporter_ml.serving.options import ServingTarget
 from node_exporter_ml.snapshot import CollectorResult, ProcessData, ProcessSample, Snapshot
+from tests.helpers import make_config
 from tests.serving_fakes import SERVING_FIXTURES
 from tools.host_trees import FakeProc, stat_line
 
@@ -184,7 +185,7 @@ async def _vllm_server(aiohttp_server):
 async def test_target_without_owner_belongs_to_the_socket_owner(aiohttp_server):
     server = await _vllm_server(aiohttp_server)
     target = ServingTarget(url=str(server.make_url("/metrics")), name="v")
-    collector = ServingCollector(CollectContext(Config(file=FileConfig(serving_targets=(target,)))))
+    collector = ServingCollector(CollectContext(make_config(serving_targets=(target,))))
     me = os.getpid()
     previous = Snapshot(
         taken_at=0.0,
@@ -221,7 +222,7 @@ async def test_discover_probes_inference_processes(aiohttp_server, tmp_path, mon
     monkeypatch.setattr(
         serving_collector, "DEFAULT_ENDPOINTS", ((port, "/metrics"), (8080, "/metrics"))
     )
-    config = Config(procfs=str(tmp_path), serving_discover=True)
+    config = make_config(procfs=str(tmp_path), serving_discover=True)
     collector = ServingCollector(CollectContext(config))
     procs = {p: ProcessSample(pid=p, comm="python") for p in (4242, 4343)}
     previous = Snapshot(

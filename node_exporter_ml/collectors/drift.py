@@ -29,6 +29,7 @@ from node_exporter_ml.collectors.base import AsyncCollector, CollectContext, Sta
 from node_exporter_ml.drift.bodies import Limits
 from node_exporter_ml.drift.engine.quality import SCHEMA_CHANGES
 from node_exporter_ml.drift.errors import TokenFileError
+from node_exporter_ml.drift.options import DRIFT_OPTIONS
 from node_exporter_ml.drift.service import DriftService, ModelResult
 from node_exporter_ml.drift.store import RETAIN_FACTOR, StoreError, Window
 from node_exporter_ml.drift.web import routes
@@ -58,28 +59,28 @@ DRIFT = DataKey("drift", DriftData)
 
 def service_from_config(config: Config) -> DriftService:
     """A DriftService configured from the agent's flags and config file."""
-    f = config.file
+    f = config.section(DRIFT_OPTIONS)
     return DriftService(
-        config.state_dir,
-        interval=config.drift_interval,
+        f.state_dir,
+        interval=f.interval,
         # A time window holds at most what is retained: RETAIN_FACTOR x window_rows rows.
         window=Window(
-            rows=f.drift_window_rows,
-            seconds=f.drift_window_seconds,
-            max_rows=f.drift_window_rows * RETAIN_FACTOR,
+            rows=f.window_rows,
+            seconds=f.window_seconds,
+            max_rows=f.window_rows * RETAIN_FACTOR,
         ),
         limits=Limits(
-            max_body_bytes=f.drift_max_body_bytes,
-            max_rows=f.drift_max_rows,
-            max_columns=f.drift_max_columns,
-            max_models=f.drift_max_models,
-            max_features=f.drift_max_features,
+            max_body_bytes=f.max_body_bytes,
+            max_rows=f.max_rows,
+            max_columns=f.max_columns,
+            max_models=f.max_models,
+            max_features=f.max_features,
         ),
-        token_file=config.drift_token_file,
+        token_file=f.token_file,
     )
 
 
-@register_collector("drift", produces=DRIFT)
+@register_collector("drift", produces=DRIFT, options=DRIFT_OPTIONS)
 class DriftCollector(AsyncCollector[DriftData], RouteProvider):
     """Data drift, data quality and prediction quality per model, from the drift API.
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import socket
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -31,6 +33,14 @@ from node_exporter_ml.kube.kubelet import KubeletSource
 from node_exporter_ml.kube.pods import KUBE, KubeData, annotation_problem
 from node_exporter_ml.kube.source import PodSource
 from node_exporter_ml.kubeconfig import load_kubeconfig
+from node_exporter_ml.options import (
+    Section,
+    YamlReader,
+    existing_file,
+    flag,
+    http_url_flag,
+    yaml_key,
+)
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.snapshot import Snapshot
 from node_exporter_ml.tasks import cancel_task
@@ -42,6 +52,65 @@ NOT_IN_CLUSTER = (
     "KUBERNETES_SERVICE_HOST"
 )
 _LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+DEFAULT_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+DEFAULT_CA_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+
+
+def _service_account_file(name: str, default: str, what: str) -> str:
+    """A file flag whose default is the service account's: only a path given must exist."""
+    return flag(
+        name,
+        default,
+        parsed_default=None,
+        metavar="FILE",
+        help=f"{what} (default: {default})",
+        check=existing_file,
+        resolve=lambda path: path or default,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KubeOptions:
+    """The kube collector's flags and the config file's `kube:` keys."""
+
+    api_url: str | None = flag(
+        "--kube.api-url",
+        None,
+        metavar="URL",
+        help="API server URL (default: --kube.kubeconfig's, else in-cluster from "
+        "KUBERNETES_SERVICE_HOST)",
+        check=http_url_flag,
+    )
+    kubeconfig: str | None = flag(
+        "--kube.kubeconfig",
+        None,
+        metavar="FILE",
+        help="kubeconfig to reach the API server outside a pod (client certificates or "
+        "bearer tokens; exec plugins are refused)",
+        check=existing_file,
+    )
+    token_file: str = _service_account_file(
+        "--kube.token-file", DEFAULT_TOKEN_FILE, "API server bearer token"
+    )
+    ca_file: str = _service_account_file("--kube.ca-file", DEFAULT_CA_FILE, "API server CA bundle")
+    node_name: str | None = flag(
+        "--kube.node-name",
+        None,
+        metavar="NAME",
+        help="this node's name (default: $NODE_NAME)",
+        resolve=lambda name: name or os.environ.get("NODE_NAME") or None,
+    )
+    kubelet_url: str | None = flag(
+        "--kube.kubelet-url",
+        None,
+        metavar="URL",
+        help="read pods from the kubelet's /pods endpoint instead of the API server",
+        check=http_url_flag,
+    )
+    pod_labels: tuple[str, ...] = yaml_key("pod_labels", (), YamlReader.strings)
+
+
+KUBE_OPTIONS: Section[KubeOptions] = Section("kube", KubeOptions, file_key="kube")
 
 
 def label_name(pod_label: str) -> str:
@@ -51,38 +120,38 @@ def label_name(pod_label: str) -> str:
 
 def make_source(ctx: CollectContext) -> PodSource | None:
     """The pod source the flags ask for, or None outside a cluster."""
-    cfg = ctx.config
-    if cfg.kube_kubelet_url:
+    cfg = ctx.config.section(KUBE_OPTIONS)
+    if cfg.kubelet_url:
         return KubeletSource(
-            url=cfg.kube_kubelet_url,
-            node_name=cfg.kube_node_name,
-            token_file=cfg.kube_token_file,
-            ca_file=cfg.kube_ca_file,
-            poll_interval=max(cfg.interval, 15.0),
+            url=cfg.kubelet_url,
+            node_name=cfg.node_name,
+            token_file=cfg.token_file,
+            ca_file=cfg.ca_file,
+            poll_interval=max(ctx.config.interval, 15.0),
         )
-    if cfg.kube_kubeconfig:
+    if cfg.kubeconfig:
         # Outside a pod: server and credentials from the kubeconfig (ConfigError: exit 2);
         # the node is the kubelet's default name, this host's, unless given.
-        kubeconfig = load_kubeconfig(cfg.kube_kubeconfig)
+        kubeconfig = load_kubeconfig(cfg.kubeconfig)
         return ApiServerSource(
-            url=cfg.kube_api_url or kubeconfig.server,
-            node_name=cfg.kube_node_name or socket.gethostname().lower(),
+            url=cfg.api_url or kubeconfig.server,
+            node_name=cfg.node_name or socket.gethostname().lower(),
             token_file=kubeconfig.token_file,
             token=kubeconfig.token,
             tls=kubeconfig.ssl_context,
         )
-    api_url = cfg.kube_api_url or in_cluster_api_url()
+    api_url = cfg.api_url or in_cluster_api_url()
     if api_url is None:
         return None
     return ApiServerSource(
         url=api_url,
-        node_name=cfg.kube_node_name,
-        token_file=cfg.kube_token_file,
-        ca_file=cfg.kube_ca_file,
+        node_name=cfg.node_name,
+        token_file=cfg.token_file,
+        ca_file=cfg.ca_file,
     )
 
 
-@register_collector("kube", produces=KUBE)
+@register_collector("kube", produces=KUBE, options=KUBE_OPTIONS)
 class KubeCollector(AsyncCollector[KubeData]):
     """Pod metadata (namespace, name, containers, annotation targets) of this node's pods.
 
@@ -142,7 +211,7 @@ class KubeCollector(AsyncCollector[KubeData]):
 
     def families(self, data: KubeData, snapshot: Snapshot) -> Iterable[Metric]:
         """nodeml_kube_pod_info per pod on this node, and the number of pods."""
-        allow = self.ctx.config.file.kube_pod_labels
+        allow = self.ctx.config.section(KUBE_OPTIONS).pod_labels
         info = GaugeMetricFamily(
             "nodeml_kube_pod_info",
             "A pod on this node, from the Kubernetes API (pods list+watch or kubelet /pods); "

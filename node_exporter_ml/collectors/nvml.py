@@ -66,6 +66,7 @@ from node_exporter_ml.nvml.health import (
 )
 from node_exporter_ml.nvml.replay import Replay, ReplayError
 from node_exporter_ml.nvml.xid import XidWatcher, xid_counts
+from node_exporter_ml.options import Section, at_least, existing_file, flag
 from node_exporter_ml.registry import register_collector
 from node_exporter_ml.series import Series, table_families
 from node_exporter_ml.snapshot import (
@@ -102,12 +103,40 @@ class _GpuState:
     links_up: frozenset[int] = frozenset()
 
 
+@dataclass(frozen=True, slots=True)
+class NvmlOptions:
+    """The nvml collector's flags."""
+
+    replay: str | None = flag(
+        "--nvml.replay",
+        None,
+        metavar="FILE",
+        help="drive the nvml collector from a replay file instead of the driver",
+        check=existing_file,
+    )
+    expected_gpus: int | None = flag(
+        "--nvml.expected-gpus",
+        None,
+        type=int,
+        metavar="N",
+        help="GPUs this node should have; fewer is a `lost` health failure "
+        "(default: the count seen at the first successful tick)",
+        check=at_least(1),
+    )
+
+
+NVML_OPTIONS: Section[NvmlOptions] = Section("nvml", NvmlOptions)
+
+
 def _ratio(percent: float | None) -> float | None:
     return None if percent is None else percent / 100.0
 
 
 @register_collector(
-    "nvml", produces=NVML, reads={PROCESS: "/proc comm names on GPU process series"}
+    "nvml",
+    produces=NVML,
+    reads={PROCESS: "/proc comm names on GPU process series"},
+    options=NVML_OPTIONS,
 )
 class NvmlCollector(BlockingCollector[NvmlData]):
     """GPU, MIG-instance and per-process metrics from NVML (no DCGM), or from a replay file.
@@ -139,7 +168,7 @@ class NvmlCollector(BlockingCollector[NvmlData]):
         self._gpus: dict[int, _GpuState] = {}
         self._names: dict[int, str] = {}
         self._xid = XidWatcher(self._clock)
-        self._expected: int | None = ctx.config.nvml_expected_gpus
+        self._expected: int | None = ctx.config.section(NVML_OPTIONS).expected_gpus
         self._known: dict[int, str] = {}  # index -> uuid of every GPU read since start
         self._lock = threading.RLock()
 
@@ -180,7 +209,7 @@ class NvmlCollector(BlockingCollector[NvmlData]):
         return nvml
 
     def _open(self) -> NvmlBinding:
-        path = self.ctx.config.nvml_replay
+        path = self.ctx.config.section(NVML_OPTIONS).replay
         if self._library is not None:
             return NvmlBinding(self._library, clock=self._replay_clock)
         if path:

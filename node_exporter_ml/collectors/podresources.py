@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext, NoDataError
 from node_exporter_ml.exposition import add_sample
+from node_exporter_ml.options import Section, flag
 from node_exporter_ml.podresources.client import PodResourcesClient
 from node_exporter_ml.podresources.devices import PODRESOURCES, PodResourcesData
 from node_exporter_ml.podresources.join import join_allocations
@@ -16,12 +18,29 @@ from node_exporter_ml.snapshot import NVML, Snapshot
 
 # Poll at the sampler's pace, but not faster than this (the kubelet walks every pod).
 MIN_POLL_SECONDS = 1.0
+DEFAULT_POD_RESOURCES_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class PodResourcesOptions:
+    """The podresources collector's flag."""
+
+    socket: str = flag(
+        "--kube.pod-resources-socket",
+        DEFAULT_POD_RESOURCES_SOCKET,
+        metavar="PATH",
+        help="the kubelet's pod-resources gRPC socket (which pod holds which GPU)",
+    )
+
+
+PODRESOURCES_OPTIONS: Section[PodResourcesOptions] = Section("podresources", PodResourcesOptions)
 
 
 @register_collector(
     "podresources",
     produces=PODRESOURCES,
     reads={NVML: "GPU indices of allocations, unallocated GPU use"},
+    options=PODRESOURCES_OPTIONS,
 )
 class PodResourcesCollector(AsyncCollector[PodResourcesData]):
     """GPU allocations per pod, from the kubelet pod-resources API (List, gRPC on a unix socket).
@@ -40,7 +59,7 @@ class PodResourcesCollector(AsyncCollector[PodResourcesData]):
         cfg = ctx.config
         interval = max(MIN_POLL_SECONDS, cfg.interval)
         self.client = PodResourcesClient(
-            cfg.kube_pod_resources_socket,
+            cfg.section(PODRESOURCES_OPTIONS).socket,
             interval=interval,
             timeout=max(MIN_POLL_SECONDS, min(cfg.timeout, interval)),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from prometheus_client.core import Metric
 
 from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
-from node_exporter_ml.config import Config, ServingTarget
+from node_exporter_ml.config import Config
 from node_exporter_ml.correlation import attribute_workloads
 from node_exporter_ml.host import VANISHED, ParseError
 from node_exporter_ml.host.cgroup_path import CgroupIdentity, identify
@@ -18,12 +19,49 @@ from node_exporter_ml.host.procfs import ProcFS
 from node_exporter_ml.host.slurm import ENVIRON_LIMIT, SlurmEnviron, parse_slurm_environ
 from node_exporter_ml.kube.pods import KUBE, kube_data
 from node_exporter_ml.logonce import OnceLogger
+from node_exporter_ml.options import ConfigError, Section, YamlReader, yaml_key
 from node_exporter_ml.pids import gpu_pids
 from node_exporter_ml.registry import register_collector, register_enricher
 from node_exporter_ml.series import Series, table_families
+from node_exporter_ml.serving.options import SERVING_OPTIONS, ServingTarget
 from node_exporter_ml.snapshot import CGROUP, NVML, PROCESS, ProcessData, ProcessSample, Snapshot
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessMatch:
+    """A rule that marks processes as inference processes by comm and/or cmdline regex."""
+
+    comm: re.Pattern[str] | None = None
+    cmdline: re.Pattern[str] | None = None
+
+
+def _read_matches(r: YamlReader, raw: object, key: str) -> tuple[ProcessMatch, ...]:
+    matches = []
+    for i, raw_match in enumerate(r.items(raw, key)):
+        where = f"{key}[{i}]"
+        m = r.mapping(raw_match, where, ("comm", "cmdline"))
+        if not m:
+            raise ConfigError(f"{r.source}: {where}: expected comm and/or cmdline")
+        matches.append(
+            ProcessMatch(
+                comm=r.optional(m, where, "comm", r.regex, None),
+                cmdline=r.optional(m, where, "cmdline", r.regex, None),
+            )
+        )
+    return tuple(matches)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessOptions:
+    """The process collector's keys in the config file's `processes:` section."""
+
+    match: tuple[ProcessMatch, ...] = yaml_key("match", (), _read_matches)
+
+
+PROCESS_OPTIONS: Section[ProcessOptions] = Section("process", ProcessOptions, file_key="processes")
+
 
 
 @dataclass(slots=True)
@@ -55,6 +93,7 @@ class _Owners:
         NVML: "GPU holders as inference processes",
         KUBE: "the processes of pod-declared serving targets",
     },
+    options=PROCESS_OPTIONS,
 )
 class ProcessCollector(BlockingCollector[ProcessData]):
     """Inference processes: GPU holders, serving-target owners and `processes.match` rules.
@@ -81,7 +120,7 @@ class ProcessCollector(BlockingCollector[ProcessData]):
 
     def _owners(self, config: Config, previous: Snapshot | None) -> _Owners:
         kube = kube_data(previous)
-        targets = config.file.serving_targets
+        targets = config.section(SERVING_OPTIONS).targets
         containers = {t.container_id for t in targets if t.container_id}
         pods: set[str] = set()
         if kube is not None:
@@ -96,7 +135,7 @@ class ProcessCollector(BlockingCollector[ProcessData]):
 
     def _scan(self, config: Config, owners: _Owners, reasons: dict[int, set[str]]) -> None:
         """List every pid; match rules and pod/container owners against cached facts."""
-        rules = config.file.process_match
+        rules = config.section(PROCESS_OPTIONS).match
         want_cmdline = any(r.cmdline is not None for r in rules)
         known: dict[int, _Known] = {}
         for pid in self.fs.pids():
@@ -136,7 +175,7 @@ class ProcessCollector(BlockingCollector[ProcessData]):
         for pid in gpu_pids(previous):
             reasons[pid].add("gpu")
         unowned = []
-        for target in config.file.serving_targets:
+        for target in config.section(SERVING_OPTIONS).targets:
             if target.pid is not None:
                 reasons[target.pid].add("serving")
             elif target.container_id is None and target.pod is None:
@@ -144,7 +183,7 @@ class ProcessCollector(BlockingCollector[ProcessData]):
         for pid in self._socket_owners(unowned):
             reasons[pid].add("serving")
         owners = self._owners(config, previous)
-        if config.file.process_match or owners:
+        if config.section(PROCESS_OPTIONS).match or owners:
             self._scan(config, owners, reasons)
         else:
             self._known = {p: k for p, k in self._known.items() if p in reasons}

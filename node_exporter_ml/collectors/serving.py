@@ -23,7 +23,6 @@ from urllib.parse import urlsplit, urlunsplit
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
-from node_exporter_ml.config import ServingTarget
 from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.host.sockets import read_listen_urls
 from node_exporter_ml.kube.pods import KUBE, kube_targets
@@ -40,6 +39,7 @@ from node_exporter_ml.serving.data import (
 )
 from node_exporter_ml.serving.enrich import LatencyCauses
 from node_exporter_ml.serving.join import owner_gpus, owner_pids
+from node_exporter_ml.serving.options import SERVING_OPTIONS, ServingTarget
 from node_exporter_ml.serving.profiles import GENERIC
 from node_exporter_ml.serving.scrape import ScrapeOutcome, Scraper
 from node_exporter_ml.serving.targets import Targets
@@ -76,6 +76,7 @@ def _info_url(url: str) -> str:
         NVML: "serving targets' GPUs, discovery among GPU processes",
         KUBE: "annotation-declared serving targets",
     },
+    options=SERVING_OPTIONS,
 )
 class ServingCollector(AsyncCollector[ServingData]):
     """Model-server latency: scrapes each target's /metrics (vLLM, Triton, TGI, ... see docs).
@@ -90,7 +91,7 @@ class ServingCollector(AsyncCollector[ServingData]):
     def __init__(self, ctx: CollectContext, *, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(ctx)
         self.clock = clock
-        file = ctx.config.file
+        options = ctx.config.section(SERVING_OPTIONS)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="nodeml-serving"
         )
@@ -100,9 +101,9 @@ class ServingCollector(AsyncCollector[ServingData]):
         )
         self._owner_job: asyncio.Future[dict[str, int | None]] | None = None
         self.scraper = Scraper(
-            timeout=file.serving_timeout,
-            max_bytes=file.serving_max_body_bytes,
-            concurrency=file.serving_concurrency,
+            timeout=options.timeout,
+            max_bytes=options.max_body_bytes,
+            concurrency=options.concurrency,
             executor=self._executor,
         )
         self._targets = Targets()
@@ -114,11 +115,11 @@ class ServingCollector(AsyncCollector[ServingData]):
     def reload(self, ctx: CollectContext) -> None:
         """Take the reloaded targets and scrape limits."""
         super().reload(ctx)
-        file = ctx.config.file
+        options = ctx.config.section(SERVING_OPTIONS)
         self.scraper.configure(
-            timeout=file.serving_timeout,
-            max_bytes=file.serving_max_body_bytes,
-            concurrency=file.serving_concurrency,
+            timeout=options.timeout,
+            max_bytes=options.max_body_bytes,
+            concurrency=options.concurrency,
         )
 
     async def stop(self) -> None:
@@ -137,11 +138,11 @@ class ServingCollector(AsyncCollector[ServingData]):
     def targets(self, previous: Snapshot | None) -> list[tuple[ServingTarget, str]]:
         """Every target to scrape this tick with its source (config, kube, discover)."""
         out: dict[str, tuple[ServingTarget, str]] = {}
-        for t in self.ctx.config.file.serving_targets:
+        for t in self.ctx.config.section(SERVING_OPTIONS).targets:
             out.setdefault(t.label, (t, "config"))
         for t in kube_targets(previous):
             out.setdefault(t.label, (t, "kube"))
-        if self.ctx.config.serving_discover:
+        if self.ctx.config.section(SERVING_OPTIONS).discover:
             for t in self._discovered.values():
                 out.setdefault(t.label, (t, "discover"))
         return list(out.values())
@@ -242,7 +243,7 @@ class ServingCollector(AsyncCollector[ServingData]):
     async def update(self, previous: Snapshot | None) -> ServingData:
         """Scrape every target once and return their windows."""
         now = self.clock()
-        if self.ctx.config.serving_discover:
+        if self.ctx.config.section(SERVING_OPTIONS).discover:
             self._start_discovery(previous, now)
         started = time.monotonic()
         targets = self.targets(previous)
@@ -259,7 +260,7 @@ class ServingCollector(AsyncCollector[ServingData]):
         return ServingData(
             targets=tuple(statuses),
             errors_total=dict(self._targets.errors),
-            window_seconds=self.ctx.config.serving_window,
+            window_seconds=self.ctx.config.section(SERVING_OPTIONS).window,
         )
 
     async def _scrape_all(
@@ -328,7 +329,7 @@ class ServingCollector(AsyncCollector[ServingData]):
             return base
         if self._once.forget(f"down:{target.label}"):
             log.info("serving target %s is up again", target.label)
-        models = state.observe(reading, now, self.ctx.config.serving_window)
+        models = state.observe(reading, now, self.ctx.config.section(SERVING_OPTIONS).window)
         return replace(base, up=True, framework=reading.framework, models=models)
 
     # --- metrics ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from node_exporter_ml.config import ServingTarget
+from node_exporter_ml.serving.options import ServingTarget
 from node_exporter_ml.snapshot import DataKey, Snapshot
 
 SCRAPE_ANNOTATION = "nodeml.io/scrape"

@@ -16,6 +16,7 @@ from node_exporter_ml.config import Config
 from node_exporter_ml.serving.causes import Signals, assess
 from node_exporter_ml.serving.data import SERVING, SERVING_CAUSES, ServingCauses, TargetStatus
 from node_exporter_ml.serving.join import gpu_shares, owner_cgroups, owner_gpus, owner_pids
+from node_exporter_ml.serving.options import SERVING_OPTIONS
 from node_exporter_ml.snapshot import NVML, CgroupSample, CpuQuota, Snapshot
 
 HistoryKey = tuple[str, str, str | None]
@@ -128,8 +129,9 @@ class LatencyCauses:
     __name__ = "LatencyCauses"
 
     def __init__(self, config: Config) -> None:
-        self.window = config.serving_window
-        self.baseline = config.serving_baseline
+        options = config.section(SERVING_OPTIONS)
+        self.window = options.window
+        self.baseline = options.baseline
         self._history: dict[HistoryKey, deque[Signals]] = {}
         self._cgroups: dict[str, dict[str, _CgroupTotals]] = {}
         self._lock = threading.Lock()

@@ -35,9 +35,7 @@ from tests.podresources.fakekubelet import (
 
 def make_collector(sock, interval=0.05):
     return PodResourcesCollector(
-        CollectContext(
-            config("podresources", interval=interval, kube_pod_resources_socket=str(sock))
-        )
+        CollectContext(config("podresources", interval=interval, podresources_socket=str(sock)))
     )
 
 
@@ -223,7 +221,7 @@ async def test_backoff_doubles_while_the_kubelet_is_away(tmp_path, monkeypatch):
 
 
 async def test_agent_runs_the_collector_off_the_scrape_path(kubelet, sock, fast_polls):
-    cfg = config("podresources", interval=0.05, kube_pod_resources_socket=str(sock))
+    cfg = config("podresources", interval=0.05, podresources_socket=str(sock))
     agent = Agent(cfg, registry=registry(PodResourcesCollector), process_metrics=False)
     await agent.start()
     try:

@@ -32,7 +32,7 @@ async def test_replay_idle_allocated_gpu_and_unallocated_use(kubelet, sock, fast
         "podresources",
         interval=0.05,
         nvml_replay=str(REPLAY),
-        kube_pod_resources_socket=str(sock),
+        podresources_socket=str(sock),
     )
     agent = Agent(cfg, registry=REGISTRY, enrichers=[attribute], process_metrics=False)
     await agent.start()
