@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 
 from node_exporter_ml.collectors.base import AnyCollector, CollectContext
-from node_exporter_ml.config import Config
+from node_exporter_ml.config import Config, reload_config
 from node_exporter_ml.exposition import Format, Rendered, Renderer
 from node_exporter_ml.registry import (
     Registration,
@@ -160,7 +160,7 @@ class Agent:
         Raises:
             ConfigError: the file is now invalid; the running configuration is kept.
         """
-        new = self.config.reloaded()
+        new = reload_config(self.config)
         self.config = new
         ctx = CollectContext(new)
         for c in self.collectors:

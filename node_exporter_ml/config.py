@@ -14,9 +14,8 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, cast
 
 import yaml
 
@@ -27,6 +26,7 @@ from node_exporter_ml.options import ConfigError, Section, YamlReader, existing_
 from node_exporter_ml.options import duration_arg as _duration_arg
 from node_exporter_ml.options import seconds_default as _seconds
 from node_exporter_ml.registry import load_collectors
+from node_exporter_ml.settings import DEFAULT_LISTEN, Config, FileConfig
 
 __all__ = [  # ConfigError, YamlReader and parse_duration are the core's to import from here
     "Config",
@@ -40,11 +40,10 @@ __all__ = [  # ConfigError, YamlReader and parse_duration are the core's to impo
     "parse_config_file",
     "parse_duration",
     "parse_listen_address",
+    "reload_config",
 ]
 
-DEFAULT_LISTEN = ":9847"
 _LOG_LEVELS = ("debug", "info", "warn", "error")
-OptionsT = TypeVar("OptionsT")
 
 
 def declared_sections() -> tuple[Section[Any], ...]:
@@ -69,18 +68,6 @@ def _listen_arg(text: str) -> str:
 
 
 # --- the config file ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FileConfig:
-    """What the YAML --config.file holds (reloaded on SIGHUP).
-
-    `sections` maps each declared section's name to the values of its file fields
-    (every field, defaults included); `metrics` is the core's own section.
-    """
-
-    metrics: MetricsPolicy = field(default_factory=MetricsPolicy)
-    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -156,65 +143,20 @@ def load_config_file(
 # --- flags ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
-    """The agent's whole configuration: the core's flags, the file, and every part's options.
+def reload_config(config: Config) -> Config:
+    """`config` with --config.file read again (flags are kept), as on SIGHUP.
 
-    A part reads its own options, typed, with `section(SECTION)`; a Config built without
-    them (tests) gives that section's defaults.
+    Raises:
+        ConfigError: the file is now invalid.
     """
-
-    listen_address: str = DEFAULT_LISTEN
-    systemd_socket: bool = False
-    disable_exporter_metrics: bool = False
-    web_config_file: str | None = None
-    telemetry_path: str = "/metrics"
-    max_requests: int = 40
-    idle_timeout: float = 30.0
-    config_file: str | None = None
-    interval: float = 5.0
-    collector_timeout: float | None = None
-    procfs: str = "/proc"
-    sysfs: str = "/sys"
-    """Only the root --path.cgroupfs defaults under; no collector reads sysfs itself."""
-    cgroupfs: str = "/sys/fs/cgroup"
-    collectors: frozenset[str] = frozenset()
-    log_level: str = "info"
-    log_format: str = "logfmt"
-    file: FileConfig = field(default_factory=FileConfig)
-    options: Mapping[type[Any], Any] = field(default_factory=dict, hash=False)
-    """Each section's options object, keyed by its dataclass (compared, not hashed)."""
-    sections: tuple[Section[Any], ...] | None = None
-    """The sections the flags and the file were parsed with (None: every registered one)."""
-
-    @property
-    def timeout(self) -> float:
-        """How long one collector may take in one tick."""
-        return self.collector_timeout or max(0.1, self.interval * 0.8)
-
-    def section(self, section: Section[OptionsT]) -> OptionsT:
-        """The options a part declared in `section`, as parsed (its defaults if absent)."""
-        found = self.options.get(section.options)
-        return cast(OptionsT, found) if found is not None else section.build({})
-
-    def with_options(self, *options: object) -> Config:
-        """This configuration with these options objects in place of their sections'."""
-        return dataclasses.replace(self, options={**self.options, **{type(o): o for o in options}})
-
-    def reloaded(self) -> Config:
-        """This configuration with --config.file read again (flags are kept), as on SIGHUP.
-
-        Raises:
-            ConfigError: the file is now invalid.
-        """
-        sections = declared_sections() if self.sections is None else self.sections
-        file = load_config_file(self.config_file, sections)
-        options = {
-            s.options: dataclasses.replace(self.section(s), **file.sections[s.name])
-            for s in sections
-            if s.name in file.sections
-        }
-        return dataclasses.replace(self, file=file, options={**self.options, **options})
+    sections = declared_sections() if config.sections is None else config.sections
+    file = load_config_file(config.config_file, sections)
+    options = {
+        s.options: dataclasses.replace(config.section(s), **file.sections[s.name])
+        for s in sections
+        if s.name in file.sections
+    }
+    return dataclasses.replace(config, file=file, options={**config.options, **options})
 
 
 class _Parser(argparse.ArgumentParser):

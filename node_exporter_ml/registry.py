@@ -24,7 +24,7 @@ from node_exporter_ml.sampler import Enricher
 from node_exporter_ml.snapshot import DataKey
 
 if TYPE_CHECKING:
-    from node_exporter_ml.config import Config
+    from node_exporter_ml.settings import Config
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from aiohttp import web
 
 from node_exporter_ml import __version__
 from node_exporter_ml.agent import Agent
-from node_exporter_ml.drift.options import DRIFT_OPTIONS
 from node_exporter_ml.exposition import negotiate, select_collectors
 from node_exporter_ml.webconfig import WebConfig
 from node_exporter_ml.webguard import (
@@ -116,15 +115,15 @@ async def index(request: web.Request) -> web.Response:
 def build_app(agent: Agent, web_config: WebConfig | None = None) -> web.Application:
     """The aiohttp application around an agent (the agent is started by the app's lifecycle)."""
     web_config = web_config or WebConfig()
-    max_body = agent.config.section(DRIFT_OPTIONS).max_body_bytes
+    # Collectors that serve routes of their own (the drift API); their writes may need a token.
+    providers = [c for c in agent.collectors if isinstance(c, RouteProvider)]
+    limits = [n for p in providers if (n := p.max_body_bytes()) is not None]
     # Outermost first: headers on every answer, auth before a request takes a slot.
     app = web.Application(
         middlewares=[headers_middleware, auth_middleware, admission_middleware],
-        client_max_size=max_body,
+        client_max_size=max(limits, default=1024**2),
     )
     app[AGENT] = agent
-    # Collectors that serve routes of their own (the drift API); their writes may need a token.
-    providers = [c for c in agent.collectors if isinstance(c, RouteProvider)]
     app[AUTH] = Authenticator(web_config.users, [p.api_token for p in providers])
     app[WEB_CONFIG] = web_config
     app[ADMISSION] = Admission(

@@ -23,3 +23,7 @@ class RouteProvider(ABC):
     def api_token(self) -> bytes | None:
         """The token the auth middleware requires of writes under /api/ (None: none set)."""
         return None
+
+    def max_body_bytes(self) -> int | None:
+        """The largest request body its routes read (None: aiohttp's default, 1 MiB)."""
+        return None

@@ -16,8 +16,8 @@ from pathlib import Path
 from aiohttp import web
 
 from node_exporter_ml.agent import Agent
-from node_exporter_ml.serving.options import ServingTarget
 from node_exporter_ml.registry import load_collectors
+from node_exporter_ml.serving.options import ServingTarget
 from node_exporter_ml.web import build_app
 from tests.helpers import make_config
 from tests.neighbour_pods import (

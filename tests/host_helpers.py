@@ -47,6 +47,4 @@ def tick(c: CollectContext, previous: Snapshot, kube: KubeData | None = None) ->
         )
     )
     extra = {"kube": kube} if kube is not None else {}
-    return attribute_workloads(
-        snap(nvml=previous[NVML], process=proc, cgroup=cg, **extra)
-    )
+    return attribute_workloads(snap(nvml=previous[NVML], process=proc, cgroup=cg, **extra))

@@ -77,7 +77,7 @@ async def test_start_turns_the_subsystems_errors_into_startup_errors(tmp_path, b
         state.write_text("a file, not a directory")
     else:
         token.write_text("\n")
-    config = Config(state_dir=str(state), drift_token_file=str(token))
+    config = make_config(drift_state_dir=str(state), drift_token_file=str(token))
     collector = DriftCollector(CollectContext(config))
     flag = "--state.dir" if broken == "state" else "--drift.token-file"
     with pytest.raises(StartupError, match=flag):

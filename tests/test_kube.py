@@ -13,7 +13,6 @@ from blockbuster import BlockBuster, blockbuster_ctx
 
 from node_exporter_ml.collectors.base import CollectContext, NoDataError, StaleDataError
 from node_exporter_ml.collectors.kube import NOT_IN_CLUSTER, KubeCollector, label_name
-from node_exporter_ml.config import Config, FileConfig
 from node_exporter_ml.kube.apiserver import ApiServerSource, in_cluster_api_url
 from node_exporter_ml.kube.kubelet import KubeletSource
 from node_exporter_ml.kube.pods import (

@@ -21,9 +21,10 @@ from node_exporter_ml.config import (
     declared_sections,
     parse_args,
     parse_config_file,
+    reload_config,
 )
 from node_exporter_ml.options import Section, YamlReader, at_least, flag, yaml_key
-from node_exporter_ml.snapshot import Snapshot
+from node_exporter_ml.snapshot import DataKey, Snapshot
 
 PACKAGE = Path(node_exporter_ml.__file__).parent
 
@@ -40,13 +41,16 @@ class WidgetOptions:
 WIDGET = Section("widget", WidgetOptions, file_key="widgets")
 
 
-class WidgetCollector(BlockingCollector):
+WIDGETS = DataKey("widget", WidgetOptions)
+
+
+class WidgetCollector(BlockingCollector[WidgetOptions]):
     """Widgets (a test-only collector)."""
 
     def update(self, previous: Snapshot | None) -> WidgetOptions:
         return self.ctx.config.section(WIDGET)
 
-    def families(self, data: object, snapshot: Snapshot) -> Iterable[Metric]:
+    def families(self, data: WidgetOptions, snapshot: Snapshot) -> Iterable[Metric]:
         return ()
 
 
@@ -54,7 +58,9 @@ class WidgetCollector(BlockingCollector):
 def widget(monkeypatch):
     registry.load_collectors()  # the real ones first, into the registry that stays
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    registry.register_collector("widget", default_enabled=False, options=WIDGET)(WidgetCollector)
+    registry.register_collector(
+        "widget", produces=WIDGETS, default_enabled=False, options=WIDGET
+    )(WidgetCollector)
     return {n: r.default_enabled for n, r in registry.load_collectors().items()}
 
 
@@ -97,11 +103,11 @@ def test_reload_rereads_the_file_section_and_keeps_the_flags(widget, tmp_path):
     path.write_text("widgets: {colour: red}\n")
     cfg = parse_args(["--widget.level=7", f"--config.file={path}"], widget)
     path.write_text("kube: {pod_labels: [app]}\n")
-    again = cfg.reloaded()
+    again = reload_config(cfg)
     assert again.section(WIDGET) == WidgetOptions(level=7, colour="blue")
     path.write_text("widgets: {colour: ''}\n")
     with pytest.raises(ConfigError, match=r"widgets\.colour"):
-        again.reloaded()
+        reload_config(again)
 
 
 def test_a_field_declared_without_flag_or_key_is_refused():

@@ -19,7 +19,7 @@ from prometheus_client.core import Metric
 from node_exporter_ml.host.socket_owners import SocketOwners
 
 if TYPE_CHECKING:
-    from node_exporter_ml.config import Config
+    from node_exporter_ml.settings import Config
     from node_exporter_ml.snapshot import Snapshot
 
 D = TypeVar("D")

@@ -42,7 +42,7 @@ from node_exporter_ml.webroutes import RouteProvider
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from node_exporter_ml.config import Config
+    from node_exporter_ml.settings import Config
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +126,10 @@ class DriftCollector(AsyncCollector[DriftData], RouteProvider):
     def api_token(self) -> bytes | None:
         """The token the web layer requires of the drift API's writes (None: none set)."""
         return self.service.token
+
+    def max_body_bytes(self) -> int:
+        """drift.max_body_bytes: the largest upload the drift API reads."""
+        return self.ctx.config.section(DRIFT_OPTIONS).max_body_bytes
 
     async def update(self, previous: Snapshot | None) -> DriftData:
         """The latest results; evaluation itself runs in the service's own thread."""

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from prometheus_client.core import Metric
 
 from node_exporter_ml.collectors.base import BlockingCollector, CollectContext
-from node_exporter_ml.config import Config
 from node_exporter_ml.correlation import attribute_workloads
 from node_exporter_ml.host import VANISHED, ParseError
 from node_exporter_ml.host.cgroup_path import CgroupIdentity, identify
@@ -24,6 +23,7 @@ from node_exporter_ml.pids import gpu_pids
 from node_exporter_ml.registry import register_collector, register_enricher
 from node_exporter_ml.series import Series, table_families
 from node_exporter_ml.serving.options import SERVING_OPTIONS, ServingTarget
+from node_exporter_ml.settings import Config
 from node_exporter_ml.snapshot import CGROUP, NVML, PROCESS, ProcessData, ProcessSample, Snapshot
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,6 @@ class ProcessOptions:
 
 
 PROCESS_OPTIONS: Section[ProcessOptions] = Section("process", ProcessOptions, file_key="processes")
-
 
 
 @dataclass(slots=True)

@@ -12,11 +12,11 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from node_exporter_ml.config import Config
 from node_exporter_ml.serving.causes import Signals, assess
 from node_exporter_ml.serving.data import SERVING, SERVING_CAUSES, ServingCauses, TargetStatus
 from node_exporter_ml.serving.join import gpu_shares, owner_cgroups, owner_gpus, owner_pids
 from node_exporter_ml.serving.options import SERVING_OPTIONS
+from node_exporter_ml.settings import Config
 from node_exporter_ml.snapshot import NVML, CgroupSample, CpuQuota, Snapshot
 
 HistoryKey = tuple[str, str, str | None]
