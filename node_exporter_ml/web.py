@@ -95,8 +95,9 @@ async def index(request: web.Request) -> web.Response:
         '<a href="/healthz">Health</a>',
         '<a href="/readyz">Readiness</a>',
     ]
-    if any(c.name == "drift" for c in agent.collectors):
-        links.append('<a href="/api/v1/openapi.json">Drift API (OpenAPI)</a>')
+    for provider in agent.collectors:
+        if isinstance(provider, RouteProvider):
+            links += [f'<a href="{h}">{html.escape(text)}</a>' for h, text in provider.links()]
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>node-exporter-ml</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}

@@ -24,6 +24,10 @@ class RouteProvider(ABC):
         """The token the auth middleware requires of writes under /api/ (None: none set)."""
         return None
 
+    def links(self) -> list[tuple[str, str]]:
+        """(href, text) of the pages the landing page should link to."""
+        return []
+
     def max_body_bytes(self) -> int | None:
         """The largest request body its routes read (None: aiohttp's default, 1 MiB)."""
         return None

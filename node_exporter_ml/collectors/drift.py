@@ -127,6 +127,10 @@ class DriftCollector(AsyncCollector[DriftData], RouteProvider):
         """The token the web layer requires of the drift API's writes (None: none set)."""
         return self.service.token
 
+    def links(self) -> list[tuple[str, str]]:
+        """The drift API's description, for the landing page."""
+        return [("/api/v1/openapi.json", "Drift API (OpenAPI)")]
+
     def max_body_bytes(self) -> int:
         """drift.max_body_bytes: the largest upload the drift API reads."""
         return self.ctx.config.section(DRIFT_OPTIONS).max_body_bytes
