@@ -7,6 +7,10 @@ import subprocess
 
 import pytest
 
+from node_exporter_ml.agent import Agent
+from node_exporter_ml.collectors.drift import DriftCollector
+from node_exporter_ml.web import build_app
+from tests.helpers import CountingCollector, config, registry
 from tests.pictures import chromium, decode_png
 from tests.serving_fakes import NVML_RECORDING
 from tools.agentproc import AgentProcess
@@ -48,3 +52,19 @@ def test_landing_page_renders_collectors_in_chromium(tmp_path):
     assert count(lambda p: p != b"\xff\xff\xff") > width * height * 0.01, "page looks blank"
     assert count(lambda p: p[1] > 0x50 and p[0] < 0x30 and p[2] < 0x30) > 20, "no green 'ok'"
     assert count(lambda p: p[0] > 0x90 and p[1] < 0x30 and p[2] < 0x30) > 20, "no red 'failing'"
+
+
+@pytest.mark.parametrize(
+    ("collector", "linked"), [(DriftCollector, True), (CountingCollector, False)]
+)
+async def test_the_landing_page_links_what_route_providers_serve(
+    aiohttp_client, tmp_path, collector, linked
+):
+    agent = Agent(
+        config(collector.name, drift_state_dir=str(tmp_path / "state")),
+        registry=registry(collector),
+        process_metrics=False,
+    )
+    client = await aiohttp_client(build_app(agent))
+    page = await (await client.get("/")).text()
+    assert ('<a href="/api/v1/openapi.json">Drift API (OpenAPI)</a>' in page) is linked
