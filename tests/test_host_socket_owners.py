@@ -11,8 +11,10 @@ import pytest
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.process import ProcessCollector
 from node_exporter_ml.collectors.serving import ServingCollector
-from node_exporter_ml.config import Config, FileConfig, ServingTarget
+from node_exporter_ml.config import Config
 from node_exporter_ml.host.socket_owners import SocketOwners
+from node_exporter_ml.serving.options import ServingTarget
+from tests.helpers import make_config
 from tools.host_trees import FakeProc, stat_line, write_proc
 
 VLLM = ("127.0.0.1", 8000)
@@ -108,7 +110,7 @@ def test_a_dns_name_or_an_unreadable_root_finds_nobody(tmp_path: Path) -> None:
 
 async def test_process_and_serving_collectors_share_one_scan(root: Path) -> None:
     target = ServingTarget(url="http://127.0.0.1:8000/metrics", name="vllm")
-    config = Config(procfs=str(root), file=FileConfig(serving_targets=(target,)))
+    config = make_config(procfs=str(root), serving_targets=(target,))
     ctx = CollectContext(config)
     process, serving = ProcessCollector(ctx), ServingCollector(ctx)
     loop = asyncio.get_running_loop()
