@@ -58,6 +58,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     ),
     "serving/parse.py": (
         "tests/test_serving_parse.py",
+        "tests/test_serving_openmetrics.py",
         "tests/test_serving_profiles.py",
         "tests/test_mutation_parse.py",
     ),

@@ -13,9 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from node_exporter_ml.serving import parse
-from node_exporter_ml.serving.parse import parse_labels
+from node_exporter_ml.serving.parse import (
+    LABEL_CACHE_LIMIT,
+    ParseError,
+    parse_exposition,
+    parse_labels,
+)
 
 
 class _Refuse:
@@ -70,3 +76,75 @@ def test_what_the_fast_path_refuses(text: str, expected: dict[str, str] | None) 
             parse_labels(text)
     else:
         assert parse_labels(text) == expected
+
+
+# --- second pass (issue 19): names, lookups, the cache bound, line numbers -------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{a="b"} 2\n',
+        '# TYPE x gauge\n{a="b"} 2\n',
+        '# TYPE x gauge\nx 1\n# TYPE y gauge\n{a="b"} 2\n',
+    ],
+    ids=["first line", "after a TYPE", "after another family"],
+)
+def test_a_sample_without_a_name_is_a_parse_error(text: str) -> None:
+    # prometheus_client's text parser rejects these too; before issue 19 the first was
+    # dropped and the others filed under the family declared above them
+    with pytest.raises(ValueError, match=r"^$"):  # a bare ValueError, no message
+        list(text_string_to_metric_families(text))
+    lineno = text.count("\n")
+    with pytest.raises(ParseError, match=f"line {lineno}: bad metric name ''"):
+        parse_exposition(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "lineno"),
+    [("m one\n", 1), ("# HELP m x\n\nm 1\nm two\n", 4), ("ok 1\n  \n9bad 1\n", 3)],
+)
+def test_parse_errors_name_the_line(text: str, lineno: int) -> None:
+    with pytest.raises(ParseError, match=f"^line {lineno}: "):
+        parse_exposition(text)
+
+
+def test_counter_found_under_either_spelling() -> None:
+    exp = parse_exposition("# TYPE a counter\na_total 1\n# TYPE b_total counter\nb_total 2\n")
+    assert exp.get("a") is exp.families["a"]
+    assert exp.get("a_total") is exp.families["a"]
+    assert exp.get("b") is exp.families["b_total"]
+    assert exp.get("b_total") is exp.families["b_total"]
+    assert exp.get("c") is None
+    assert exp.get("c_total") is None
+    assert exp.get("_total") is None
+
+
+def test_series_picks_the_samples_of_one_suffix() -> None:
+    text = (
+        "# TYPE h histogram\n"
+        'h_bucket{le="1"} 1\nh_bucket{le="+Inf"} 2\nh_sum 3\nh_count 2\n'
+        "# TYPE g gauge\n"
+        'g{a="x"} 5\ng{a="y"} 6\n'
+    )
+    exp = parse_exposition(text)
+    assert list(exp.families["g"].series()) == [({"a": "x"}, 5.0), ({"a": "y"}, 6.0)]
+    assert list(exp.families["h"].series("_count")) == [({}, 2.0)]
+    assert [v for _, v in exp.families["h"].series("_bucket")] == [1.0, 2.0]
+    assert list(exp.families["h"].series()) == []
+
+
+def test_names_are_the_families_with_samples_and_text_is_not_openmetrics() -> None:
+    exp = parse_exposition("# TYPE a gauge\n# TYPE b gauge\nb 1\nc 2\n")
+    assert list(exp.names()) == ["b", "c"]
+    assert exp.openmetrics is False
+
+
+def test_the_label_cache_is_cleared_only_past_its_limit() -> None:
+    full: dict[str, tuple[str, parse.Labels]] = {
+        f'x{{i="{i}"}}': ("x", {"i": str(i)}) for i in range(LABEL_CACHE_LIMIT)
+    }
+    parse_exposition('a{x="1"} 1\n', full)
+    assert len(full) == LABEL_CACHE_LIMIT + 1  # at the limit: kept, and the new set added
+    parse_exposition('a{x="2"} 1\n', full)
+    assert len(full) == 1  # past it: cleared first
