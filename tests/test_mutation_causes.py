@@ -275,3 +275,77 @@ def test_movements_without_a_latency_ratio_call_flat_regressions_service_time() 
     assert moved["load"] == 0.0
     # a latency ratio at or under 1 splits nothing either
     assert movements(current, past, 1.0)["service_time"] == 1.0
+
+
+def test_saturation_with_co_tenants_unknown_counts_whole() -> None:
+    # The owner's SM share is known, the co-tenants' is not: no share to weigh by.
+    base = replace(CALM, cotenant_sm=None)
+    incident = replace(
+        base, latency_seconds=SLOW, requests_per_second=50.0, device_sm_active=0.95, owner_sm=0.6
+    )
+    report = assess(history(incident, calm=base), WINDOW, BASELINE)
+    assert report.scores["gpu_saturation"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("now", "expected"), [(0.8, 0.0), (0.74, 0.5), (0.68, 1.0)])
+def test_clock_drop_is_relative_to_the_baseline_clock(now: float, expected: float) -> None:
+    # Baseline clocks at 80 % of max: a drop to 68 % is 15 % of the baseline's clock.
+    base = replace(CALM, clock_ratio=0.8)
+    incident = replace(
+        base, latency_seconds=SLOW, requests_per_second=50.0, power_thermal=1.0, clock_ratio=now
+    )
+    report = assess(history(incident, calm=base), WINDOW, BASELINE)
+    assert report.scores["power_thermal_throttling"] == pytest.approx(expected)
+
+
+def test_idle_clocks_with_the_request_rate_unknown_are_no_low_power_cause() -> None:
+    base = replace(CALM, requests_per_second=None)
+    incident = replace(base, latency_seconds=SLOW, idle_clocked=1.0)
+    report = assess(history(incident, calm=base), WINDOW, BASELINE)
+    assert report.scores["gpu_low_power"] == 0.0
+
+
+# A flat-rate regression with the model's work unseen is service time, unless a resource
+# moved: each resource's full movement leaves nothing to the service time.
+RESOURCE_MOVES = {
+    "noisy_neighbour": {"cotenant_sm": 0.3},
+    "gpu_saturation": {"device_sm_active": 0.95},
+    "cpu_throttling": {"cpu_throttled": 0.25},
+    "memory_pressure": {"memory_stall": 0.1},
+    "power_thermal_throttling": {"power_thermal": 1.0, "clock_ratio": 0.85},
+}
+
+
+@pytest.mark.parametrize("cause", list(RESOURCE_MOVES))
+def test_a_resource_that_moved_leaves_no_service_time(cause: str) -> None:
+    calm = replace(CALM, owner_sm=None, cotenant_sm=0.0, device_sm_active=0.3)
+    incident = replace(calm, latency_seconds=SLOW, **RESOURCE_MOVES[cause])
+    report = assess(history(incident, calm=calm), WINDOW, BASELINE)
+    assert report.scores[cause] == pytest.approx(1.0)
+    assert report.scores["service_time"] == pytest.approx(0.0, abs=1e-9)
+    assert report.scores["load"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_low_power_takes_its_share_from_the_service_time() -> None:
+    # Rate at 75 %: flat 0.6 (from 60 % to 85 %), fell (85 - 75) / 35 = 2/7, the GPU
+    # idle-clocked all window (a full idle movement): low power 2/7, and the service time
+    # is the flat-rate regression the low power does not explain, (1 - 2/7) x 0.6.
+    calm = replace(CALM, owner_sm=None, cotenant_sm=None, device_sm_active=None)
+    incident = replace(calm, latency_seconds=SLOW, requests_per_second=75.0, idle_clocked=1.0)
+    report = assess(history(incident, calm=calm), WINDOW, BASELINE)
+    assert report.scores["gpu_low_power"] == pytest.approx(2 / 7)
+    assert report.scores["service_time"] == pytest.approx((1 - 2 / 7) * 0.6)
+
+
+def test_flat_work_splits_a_small_regression_too() -> None:
+    # Latency 1.6x (gate 0.5) at the same rate and the same work per request: queueing.
+    incident = replace(CALM, latency_seconds=0.016)
+    report = assess(history(incident), WINDOW, BASELINE)
+    assert report.scores["load"] == pytest.approx(0.5)
+    assert report.scores["service_time"] == 0.0
+
+
+def test_without_a_baseline_the_report_still_has_the_current_latency() -> None:
+    ticks = [replace(CALM, t=i * TICK) for i in range(5)]
+    ticks.append(replace(CALM, t=25.0, latency_seconds=0.02))
+    assert assess(ticks, WINDOW, BASELINE) == CauseReport(None, None, 0.02)
