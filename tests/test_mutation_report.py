@@ -10,12 +10,14 @@ values, all-missing and mixed objects are not evaluated.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import pytest
 
-from node_exporter_ml.drift.report import column_kind
+from node_exporter_ml.drift.errors import OptionsError
+from node_exporter_ml.drift.report import Options, column_kind, parse_options
 from node_exporter_ml.drift.table import Column
 
 
@@ -71,3 +73,116 @@ def test_column_kind(column: Column, kind: str, reason_mentions: str | None) -> 
     else:
         assert reason is not None
         assert reason_mentions in reason
+
+
+# --- second pass (issue 19): option values, each message and each precedence -----------------
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (10**400, "a huge integer"),
+        (math.nan, "nan"),
+        (math.inf, "inf"),
+        (-math.inf, "-inf"),
+        (True, "True"),
+        ("0.1", "'0.1'"),
+        ("x" * 100, repr("x" * 100)[:40]),
+        ([0.1], "that"),
+        ({"a": 1}, "that"),
+    ],
+    ids=["huge int", "nan", "inf", "-inf", "bool", "str", "long str", "list", "dict"],
+)
+@pytest.mark.parametrize("key", ["threshold", "cat_threshold", "num_stattest_threshold"])
+def test_a_threshold_must_be_a_finite_number(key: str, value: Any, shown: str) -> None:
+    with pytest.raises(OptionsError) as err:
+        parse_options({key: value})
+    assert str(err.value) == f"option {key!r} must be a finite number, not {shown}"
+
+
+@pytest.mark.parametrize("value", [0, 1, 0.05, 10**6, -3])
+def test_a_finite_number_is_a_threshold_as_a_float(value: float) -> None:
+    got = parse_options({"threshold": value}).stattest_threshold
+    assert got == float(value)
+    assert type(got) is float
+
+
+@pytest.mark.parametrize(
+    ("share", "ok"), [(0, True), (0.0, True), (1, True), (0.5, True), (-0.01, False), (1.01, False)]
+)
+def test_drift_share_is_a_share(share: float, ok: bool) -> None:
+    if ok:
+        assert parse_options({"drift_share": share}).drift_share == share
+    else:
+        with pytest.raises(
+            OptionsError, match=f"'drift_share' must be between 0 and 1, not {share}"
+        ):
+            parse_options({"drift_share": share})
+
+
+def test_an_option_given_as_null_is_the_default() -> None:
+    assert parse_options({"threshold": None, "method": None, "columns": None}) == Options()
+
+
+@pytest.mark.parametrize(
+    ("bounds", "expected"),
+    [([None, 5], (None, 5.0)), ([1, None], (1.0, None)), ([None, None], (None, None)),
+     ((2, 2), (2.0, 2.0))],
+)  # fmt: skip
+def test_ranges_take_open_ends(bounds: Any, expected: tuple[float | None, float | None]) -> None:
+    assert parse_options({"ranges": {"x": bounds}}).ranges == {"x": expected}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"ranges": {"x": [1, 2, 3]}}, "option 'ranges'['x'] must be [low, high]"),
+        ({"ranges": {"x": ["a", 1]}}, "option \"ranges['x']\" must be a finite number, not 'a'"),
+        ({"ranges": {1: [0, 1]}}, "option 'ranges' must map column names to values"),
+        ({"per_column_threshold": {"x": "a"}}, "must be a finite number, not 'a'"),
+        ({"per_column_method": {"x": 3}}, "must be the name of a test, not 3"),
+        ({"per_column_method": {"x": "g_test"}}, "not offered: Evidently's version fails"),
+        ({"columns": ["x", 1]}, "option 'columns': 1 is not a column name"),
+        ({"columns": {"x": 1}}, "option 'columns' must be a list of column names"),
+        ({"text_threshold": 0.1}, "option 'text_threshold': text columns are not evaluated"),
+        ({"data_quality": 1}, "option 'data_quality' must be true or false"),
+    ],
+)
+def test_more_bad_options(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(OptionsError) as err:
+        parse_options(options)
+    assert message in str(err.value)
+
+
+def test_per_column_options_are_parsed_per_column() -> None:
+    opts = parse_options(
+        {
+            "per_column_method": {"x": "energy_distance", "c": "psi"},
+            "per_column_threshold": {"x": 1, "c": 0.5},
+            "columns": ["x", "c"],
+            "data_quality": False,
+        }
+    )
+    assert opts.per_column_stattest == {"x": "ed", "c": "psi"}
+    assert opts.per_column_stattest_threshold == {"x": 1.0, "c": 0.5}
+    assert opts.columns == ("x", "c")
+    assert opts.data_quality is False
+
+
+def test_precedence_of_tests_and_thresholds() -> None:
+    opts = Options(
+        stattest="psi",
+        cat_stattest="jensenshannon",
+        per_column_stattest={"p": "hellinger"},
+        stattest_threshold=0.1,
+        num_stattest_threshold=0.2,
+        per_column_stattest_threshold={"p": 0.3},
+    )
+    assert opts.stattest_for("p", "num") == "hellinger"
+    assert opts.stattest_for("q", "cat") == "jensenshannon"
+    assert opts.stattest_for("q", "num") == "psi"  # no num test: the one for all
+    assert opts.threshold_for("p", "cat") == 0.3
+    assert opts.threshold_for("q", "num") == 0.2
+    assert opts.threshold_for("q", "cat") == 0.1  # no cat threshold: the one for all
+    assert Options().stattest_for("q", "num") is None
+    assert Options().threshold_for("q", "cat") is None
