@@ -157,8 +157,9 @@ def test_net_tcp_reads_tcp6_with_the_same_state_filter(tmp_path: Path) -> None:
 def test_stat_start_needs_the_parentheses_even_with_enough_fields() -> None:
     # 22 space-separated fields and no "(comm)": not a stat line, whatever follows
     text = "1 comm " + " ".join(["S", *map(str, range(2, 30))])
-    with pytest.raises(ParseError, match="no \\(comm\\)"):
+    with pytest.raises(ParseError) as caught:
         parse_stat_start(text)
+    assert caught.value.detail == "expected 'pid (comm) state ... starttime' (no (comm))"
 
 
 def test_a_used_status_field_whose_value_holds_a_colon_is_malformed() -> None:
@@ -214,10 +215,11 @@ def test_invalid_utf8_in_proc_files_reads_as_replacement_characters(tmp_path: Pa
     assert fs.read_stat(7).comm == "w\ufffd"
 
 
-def test_comm_keeps_trailing_spaces_and_letters(tmp_path: Path) -> None:
+@pytest.mark.parametrize("comm", ["MAX X ", "MAX", "a\tb\t"])
+def test_comm_keeps_trailing_spaces_and_letters(tmp_path: Path, comm: str) -> None:
     # comm is up to 15 bytes of anything; only the newline the kernel adds goes
-    write_proc(tmp_path, [FakeProc(pid=7, comm="MAX X ")])
-    assert ProcFS(str(tmp_path)).read_comm(7) == "MAX X "
+    write_proc(tmp_path, [FakeProc(pid=7, comm=comm)])
+    assert ProcFS(str(tmp_path)).read_comm(7) == comm
 
 
 def test_socket_inodes_pass_over_fds_that_are_not_links(tmp_path: Path) -> None:
@@ -243,7 +245,14 @@ def test_net_tcp_of_a_pod_reads_its_own_namespace_tables(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     ("size", "limit"),
-    [(300_000, 1000), (300_000, 70_000), (300_000, 200_000), (500, 1000), (500, 500)],
+    [
+        (300_000, 1000),
+        (300_000, 65_537),  # one byte past the first chunk
+        (300_000, 70_000),
+        (300_000, 200_000),
+        (500, 1000),
+        (500, 500),
+    ],
 )
 def test_read_environ_reads_up_to_its_limit(tmp_path: Path, size: int, limit: int) -> None:
     data = bytes(i % 251 for i in range(size))
@@ -271,14 +280,38 @@ def test_parse_loadavg(text: str, expected: tuple[float, float, float]) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "0.5 0.5", "x 0.5 0.5 1/1 1", "-0.1 0.5 0.5", "0.5 inf 0.5", "0.5 0.5 nan"],
-    ids=["empty", "two fields", "word", "negative", "inf", "nan"],
+    [
+        "",
+        "0.5 0.5",
+        "x 0.5 0.5 1/1 1",
+        "-0.1 0.5 0.5",
+        "0.5 inf 0.5",
+        "0.5 0.5 nan",
+        "x" * 70,  # shown cut to 60 characters
+        "-1 0 0 " + "9" * 70,
+    ],
+    ids=["empty", "two fields", "word", "negative", "inf", "nan", "long word", "long negative"],
 )
 def test_parse_loadavg_rejects(text: str) -> None:
     with pytest.raises(ParseError) as caught:
         parse_loadavg(text)
     assert caught.value.path == "loadavg"
-    assert caught.value.detail == f"expected three load averages, got {text!r}"
+    assert caught.value.detail == f"expected three load averages, got {text[:60]!r}"
     with pytest.raises(ParseError) as caught:
         parse_loadavg(text, "/host/proc/loadavg")
     assert caught.value.path == "/host/proc/loadavg"
+
+
+def test_local_addresses_join_both_tables_and_skip_a_missing_one(tmp_path: Path) -> None:
+    write_proc(tmp_path, [FakeProc(pid=7, netns="net:[4026532999]")])
+    net = tmp_path / "7" / "net"
+    net.mkdir()
+    (net / "fib_trie").write_text("Local:\n  +-- 10.0.0.0/8 2 0 2\n     |-- 10.1.2.3\n"
+                                  "        /32 host LOCAL\n")  # fmt: skip
+    (net / "if_inet6").write_text("fd000000000000000000000000000007 02 40 00 80     eth0\n")
+    fs = ProcFS(str(tmp_path))
+    assert fs.local_addresses(7) == {"10.1.2.3", "fd00::7"}
+    (net / "fib_trie").unlink()  # no IPv4 routing table: the IPv6 addresses still count
+    assert fs.local_addresses(7) == {"fd00::7"}
+    (net / "if_inet6").unlink()
+    assert fs.local_addresses(7) == set()
