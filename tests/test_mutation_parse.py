@@ -148,3 +148,91 @@ def test_the_label_cache_is_cleared_only_past_its_limit() -> None:
     assert len(full) == LABEL_CACHE_LIMIT + 1  # at the limit: kept, and the new set added
     parse_exposition('a{x="2"} 1\n', full)
     assert len(full) == 1  # past it: cleared first
+
+
+# --- third pass: sample timestamps (the key of "the same series at the same instant") and
+# label sets the fast split cannot take, against prometheus_client's parser ----------------
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        ("0", (0, 0)),
+        ("1700000000", (1_700_000_000, 0)),
+        ("-5", (-5, 0)),
+        ("1.5", (1, 500_000_000)),
+        ("1.05", (1, 50_000_000)),
+        ("1.123456789", (1, 123_456_789)),
+        ("1.1234567891", (1, 123_456_789)),  # beyond nanoseconds: cut
+        ("0.000000001", (0, 1)),
+        ("-1.5", (-1, -500_000_000)),
+        ("-0.5", (0, -500_000_000)),
+        ("1e3", (1000, 0)),
+        ("1.5e0", (1, 500_000_000)),
+        ("-1.5e0", (-1, -500_000_000)),
+        ("1e-9", (0, 1)),
+        (".5", (0, 500_000_000)),
+        ("5.", (5, 0)),
+    ],
+)
+def test_timestamp_to_seconds_and_nanoseconds(token: str, expected: tuple[int, int]) -> None:
+    assert parse._timestamp(token) == expected
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        ("1.5", "1.5e0", True),
+        ("1", "1.0", True),
+        ("10", "1e1", True),
+        ("1.5", "1.5000000001", True),  # equal at nanosecond precision
+        ("1.5", "1.500000001", False),
+        ("-1.5", "-1.5e0", True),
+        ("0.5", "-0.5", False),
+        ("1", "2", False),
+        ("1.25", "1.2", False),
+    ],
+)
+def test_which_timestamps_are_the_same_instant(first: str, second: str, same: bool) -> None:
+    exp = parse_exposition(f"a 1 {first}\na 2 {second}\n")
+    assert [v for _, v in exp.families["a"].series()] == ([1.0] if same else [1.0, 2.0])
+
+
+@pytest.mark.parametrize("token", ["1_0", "1.5_0", "inf", "-inf", "nan", "x", "1.5.5", "0x10"])
+def test_timestamps_that_are_not_numbers(token: str) -> None:
+    with pytest.raises(ValueError, match=r"bad timestamp|could not convert"):
+        parse._timestamp(token)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'm{a="x}y"} 1',
+        'm{a="x\\"}y"} 1',
+        'm{a="x\\\\"} 1',
+        'm{a="x\\\\",b="}"} 1',
+        'm{a="}",b="{"} 2',
+        'm{a="\\"}\\""} 3',
+        'm{a="}"}1',
+        'm{a="x\\n}"} 1',
+        'm{a="\\\\\\"}"} 1',
+        'm{a="x\\\\\\\\"} 1',
+        'm{a="}"} 1 123',
+        'm{a="x\\"y"} 1',
+        'm{a="x\\"y",b="z"} 1',
+    ],
+)
+def test_label_sets_with_braces_and_escapes_as_prometheus_client_reads_them(line: str) -> None:
+    (family,) = text_string_to_metric_families(line + "\n")
+    expected = [(s.name, s.labels, float(s.value)) for s in family.samples]
+    exp = parse_exposition(line + "\n")
+    got = [(n, dict(labels), v) for f in exp.families.values() for n, labels, v in f.samples]
+    assert got == expected
+
+
+@pytest.mark.parametrize("line", ['m{a="x}', 'm{a="}"', 'm{a="\\\\"}"} 1', 'm{a="\\"} 1'])
+def test_unterminated_label_sets_are_parse_errors_as_in_prometheus_client(line: str) -> None:
+    with pytest.raises(ValueError, match=r"could not convert|unterminated|bad label set"):
+        list(text_string_to_metric_families(line + "\n"))
+    with pytest.raises(ParseError, match=r"^line 1: "):
+        parse_exposition(line + "\n")

@@ -87,7 +87,8 @@ def _timestamp(token: str) -> tuple[int, int]:
         raise ValueError(f"bad timestamp {token[:40]!r}")
     sec, dot, frac = token.partition(".")
     if dot and sec.lstrip("-").isdigit() and frac.isdigit():
-        return int(sec), int(frac[:9].ljust(9, "0"))
+        nanos = int(frac[:9].ljust(9, "0"))  # "-0.5" is minus half a second, as float() has it
+        return int(sec), -nanos if sec.startswith("-") else nanos
     if not dot and token.lstrip("-").isdigit():
         return int(token), 0
     stamp = float(token)  # "1e3"; float() raises ValueError on anything else
