@@ -173,6 +173,14 @@ def test_the_label_cache_is_cleared_only_past_its_limit() -> None:
         ("1e-9", (0, 1)),
         (".5", (0, 500_000_000)),
         ("5.", (5, 0)),
+        ("1.999e0", (1, 999_000_000)),
+        ("1.9999999999", (1, 999_999_999)),  # cut, not rounded up to the next second
+        # decimals are exact where a float is not: a 2026 epoch to the nanosecond, integers
+        # past 2**53 (a nanosecond epoch)
+        ("1767000000.123456789", (1_767_000_000, 123_456_789)),
+        ("-1767000000.123456789", (-1_767_000_000, -123_456_789)),
+        ("9007199254740993", (9_007_199_254_740_993, 0)),
+        ("-9007199254740993", (-9_007_199_254_740_993, 0)),
     ],
 )
 def test_timestamp_to_seconds_and_nanoseconds(token: str, expected: tuple[int, int]) -> None:
@@ -202,6 +210,13 @@ def test_which_timestamps_are_the_same_instant(first: str, second: str, same: bo
 def test_timestamps_that_are_not_numbers(token: str) -> None:
     with pytest.raises(ValueError, match=r"bad timestamp|could not convert"):
         parse._timestamp(token)
+
+
+@pytest.mark.parametrize("token", ["1_" + "0" * 50, "0" * 40 + "1e999"])
+def test_a_bad_timestamp_is_shown_cut_to_40_characters(token: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_exposition(f"a 1 {token}\n")
+    assert str(caught.value) == f"line 1: bad timestamp {token[:40]!r}"
 
 
 @pytest.mark.parametrize(
@@ -236,3 +251,9 @@ def test_unterminated_label_sets_are_parse_errors_as_in_prometheus_client(line: 
         list(text_string_to_metric_families(line + "\n"))
     with pytest.raises(ParseError, match=r"^line 1: "):
         parse_exposition(line + "\n")
+
+
+def test_an_unterminated_label_set_says_so() -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_exposition('ok 1\nm{a="x} 1\n')
+    assert str(caught.value) == "line 2: unterminated label set"
