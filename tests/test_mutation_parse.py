@@ -257,3 +257,86 @@ def test_an_unterminated_label_set_says_so() -> None:
     with pytest.raises(ParseError) as caught:
         parse_exposition('ok 1\nm{a="x} 1\n')
     assert str(caught.value) == "line 2: unterminated label set"
+
+
+# --- fourth pass: parse_exposition's survivors of the rerun --------------------------------
+
+
+def _samples(text: str, cache: dict[str, tuple[str, parse.Labels]] | None = None) -> list[Any]:
+    exp = parse_exposition(text, cache)
+    return [(n, dict(labels), v) for f in exp.families.values() for n, labels, v in f.samples]
+
+
+def _prometheus_client(text: str) -> list[Any]:
+    fams = text_string_to_metric_families(text)
+    return [(s.name, s.labels, float(s.value)) for f in fams for s in f.samples]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\tx 1\n", 'x{a="1"}12\n', 'x{a="1"}\t1\n', 'x{a="}"}12\n', '  x{a="1"} 1\n'],
+    ids=[
+        "tab indent",
+        "no blank after brace",
+        "tab after brace",
+        "brace value, no blank",
+        "blanks",
+    ],
+)
+def test_blanks_around_samples_as_prometheus_client_reads_them(text: str) -> None:
+    expected = _prometheus_client(text)
+    cache: dict[str, tuple[str, parse.Labels]] = {}
+    assert _samples(text, cache) == expected
+    assert _samples(text, cache) == expected  # and again from the label cache
+
+
+def test_a_label_set_with_a_brace_in_a_value_is_not_memoised() -> None:
+    cache: dict[str, tuple[str, parse.Labels]] = {}
+    parse_exposition('m{a="x}y"} 1\n', cache)
+    assert cache == {}
+
+
+def test_a_repeated_type_line_keeps_the_family_and_its_samples() -> None:
+    exp = parse_exposition("x 1\n# TYPE x gauge\nx 2\n# TYPE x counter\nx 3\n")
+    assert list(exp.families) == ["x"]
+    assert exp.families["x"].type == "counter"
+    assert [v for _, v in exp.families["x"].series()] == [1.0, 2.0, 3.0]
+
+
+def test_samples_of_a_family_come_back_to_it_after_another() -> None:
+    text = '# TYPE h histogram\nh_bucket{le="+Inf"} 2\n# TYPE g gauge\ng 1\nh_count 2\nh_sum 3\n'
+    exp = parse_exposition(text)
+    assert list(exp.families) == ["h", "g"]
+    assert [n for n, _, _ in exp.families["h"].samples] == ["h_bucket", "h_count", "h_sum"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("# TYPE 9x gauge\n", "line 1: bad TYPE line"),
+        ("ok 1\n# TYPE x\n", "line 2: bad TYPE line"),
+        ("m 1_000\n", "line 1: bad value '1_000'"),
+        ("m 1_" + "0" * 50 + "\n", f"line 1: bad value {'1_' + '0' * 38!r}"),
+        ("9" + "a" * 70 + " 1\n", f"line 1: bad metric name {'9' + 'a' * 59!r}"),
+    ],
+    ids=["bad TYPE name", "short TYPE", "underscore value", "long value", "long name"],
+)
+def test_parse_error_messages(text: str, message: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_exposition(text)
+    assert str(caught.value) == message
+
+
+def test_slow_path_label_set_may_end_in_blanks() -> None:
+    # an escape sends the label set to the regular-expression walk, which must stop at the
+    # blanks after the last comma as the fast split does
+    assert parse_labels('a="x\\"y" ,  ') == {"a": 'x"y'}
+    assert parse_labels('a="x\\"y",b="z"\t') == {"a": 'x"y', "b": "z"}
+
+
+def test_openmetrics_brace_in_a_value_and_an_exemplar() -> None:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om
+
+    text = '# TYPE m counter\nm_total{a="x}y"} 1 # {t="z"} 2\n# EOF\n'
+    expected = [(s.name, s.labels, float(s.value)) for f in om(text) for s in f.samples]
+    assert _samples(text) == expected
