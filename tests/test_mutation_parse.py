@@ -340,3 +340,17 @@ def test_openmetrics_brace_in_a_value_and_an_exemplar() -> None:
     text = '# TYPE m counter\nm_total{a="x}y"} 1 # {t="z"} 2\n# EOF\n'
     expected = [(s.name, s.labels, float(s.value)) for f in om(text) for s in f.samples]
     assert _samples(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('m{a="1"} 2', ('a="1"', " 2")),
+        ('m{a="1",b="2"}3 4', ('a="1",b="2"', "3 4")),
+        ('m{a="x}y"} 1 # {t="z"} 2', ('a="x}y"', ' 1 # {t="z"} 2')),
+        ('m{a="\\"}"} 1', ('a="\\"}"', " 1")),
+        ("m{} 1", ("", " 1")),
+    ],
+)
+def test_split_labels_returns_the_set_and_the_rest(line: str, expected: tuple[str, str]) -> None:
+    assert parse._split_labels(line, line.index("{")) == expected
