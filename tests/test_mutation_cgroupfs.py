@@ -342,3 +342,22 @@ def test_v1_cpuacct_stat_without_system_ticks(tmp_path: Path) -> None:
 
 def test_default_root_is_the_hosts_cgroup_mount() -> None:
     assert CgroupFS().root == "/sys/fs/cgroup"
+
+
+def test_pure_v1_host_has_no_unified_hierarchy(tmp_path: Path) -> None:
+    make_v1_root(tmp_path, hybrid=False)
+    fs = CgroupFS(str(tmp_path))
+    assert fs.unified_root is None
+    assert fs.is_v2 is False
+    make_v1_root(tmp_path / "h", hybrid=True)
+    assert CgroupFS(str(tmp_path / "h")).unified_root == str(tmp_path / "h" / "unified")
+
+
+def test_a_climbing_path_not_found_stays_not_found(tmp_path: Path) -> None:
+    make_v2_root(tmp_path)
+    fs = CgroupFS(str(tmp_path))
+    # seen from a private cgroup namespace: searched for, not found, and the answer cached
+    assert fs.resolve(str(tmp_path), "/../../gone.scope") is None
+    assert fs.resolve(str(tmp_path), "/../../gone.scope") is None
+    # a path that climbs and names nothing below is no cgroup, not the hierarchy's root
+    assert fs.resolve(str(tmp_path), "/..") is None
