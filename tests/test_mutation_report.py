@@ -11,14 +11,16 @@ values, all-missing and mixed objects are not evaluated.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
 import pytest
 
-from node_exporter_ml.drift.errors import OptionsError
-from node_exporter_ml.drift.report import Options, column_kind, parse_options
-from node_exporter_ml.drift.table import Column
+from node_exporter_ml.drift import report as report_module
+from node_exporter_ml.drift.errors import DataError, OptionsError
+from node_exporter_ml.drift.report import Options, column_kind, evaluate, parse_options
+from node_exporter_ml.drift.table import Column, Table
 
 
 def _col(dtype: str, values: list[Any], np_dtype: Any = object) -> Column:
@@ -186,3 +188,102 @@ def test_precedence_of_tests_and_thresholds() -> None:
     assert opts.threshold_for("q", "cat") == 0.1  # no cat threshold: the one for all
     assert Options().stattest_for("q", "num") is None
     assert Options().threshold_for("q", "cat") is None
+
+
+# --- third pass: the report run's survivors (each message names its option) ----------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"drift_share": "x"}, "option 'drift_share' must be a finite number, not 'x'"),
+        ({"method": 3}, "option 'method' must be the name of a test, not 3"),
+        (
+            {"per_column_method": {"x": 3}},
+            "option \"per_column_method['x']\" must be the name of a test, not 3",
+        ),
+        (
+            {"per_column_method": ["ks"]},
+            "option 'per_column_method' must map column names to values",
+        ),
+        (
+            {"per_column_threshold": {"x": "a"}},
+            "option \"per_column_threshold['x']\" must be a finite number, not 'a'",
+        ),
+        (
+            {"per_column_threshold": 0.1},
+            "option 'per_column_threshold' must map column names to values",
+        ),
+    ],
+)  # fmt: skip
+def test_each_message_names_the_option_as_given(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(OptionsError) as err:
+        parse_options(options)
+    assert str(err.value) == message
+
+
+def test_an_unknown_test_lists_the_available_ones() -> None:
+    from node_exporter_ml.drift.stattests import STATTESTS
+
+    with pytest.raises(OptionsError) as err:
+        parse_options({"stattest": "magic"})
+    available = ", ".join(sorted(STATTESTS))
+    assert str(err.value) == f"option 'stattest': unknown test 'magic'; available: {available}"
+
+
+def test_ranges_may_name_a_column_of_either_side() -> None:
+    ref = {"x": [1.0, 2.0, 3.0] * 10, "old": [1.0] * 30}
+    cur = {"x": [1.5, 2.5, 3.5] * 10}
+    report = evaluate(ref, cur, ranges={"old": [0, 1]})
+    assert "x" in report["columns"]
+
+
+@pytest.mark.parametrize(
+    ("n", "tail"), [(1, ""), (5, ""), (6, "; and 1 more"), (8, "; and 3 more")]
+)
+def test_no_column_evaluated_lists_five_reasons_then_a_count(n: int, tail: str) -> None:
+    cols = {f"d{i}": ["2026-01-01T00:00:00"] * 3 for i in range(n)}
+    data = Table.from_columns({k: np.array(v, dtype="datetime64[ns]") for k, v in cols.items()})
+    with pytest.raises(DataError) as err:
+        evaluate(data, data)
+    shown = "; ".join(f"d{i}: datetime columns are not evaluated" for i in range(min(n, 5)))
+    assert str(err.value) == f"no column can be evaluated ({shown}{tail})"
+
+
+def test_no_columns_at_all() -> None:
+    with pytest.raises(DataError) as err:
+        evaluate({}, {})
+    assert str(err.value) == "no column can be evaluated (no columns)"
+
+
+def _threads(monkeypatch: pytest.MonkeyPatch, columns: int, rows: int) -> set[str]:
+    """The names of the threads that evaluated the columns of a rows x columns table."""
+    names: set[str] = set()
+    real = report_module._evaluate_column
+
+    def spy(job: Any, opts: Any) -> Any:
+        names.add(threading.current_thread().name.split("_")[0])
+        return real(job, opts)
+
+    monkeypatch.setattr(report_module, "_evaluate_column", spy)
+    monkeypatch.setattr(report_module.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    data = {f"c{i}": np.linspace(0, 1, rows) for i in range(columns)}
+    evaluate(data, data, data_quality=False)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("columns", "rows", "threaded"),
+    [
+        (2, 50, True),  # (50 + 50) x 2 = 200 values: at the threshold
+        (2, 49, False),  # 196: under it
+        (1, 100, False),  # one column: one worker, no pool
+        (3, 40, True),
+    ],
+)
+def test_columns_go_to_drift_threads_from_the_threshold(
+    monkeypatch: pytest.MonkeyPatch, columns: int, rows: int, threaded: bool
+) -> None:
+    monkeypatch.setattr(report_module, "PARALLEL_MIN_VALUES", 200)
+    names = _threads(monkeypatch, columns, rows)
+    assert names == ({"drift"} if threaded else {"MainThread"})
