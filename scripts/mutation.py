@@ -32,8 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "mutation"
 
 # module (under node_exporter_ml/) -> the tests that exercise it (pytest arguments). Left out:
-# serving/causes.py and drift/engine/labels.py while issues 15 and 18 rewrite them
-# (bench/README.md).
+# drift/engine/labels.py, not named by issue 19 (bench/README.md).
 # The drift fuzz test is deselected: it runs 12 s of generated inputs per mutant and checks
 # only that no input crashes, which the other drift tests check on purpose.
 _FUZZ = "--deselect=tests/test_drift_stats.py::test_any_input_gives_a_report_or_a_clear_error"
@@ -51,8 +50,16 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/test_mutation_window.py",
     ),
     "serving/join.py": ("tests/test_serving_join.py", "tests/test_mutation_join.py"),
+    # test_serving_baseline.py is left out: 4 s of real cgroup trees per mutant, and the
+    # no-baseline levels it scores end to end are pinned directly in test_serving_causes.py.
+    "serving/causes.py": (
+        "tests/test_serving_causes.py",
+        "tests/test_serving_low_power.py",
+        "tests/test_mutation_causes.py",
+    ),
     "serving/parse.py": (
         "tests/test_serving_parse.py",
+        "tests/test_serving_openmetrics.py",
         "tests/test_serving_profiles.py",
         "tests/test_mutation_parse.py",
     ),
@@ -83,13 +90,15 @@ def _layout(module: str, tests: tuple[str, ...]) -> Path:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for tree in ("node_exporter_ml", "tests", "tools"):
+    # docs/: tests hold the documented constants (serving.md's table of scales) to the code
+    for tree in ("node_exporter_ml", "tests", "tools", "docs"):
         shutil.copytree(ROOT / tree, work / tree, ignore=ignore)
     present = [t for t in tests if t.startswith("-") or (ROOT / t).is_file()]
     config = (ROOT / "pyproject.toml").read_text()
     config += (
         "\n[tool.mutmut]\n"
         'source_paths = ["node_exporter_ml"]\n'
+        'also_copy = ["docs"]\n'
         f'only_mutate = ["node_exporter_ml/{module}"]\n'
         'pytest_add_cli_args = ["-q", "-p", "no:randomly", "-p", "no:cacheprovider"]\n'
         f"pytest_add_cli_args_test_selection = {json.dumps(present)}\n"

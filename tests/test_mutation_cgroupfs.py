@@ -276,3 +276,88 @@ def test_io_stat_keys_split_at_the_first_equals() -> None:
     # before the first "=" decides (rbytes=1=2 is a malformed rbytes, not a key "rbytes=1")
     with pytest.raises(ParseError):
         parse_io_stat("8:0 rbytes=1=2 wbytes=0\n")
+
+
+# --- second pass (issue 19): v1 units exactly, the sample's identity, blkio's fallbacks ------
+
+
+def _read_v1(root: Path, pids: tuple[int, ...] = (415, 416)) -> object:
+    make_v1_root(root, hybrid=False)
+    write_cgroup_v1(root, {"cpu": POD, "memory": POD, "blkio": POD}, CgroupStats())
+    paths = CgroupPaths.from_lines(parse_cgroup_file(v1_cgroup_file(POD)))
+    return CgroupFS(str(root)).read(POD, paths, pids)
+
+
+def test_v1_cpu_seconds_are_the_kernels_units_exactly(tmp_path: Path) -> None:
+    sample = _read_v1(tmp_path)
+    # cpuacct.usage and cpu.stat's throttled_time are nanoseconds; cpuacct.stat is in
+    # USER_HZ ticks, 100 a second on Linux (cgroup-v1/cpuacct.rst, proc(5))
+    assert sample.cpu_usage_seconds_total == 812.4  # type: ignore[attr-defined]
+    assert sample.cpu_user_seconds_total == 700.0  # type: ignore[attr-defined]
+    assert sample.cpu_system_seconds_total == 112.4  # type: ignore[attr-defined]
+    assert sample.cpu_throttled_seconds_total == 3.1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_the_sample_carries_its_key_and_pids(tmp_path: Path, version: int) -> None:
+    if version == 1:
+        sample = _read_v1(tmp_path, (415, 416))
+    else:
+        make_v2_root(tmp_path)
+        write_cgroup_v2(tmp_path / "a", CgroupStats())
+        sample = CgroupFS(str(tmp_path)).read("/a", CgroupPaths(unified="/a"), (415, 416))
+    assert sample is not None
+    assert sample.cgroup_version == version  # type: ignore[attr-defined]
+    assert sample.path == (POD if version == 1 else "/a")  # type: ignore[attr-defined]
+    assert sample.pids == (415, 416)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "name", ["blkio.throttle.io_service_bytes", "blkio.io_service_bytes_recursive"]
+)
+def test_v1_blkio_falls_back_to_the_other_files(tmp_path: Path, name: str) -> None:
+    # Kernels and cgroup drivers differ in which io_service_bytes files they offer: the
+    # bytes are read from the first one present.
+    make_v1_root(tmp_path, hybrid=False)
+    write_cgroup_v1(tmp_path, {"cpu": POD, "memory": POD, "blkio": POD}, CgroupStats())
+    blkio = tmp_path / "blkio" / POD.lstrip("/")
+    (blkio / "blkio.throttle.io_service_bytes_recursive").rename(blkio / name)
+    paths = CgroupPaths.from_lines(parse_cgroup_file(v1_cgroup_file(POD)))
+    sample = CgroupFS(str(tmp_path)).read(POD, paths)
+    assert sample is not None
+    assert sample.io_read_bytes_total == 1_459_200 + 40_960
+    assert sample.io_write_bytes_total == 314_773_504
+
+
+def test_v1_cpuacct_stat_without_system_ticks(tmp_path: Path) -> None:
+    make_v1_root(tmp_path, hybrid=False)
+    write_cgroup_v1(tmp_path, {"cpu": POD, "memory": POD, "blkio": POD}, CgroupStats())
+    (tmp_path / "cpu,cpuacct" / POD.lstrip("/") / "cpuacct.stat").write_text("user 5\n")
+    paths = CgroupPaths.from_lines(parse_cgroup_file(v1_cgroup_file(POD)))
+    sample = CgroupFS(str(tmp_path)).read(POD, paths)
+    assert sample is not None
+    assert sample.cpu_user_seconds_total == 0.05
+    assert sample.cpu_system_seconds_total is None
+
+
+def test_default_root_is_the_hosts_cgroup_mount() -> None:
+    assert CgroupFS().root == "/sys/fs/cgroup"
+
+
+def test_pure_v1_host_has_no_unified_hierarchy(tmp_path: Path) -> None:
+    make_v1_root(tmp_path, hybrid=False)
+    fs = CgroupFS(str(tmp_path))
+    assert fs.unified_root is None
+    assert fs.is_v2 is False
+    make_v1_root(tmp_path / "h", hybrid=True)
+    assert CgroupFS(str(tmp_path / "h")).unified_root == str(tmp_path / "h" / "unified")
+
+
+def test_a_climbing_path_not_found_stays_not_found(tmp_path: Path) -> None:
+    make_v2_root(tmp_path)
+    fs = CgroupFS(str(tmp_path))
+    # seen from a private cgroup namespace: searched for, not found, and the answer cached
+    assert fs.resolve(str(tmp_path), "/../../gone.scope") is None
+    assert fs.resolve(str(tmp_path), "/../../gone.scope") is None
+    # a path that climbs and names nothing below is no cgroup, not the hierarchy's root
+    assert fs.resolve(str(tmp_path), "/..") is None

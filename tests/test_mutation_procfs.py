@@ -8,6 +8,8 @@ reads tcp6 of the same namespace too.
 
 from __future__ import annotations
 
+import mmap
+import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,12 @@ from node_exporter_ml.host.procfs import (
     ProcFS,
     parse_boot_time,
     parse_cgroup_file,
+    parse_cmdline,
+    parse_fib_trie_local,
+    parse_if_inet6,
+    parse_loadavg,
     parse_net_tcp,
+    parse_socket_inode,
     parse_stat,
     parse_stat_start,
     parse_status,
@@ -142,3 +149,169 @@ def test_net_tcp_reads_tcp6_with_the_same_state_filter(tmp_path: Path) -> None:
     assert [(s.address, s.port) for s in got] == [("0.0.0.0", 8000), ("::1", 8080)]
     (tmp_path / "net" / "tcp6").unlink()  # IPv6 disabled: tcp alone
     assert [s.port for s in ProcFS(str(tmp_path)).net_tcp(7)] == [8000]
+
+
+# --- second pass (issue 19): the readers' decoding, bounds and fd/netns walks ---------------
+
+
+def test_stat_start_needs_the_parentheses_even_with_enough_fields() -> None:
+    # 22 space-separated fields and no "(comm)": not a stat line, whatever follows
+    text = "1 comm " + " ".join(["S", *map(str, range(2, 30))])
+    with pytest.raises(ParseError) as caught:
+        parse_stat_start(text)
+    assert caught.value.detail == "expected 'pid (comm) state ... starttime' (no (comm))"
+
+
+def test_a_used_status_field_whose_value_holds_a_colon_is_malformed() -> None:
+    # "Threads: 3:4" is Threads with a bad value, not a key "Threads: 3" to pass over
+    with pytest.raises(ParseError, match="Threads: expected a number, got '3:4'"):
+        parse_status("Threads:\t3:4\n")
+
+
+def test_cmdline_strips_only_trailing_nuls() -> None:
+    assert parse_cmdline(b"run\0MAX\0\0") == ("run", "MAX")
+
+
+@pytest.mark.parametrize(
+    "link",
+    ["net:[4026531840]", "socket:[123", "anon_inode:[eventpoll]", "socket:[]"],
+    ids=["namespace", "no closing bracket", "anon inode", "empty"],
+)
+def test_only_socket_links_give_an_inode(link: str) -> None:
+    assert parse_socket_inode(link) is None
+
+
+def test_fib_trie_local_line_before_any_leaf_names_nothing() -> None:
+    assert parse_fib_trie_local("Local:\n        /32 host LOCAL\n") == set()
+
+
+def test_if_inet6_passes_over_blank_and_bad_lines() -> None:
+    text = (
+        "\n"
+        + "zz" * 16
+        + " 01 80 10 80       lo\n"
+        + "00000000000000000000000000000001 01 80 10 80       lo\n"
+    )
+    assert parse_if_inet6(text) == {"::1"}
+
+
+def test_default_root_is_the_hosts_proc_and_the_units_are_the_kernels() -> None:
+    fs = ProcFS()
+    assert os.getpid() in fs.pids()
+    # USER_HZ is 100 on every Linux architecture (proc(5), times(2)); the page size is the
+    # one mmap reports
+    assert fs.clock_ticks == 100
+    assert fs.page_size == mmap.PAGESIZE
+
+
+def test_invalid_utf8_in_proc_files_reads_as_replacement_characters(tmp_path: Path) -> None:
+    write_proc(tmp_path, [FakeProc(pid=7, comm="w", starttime=4321)])
+    stat = tmp_path / "7" / "stat"
+    stat.write_bytes(stat.read_bytes().replace(b"(w)", b"(w\xff)"))
+    (tmp_path / "7" / "comm").write_bytes(b"w\xff\n")
+    fs = ProcFS(str(tmp_path))
+    assert fs.read_comm(7) == "w\ufffd"
+    assert fs.read_start(7) == ("w\ufffd", 4321)
+    assert fs.read_stat(7).comm == "w\ufffd"
+
+
+@pytest.mark.parametrize("comm", ["MAX X ", "MAX", "a\tb\t"])
+def test_comm_keeps_trailing_spaces_and_letters(tmp_path: Path, comm: str) -> None:
+    # comm is up to 15 bytes of anything; only the newline the kernel adds goes
+    write_proc(tmp_path, [FakeProc(pid=7, comm=comm)])
+    assert ProcFS(str(tmp_path)).read_comm(7) == comm
+
+
+def test_socket_inodes_pass_over_fds_that_are_not_links(tmp_path: Path) -> None:
+    write_proc(tmp_path, [FakeProc(pid=7, fds=0, sockets=tuple(range(100, 110)))])
+    for i in range(10):  # interleaved names: some are listed before sockets
+        (tmp_path / "7" / "fd" / f"{i}x").write_text("")
+    assert ProcFS(str(tmp_path)).socket_inodes(7) == set(range(100, 110))
+
+
+def test_net_tcp_of_a_pod_reads_its_own_namespace_tables(tmp_path: Path) -> None:
+    write_proc(tmp_path, [FakeProc(pid=7, netns="net:[4026532999]")], tcp=[(LISTEN, 9000, 31)])
+    (tmp_path / "net" / "tcp6").write_text(HEADER + _row(9001, LISTEN, 32, "0" * 32))
+    (tmp_path / "7" / "net").mkdir()
+    (tmp_path / "7" / "net" / "tcp").write_text(
+        HEADER + _row(8000, LISTEN, 11) + _row(8001, ESTABLISHED, 12)
+    )
+    (tmp_path / "7" / "net" / "tcp6").write_text(HEADER + _row(8080, LISTEN, 21, "0" * 32))
+    fs = ProcFS(str(tmp_path))
+    assert [s.port for s in fs.net_tcp(7, LISTEN)] == [8000, 8080]
+    assert [s.port for s in fs.net_tcp(7)] == [8000, 8001, 8080]
+    assert fs.net_namespace(7) == "net:[4026532999]"
+
+
+@pytest.mark.parametrize(
+    ("size", "limit"),
+    [
+        (300_000, 1000),
+        (300_000, 65_537),  # one byte past the first chunk
+        (300_000, 70_000),
+        (300_000, 200_000),
+        (500, 1000),
+        (500, 500),
+    ],
+)
+def test_read_environ_reads_up_to_its_limit(tmp_path: Path, size: int, limit: int) -> None:
+    data = bytes(i % 251 for i in range(size))
+    write_proc(tmp_path, [FakeProc(pid=7, environ=data)])
+    assert ProcFS(str(tmp_path)).read_environ(7, limit) == data[:limit]
+
+
+def test_other_reads_are_whole_past_the_chunk_size(tmp_path: Path) -> None:
+    args = tuple(f"--arg{i}=" + "v" * 100 for i in range(1000))  # about 110 kB of cmdline
+    write_proc(tmp_path, [FakeProc(pid=7, cmdline=args)])
+    assert ProcFS(str(tmp_path)).read_cmdline(7) == args
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0.52 0.58 0.59 2/1184 9127\n", (0.52, 0.58, 0.59)),
+        ("0.00 0.00 0.00 1/1 1\n", (0.0, 0.0, 0.0)),
+        ("12.5 3 1e2", (12.5, 3.0, 100.0)),
+    ],
+)
+def test_parse_loadavg(text: str, expected: tuple[float, float, float]) -> None:
+    assert parse_loadavg(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "0.5 0.5",
+        "x 0.5 0.5 1/1 1",
+        "-0.1 0.5 0.5",
+        "0.5 inf 0.5",
+        "0.5 0.5 nan",
+        "x" * 70,  # shown cut to 60 characters
+        "-1 0 0 " + "9" * 70,
+    ],
+    ids=["empty", "two fields", "word", "negative", "inf", "nan", "long word", "long negative"],
+)
+def test_parse_loadavg_rejects(text: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_loadavg(text)
+    assert caught.value.path == "loadavg"
+    assert caught.value.detail == f"expected three load averages, got {text[:60]!r}"
+    with pytest.raises(ParseError) as caught:
+        parse_loadavg(text, "/host/proc/loadavg")
+    assert caught.value.path == "/host/proc/loadavg"
+
+
+def test_local_addresses_join_both_tables_and_skip_a_missing_one(tmp_path: Path) -> None:
+    write_proc(tmp_path, [FakeProc(pid=7, netns="net:[4026532999]")])
+    net = tmp_path / "7" / "net"
+    net.mkdir()
+    (net / "fib_trie").write_text("Local:\n  +-- 10.0.0.0/8 2 0 2\n     |-- 10.1.2.3\n"
+                                  "        /32 host LOCAL\n")  # fmt: skip
+    (net / "if_inet6").write_text("fd000000000000000000000000000007 02 40 00 80     eth0\n")
+    fs = ProcFS(str(tmp_path))
+    assert fs.local_addresses(7) == {"10.1.2.3", "fd00::7"}
+    (net / "fib_trie").unlink()  # no IPv4 routing table: the IPv6 addresses still count
+    assert fs.local_addresses(7) == {"fd00::7"}
+    (net / "if_inet6").unlink()
+    assert fs.local_addresses(7) == set()

@@ -87,7 +87,8 @@ def _timestamp(token: str) -> tuple[int, int]:
         raise ValueError(f"bad timestamp {token[:40]!r}")
     sec, dot, frac = token.partition(".")
     if dot and sec.lstrip("-").isdigit() and frac.isdigit():
-        return int(sec), int(frac[:9].ljust(9, "0"))
+        nanos = int(frac[:9].ljust(9, "0"))  # "-0.5" is minus half a second, as float() has it
+        return int(sec), -nanos if sec.startswith("-") else nanos
     if not dot and token.lstrip("-").isdigit():
         return int(token), 0
     stamp = float(token)  # "1e3"; float() raises ValueError on anything else
@@ -181,7 +182,7 @@ def parse_exposition(
     owner: dict[str, Family] = {}  # sample name -> family, for names with suffixes
     fam: Family | None = None
     samples: list[tuple[str, Labels, float]] = []
-    last_name = ""
+    last_name = "\n"  # no sample yet: never a name, so a nameless `{a="b"} 1` is checked too
     openmetrics = False
     lineno = 0
     cached = cache.get
@@ -199,7 +200,7 @@ def parse_exposition(
                     raise ParseError(f"line {lineno}: bad TYPE line")
                 name, kind = parts[2], parts[3].strip().lower()
                 if keep is not None and not keep(name):
-                    skipping, fam, last_name = name, None, ""
+                    skipping, fam, last_name = name, None, "\n"
                     continue
                 skipping = "\n"
                 fam = families.get(name)
@@ -207,7 +208,7 @@ def parse_exposition(
                     fam = families[name] = Family(name, kind)
                 else:
                     fam.type = kind
-                samples, last_name = fam.samples, ""
+                samples, last_name = fam.samples, "\n"
                 for suffix in _SUFFIXES.get(kind, ()):
                     owner[name + suffix] = fam
                 owner[name] = fam
