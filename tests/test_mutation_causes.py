@@ -27,7 +27,7 @@ from node_exporter_ml.serving.causes import (
     rise,
     saturation_level,
 )
-from tests.test_serving_causes import BASELINE, CALM, SLOW, TICK, WINDOW, history
+from tests.causes_helpers import BASELINE, CALM, SLOW, TICK, WINDOW, history
 
 # Latency 3x; the rate falls to 60 % (flat = 0, so only queueing can score `load`) with the
 # GPU work per request unchanged (nothing the model does explains the latency): the `load`

@@ -58,9 +58,9 @@ class WidgetCollector(BlockingCollector[WidgetOptions]):
 def widget(monkeypatch):
     registry.load_collectors()  # the real ones first, into the registry that stays
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    registry.register_collector(
-        "widget", produces=WIDGETS, default_enabled=False, options=WIDGET
-    )(WidgetCollector)
+    registry.register_collector("widget", produces=WIDGETS, default_enabled=False, options=WIDGET)(
+        WidgetCollector
+    )
     return {n: r.default_enabled for n, r in registry.load_collectors().items()}
 
 
