@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
 from node_exporter_ml.drift import Table
-from node_exporter_ml.drift.columnar import loads_columnar
+from node_exporter_ml.drift.columnar import Blob, loads_columnar
 from node_exporter_ml.drift.service import (
     ApiError,
     Limits,
@@ -71,6 +72,19 @@ def test_parse_json_errors_name_the_place():
 def test_parse_json_refuses_lone_surrogates_in_columnar_bodies(body):
     with pytest.raises(ApiError, match="lone surrogate"):
         parse_json(body, loads_columnar)
+    with pytest.raises(ApiError, match="lone surrogate"):
+        parse_json(Blob(bytearray(body)), loads_columnar)  # as the API sends it
+
+
+@pytest.mark.parametrize("loads", [json.loads, loads_columnar])
+def test_parse_json_of_a_blob_is_parse_json_of_its_bytes(loads):
+    body = b' {"columns": {"a": [1, 2]}, "options": {"k": "\\u00e9"}}\n'
+    blob = Blob(bytearray(body))
+    assert str(parse_json(blob, loads)) == str(parse_json(body, loads))
+    assert len(blob) == 0
+    for empty in (b"", b" \n\t"):
+        with pytest.raises(ApiError, match="the body is empty"):
+            parse_json(Blob(empty), loads)
 
 
 def test_parse_json_keeps_surrogate_pairs_in_columnar_bodies():

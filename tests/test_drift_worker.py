@@ -238,3 +238,31 @@ async def test_a_model_deleted_and_created_again_is_not_served_from_the_worker_c
         assert report["reference"]["rows"] == n
         assert report["dataset"]["number_of_columns"] == 3
         assert (await client.delete("/api/v1/models/m")).status == 200
+
+
+def test_a_sent_task_holds_no_body(pool):
+    import sys
+    import threading
+    from multiprocessing import Pipe
+
+    from node_exporter_ml.drift.columnar import Blob
+    from node_exporter_ml.drift.worker import BLOB_BYTES, Task
+
+    body = bytearray(b"x" * (4 * BLOB_BYTES))
+    alone = sys.getrefcount(body)
+    task = Task.of(len, (Blob(body),))
+    assert sys.getrefcount(body) > alone  # held by the task until it is written
+    ours, theirs = Pipe()
+    got: list[tuple[object, tuple[object, ...]]] = []
+    reader = threading.Thread(target=lambda: got.append(Task.receive(theirs)))
+    reader.start()
+    task.send(ours)
+    reader.join(timeout=30)
+    assert sys.getrefcount(body) == alone  # released once sent: only this test holds it
+    fn, args = got[0]
+    assert fn is len
+    assert isinstance(args[0], Blob)
+    assert args[0].take() == bytes(body)
+    # A bytearray argument arrives as bytes, large (out of band) or small (in the pickle).
+    assert pool.call(type, bytearray(b"ab")) is bytes
+    assert pool.call(bytes.count, bytearray(b"a" * BLOB_BYTES), b"a") == BLOB_BYTES

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from node_exporter_ml.drift.columnar import TABLE_MEDIA, Upload, sniff
+from node_exporter_ml.drift.columnar import TABLE_MEDIA, Blob, Upload, sniff
 from node_exporter_ml.drift.errors import DataError, OptionsError
 from node_exporter_ml.drift.openapi import openapi_document
 from node_exporter_ml.drift.service import (
@@ -117,23 +117,26 @@ def _check_length(request: web.Request, limit: int) -> None:
         raise ApiError(413, f"body of {length} bytes is over the limit of {limit} bytes")
 
 
-async def _gather(chunks: AsyncIterable[bytes], budget: int, limit: int) -> bytes:
-    """The chunks joined; 413 once they pass `budget` (what is left of `limit`)."""
-    out: list[bytes] = []
-    size = 0
+async def _gather(chunks: AsyncIterable[bytes], budget: int, limit: int) -> bytearray:
+    """The chunks copied into one buffer as they arrive; 413 once past `budget` (of `limit`).
+
+    One growing buffer (above glibc's mmap threshold it grows by remapping, never by copying),
+    never a list of chunks and then their join: the body is held once, and each chunk is freed
+    as soon as it is copied, so chunks never pile up in the agent's heap.
+    """
+    out = bytearray()
     async for chunk in chunks:
-        size += len(chunk)
-        if size > budget:
+        if len(out) + len(chunk) > budget:
             raise ApiError(413, f"body is over the limit of {limit} bytes")
-        out.append(chunk)
-    return b"".join(out)
+        out += chunk
+    return out
 
 
 def _timeout() -> ApiError:
     return ApiError(408, f"the body did not arrive within {BODY_TIMEOUT:g}s")
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int) -> bytearray:
     _check_length(request, limit)
     try:
         async with asyncio.timeout(BODY_TIMEOUT):
@@ -147,7 +150,7 @@ async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _read_part(part: BodyPartReader, budget: int, limit: int) -> bytes:
+async def _read_part(part: BodyPartReader, budget: int, limit: int) -> bytearray:
     data = await _gather(_part_chunks(part), budget, limit)
     if part.headers.get("Content-Transfer-Encoding", "").lower() == "base64":
         raise ApiError(400, f"multipart part {part.name!r}: base64 transfer encoding unsupported")
@@ -156,7 +159,7 @@ async def _read_part(part: BodyPartReader, budget: int, limit: int) -> bytes:
 
 async def _read_multipart(
     request: web.Request, limit: int, allowed: tuple[str, ...]
-) -> dict[str, bytes]:
+) -> dict[str, bytearray]:
     try:
         async with asyncio.timeout(BODY_TIMEOUT):
             return await _read_parts(request, limit, allowed)
@@ -166,13 +169,13 @@ async def _read_multipart(
 
 async def _read_parts(
     request: web.Request, limit: int, allowed: tuple[str, ...]
-) -> dict[str, bytes]:
+) -> dict[str, bytearray]:
     _check_length(request, limit)
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError, KeyError) as err:
         raise ApiError(400, f"malformed multipart body: {err}") from None
-    parts: dict[str, bytes] = {}
+    parts: dict[str, bytearray] = {}
     used = 0
     try:
         while True:
@@ -228,7 +231,8 @@ def routes(service: DriftService) -> list[web.RouteDef]:
         limit = service.limits.max_body_bytes
         media = _media_type(request)
         if _is_json(media):
-            body = await _read_body(request, limit)
+            # A blob: the agent lets go of the body once it is sent to the worker.
+            body = Blob(await _read_body(request, limit))
             async with service.admission, service.evaluations:
                 report = await service.in_worker(service.evaluate_json_body, body)
         elif media == "multipart/form-data":
@@ -252,9 +256,8 @@ def routes(service: DriftService) -> list[web.RouteDef]:
         limit = service.limits.max_body_bytes
         media = _media_type(request)
         if _is_json(media):
-            body = await _read_body(request, limit)
             prepare: Callable[..., Any] = service.prepare_reference_json
-            args: tuple[Any, ...] = (body,)
+            args: tuple[Any, ...] = (Blob(await _read_body(request, limit)),)
         elif media in TABLE_MEDIA:
             body = await _read_body(request, limit)
             prepare, args = service.prepare_reference_upload, (Upload(body, media), None)

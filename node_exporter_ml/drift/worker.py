@@ -68,25 +68,35 @@ class Task:
     """
 
     head: bytes
-    buffers: tuple[pickle.PickleBuffer, ...]
+    buffers: list[pickle.PickleBuffer]
+    """Released as they are sent: a task holds no body once written."""
 
     @classmethod
     def of(cls, fn: Callable[..., Any], args: tuple[Any, ...]) -> Task:
-        """The task of ``fn(*args)``; bytes arguments of `BLOB_BYTES` or more go out of band."""
-        wrapped = tuple(
-            pickle.PickleBuffer(a) if isinstance(a, bytes) and len(a) >= BLOB_BYTES else a
-            for a in args
-        )
+        """The task of ``fn(*args)``; bytes arguments of `BLOB_BYTES` or more go out of band.
+
+        A bytearray argument (a body as read) arrives as bytes: out of band when large, else
+        copied into the pickle as bytes.
+        """
+        wrapped = tuple(_wrapped(a) for a in args)
         buffers: list[pickle.PickleBuffer] = []
         head = pickle.dumps((fn, wrapped), protocol=5, buffer_callback=buffers.append)
-        return cls(head, tuple(buffers))
+        return cls(head, buffers)
 
     def send(self, conn: multiprocessing.connection.Connection) -> None:
-        """Write the task: the count of buffers, the head, then each buffer."""
+        """Write the task: the count of buffers, the head, then each buffer.
+
+        Each buffer is released once written, so a body passed on in a `drift.columnar.Blob`
+        is freed here, before the answer comes.
+        """
         conn.send_bytes(len(self.buffers).to_bytes(4, "big"))
         conn.send_bytes(self.head)
-        for buffer in self.buffers:
-            conn.send_bytes(buffer.raw())
+        self.buffers.reverse()
+        while self.buffers:
+            buffer = self.buffers.pop()
+            with buffer.raw() as view:
+                conn.send_bytes(view)
+            buffer.release()
 
     @staticmethod
     def receive(
@@ -98,6 +108,14 @@ class Task:
         buffers = [conn.recv_bytes() for _ in range(count)]
         fn, args = pickle.loads(head, buffers=buffers)
         return fn, tuple(args)
+
+
+def _wrapped(arg: Any) -> Any:
+    if isinstance(arg, bytes | bytearray):
+        if len(arg) >= BLOB_BYTES:
+            return pickle.PickleBuffer(arg)
+        return bytes(arg)
+    return arg
 
 
 class _Worker:
