@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from node_exporter_ml.collectors.drift import DriftData, worker_families
+from node_exporter_ml.drift.columnar import CSV, Upload
 from node_exporter_ml.drift.errors import DataError
 from node_exporter_ml.drift.service import Limits
 from node_exporter_ml.drift.store import Window
@@ -248,7 +249,8 @@ def test_a_sent_task_holds_no_body(pool):
     from node_exporter_ml.drift.columnar import Blob
     from node_exporter_ml.drift.worker import BLOB_BYTES, Task
 
-    body = bytearray(b"x" * (4 * BLOB_BYTES))
+    sent = b"x" * (4 * BLOB_BYTES)
+    body = bytearray(sent)
     alone = sys.getrefcount(body)
     task = Task.of(len, (Blob(body),))
     assert sys.getrefcount(body) > alone  # held by the task until it is written
@@ -259,10 +261,18 @@ def test_a_sent_task_holds_no_body(pool):
     task.send(ours)
     reader.join(timeout=30)
     assert sys.getrefcount(body) == alone  # released once sent: only this test holds it
+    assert len(body) == 0  # and the body it read for the task is freed, not kept in the agent
     fn, args = got[0]
     assert fn is len
     assert isinstance(args[0], Blob)
-    assert args[0].take() == bytes(body)
+    assert args[0].take() == sent
     # A bytearray argument arrives as bytes, large (out of band) or small (in the pickle).
     assert pool.call(type, bytearray(b"ab")) is bytes
     assert pool.call(bytes.count, bytearray(b"a" * BLOB_BYTES), b"a") == BLOB_BYTES
+    upload = Upload(bytearray(sent), CSV)
+    assert pool.call(_length_of, upload) == len(sent)
+    assert len(upload.data) == 0  # an upload's body is consumed the same way
+
+
+def _length_of(upload: Upload) -> int:
+    return len(upload.data)

@@ -161,7 +161,8 @@ def read_csv(
         line = raw.count(b"\n", 0, raw.index(b"\x00")) + 1
         raise DataError(f"CSV line {line}: a NUL byte (is this a CSV file?)")
     try:
-        raw.decode("utf-8")
+        if not raw.isascii():  # ASCII is UTF-8: no decoded copy of the whole file to check it
+            raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataError(f"CSV is not UTF-8: byte {err.start} is invalid") from None
     header = _csv_header(raw)

@@ -75,8 +75,8 @@ class Task:
     def of(cls, fn: Callable[..., Any], args: tuple[Any, ...]) -> Task:
         """The task of ``fn(*args)``; bytes arguments of `BLOB_BYTES` or more go out of band.
 
-        A bytearray argument (a body as read) arrives as bytes: out of band when large, else
-        copied into the pickle as bytes.
+        A bytearray argument (a body as read) arrives as bytes: out of band when large (and
+        consumed by `send`), else copied into the pickle as bytes.
         """
         wrapped = tuple(_wrapped(a) for a in args)
         buffers: list[pickle.PickleBuffer] = []
@@ -86,8 +86,10 @@ class Task:
     def send(self, conn: multiprocessing.connection.Connection) -> None:
         """Write the task: the count of buffers, the head, then each buffer.
 
-        Each buffer is released once written, so a body passed on in a `drift.columnar.Blob`
-        is freed here, before the answer comes.
+        Each buffer is released once written, and a bytearray behind one (a request body as
+        the agent read it, passed as is, in a `drift.columnar.Blob` or in an `Upload`) is
+        emptied: it was read for this task, and the agent lets go of it while the worker
+        works, instead of holding a copy of every body in flight.
         """
         conn.send_bytes(len(self.buffers).to_bytes(4, "big"))
         conn.send_bytes(self.head)
@@ -96,7 +98,12 @@ class Task:
             buffer = self.buffers.pop()
             with buffer.raw() as view:
                 conn.send_bytes(view)
+                owner = view.obj
             buffer.release()
+            if isinstance(owner, bytearray):
+                with contextlib.suppress(BufferError):  # still viewed elsewhere: left as is
+                    owner.clear()
+            del owner
 
     @staticmethod
     def receive(
