@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -178,12 +179,15 @@ def _vm_rss(pid: int) -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
-def _post(url: str, body: dict) -> int:
+def _post(url: str, body: dict, method: str = "POST") -> int:
     import json
     import urllib.request
 
     req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method=method,
     )
     with urllib.request.urlopen(req, timeout=60) as resp:
         return int(resp.status)
@@ -208,6 +212,16 @@ def test_the_agent_never_loads_the_engine_and_stays_small(tmp_path):
             assert _post(url, body) == 200
         grown = _vm_rss(pid) - settled
         assert grown < 4 * 2**20, f"the agent grew by {grown / 2**20:.1f} MiB in 4 evaluations"
+        # A large reference crosses back from the worker and is stored by the agent: what
+        # that leaves in its heap is given back (11 MiB stayed after a 50,000-row one).
+        rng = random.Random(5)
+        wide = {f"x{i}": [rng.random() for _ in range(50_000)] for i in range(20)}
+        before = _vm_rss(pid)
+        for _ in range(2):
+            put = {"columns": wide}
+            assert _post(f"{agent.url}/api/v1/models/m/reference", put, "PUT") in (200, 201)
+        grown = _vm_rss(pid) - before
+        assert grown < 4 * 2**20, f"the agent grew by {grown / 2**20:.1f} MiB in 2 references"
         with open(f"/proc/{pid}/maps", encoding="ascii") as f:
             mapped = f.read()
         for lib in ("numpy", "scipy", "pandas", "pyarrow"):

@@ -302,6 +302,22 @@ def fix_mmap_threshold() -> None:
     mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the kernel (glibc's malloc_trim; else a no-op).
+
+    What a large request leaves behind in the agent, small blocks freed between blocks still
+    in use (a received answer's objects, SQLite's and zlib's buffers), is free but resident:
+    glibc only returns the top of a heap by itself. The agent calls this after such requests.
+    """
+    import ctypes
+
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    malloc_trim(0)
+
+
 def _rss(pid: int) -> int:
     import psutil
 
