@@ -18,7 +18,7 @@ from node_exporter_ml.drift.service import Limits
 from node_exporter_ml.drift.store import Window
 from node_exporter_ml.drift.worker import WorkerError, WorkerLimits, WorkerPool
 from tests.drift_helpers import app_for, make_rows, running_service
-from tests.drift_worker_tasks import die, nap
+from tests.drift_worker_tasks import churn, die, nap
 
 
 def _alive(pid: int) -> bool:
@@ -290,3 +290,11 @@ def test_a_sent_task_holds_no_body(pool):
 
 def _length_of(upload: Upload) -> int:
     return len(upload.data)
+
+
+def test_a_worker_gives_back_what_its_task_freed(pool):
+    pool.call(os.getpid)
+    idle = pool.resident_memory_bytes()
+    assert pool.call(churn, 200) > 0  # some 200 MiB of small objects, freed when it returns
+    grown = pool.resident_memory_bytes() - idle
+    assert grown < 40 * 2**20, f"the worker kept {grown / 2**20:.0f} MiB after its task"

@@ -362,6 +362,10 @@ def serve(conn: multiprocessing.connection.Connection) -> None:
             answer = (True, fn(*args))
         except Exception as err:  # noqa: BLE001 (the task's own error goes back to the caller)
             answer = (False, err)
+        del fn, args
+        # What the task freed goes back to the kernel before the agent measures this worker
+        # (its memory cap), instead of staying resident under the next task's peak.
+        trim_heap()
         try:
             data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as err:  # noqa: BLE001 (an unpicklable answer: its text still goes)
