@@ -206,9 +206,9 @@ def test_drift_api_is_guarded_and_uploads_fit_the_memory_limit(objects, pod, con
     parsed = flat(parse_config_file(cm["data"]["config.yaml"], "daemonset.yaml ConfigMap"))
     limit = container["resources"]["limits"]["memory"]
     assert limit.endswith("Mi")
-    # Agent + drift workers peak at about 240 MiB + 6x the body (bench/drift_memory.py);
+    # Agent + drift workers peak at about 240 MiB + 4x the body (bench/drift_memory.py);
     # the cap keeps that under 80% of the limit (daemonset.yaml).
-    assert parsed.drift_max_body_bytes * 6 + 240 * 2**20 <= 0.8 * int(limit[:-2]) * 2**20
+    assert parsed.drift_max_body_bytes * 4 + 240 * 2**20 <= 0.8 * int(limit[:-2]) * 2**20
 
 
 def test_args_are_flags_the_agent_has(container):

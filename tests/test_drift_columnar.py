@@ -23,6 +23,7 @@ from node_exporter_ml.drift.engine.columnar import (
     ARROW_STREAM,
     CSV,
     PARQUET,
+    Blob,
     Upload,
     loads_columnar,
     read_table,
@@ -349,3 +350,23 @@ def test_columns_are_typed_while_decoding():
     decoded = loads_columnar(json.dumps(body).encode())["reference"]["columns"]
     assert (decoded["x"].dtype, decoded["c"].dtype) == ("int", "str")
     assert decoded["bad"] == [1, {"o": 1}]  # left for the table to refuse, naming the side
+
+
+def test_a_blob_is_handed_over_once():
+    import pickle
+
+    body = {"columns": {"x": [1.5, 2.5], "c": ["a", "b"]}}
+    blob = Blob(bytearray(json.dumps(body).encode()))
+    buffers: list[pickle.PickleBuffer] = []
+    head = pickle.dumps(blob, protocol=5, buffer_callback=buffers.append)
+    assert len(blob) == 0  # the sender holds nothing once it is pickled
+    assert len(buffers) == 1  # the bytes went out of band, not into the pickle
+    assert len(head) < 100
+    received = pickle.loads(head, buffers=[bytes(b.raw()) for b in buffers])
+    assert isinstance(received, Blob)
+    assert len(received) > 0
+    decoded = loads_columnar(received)
+    assert len(received) == 0  # taken by the parser, which dropped it once decoded
+    assert decoded["columns"]["x"].values.tolist() == [1.5, 2.5]
+    # Without out-of-band buffers the bytes go into the pickle.
+    assert pickle.loads(pickle.dumps(Blob(b"[1]"), protocol=4)).take() == b"[1]"

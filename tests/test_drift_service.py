@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from node_exporter_ml.drift import Table, bodies
 from node_exporter_ml.drift.bodies import Limits, split_reference
-from node_exporter_ml.drift.engine.columnar import loads_columnar
+from node_exporter_ml.drift.engine.columnar import Blob, loads_columnar
 from node_exporter_ml.drift.errors import DriftError
 from node_exporter_ml.drift.store import pack_table, unpack_table
 from node_exporter_ml.drift.web import ApiError, api_error
@@ -84,6 +85,19 @@ def test_parse_json_errors_name_the_place():
 def test_parse_json_refuses_lone_surrogates_in_columnar_bodies(body):
     with pytest.raises(ApiError, match="lone surrogate"):
         parse_json(body, loads_columnar)
+    with pytest.raises(ApiError, match="lone surrogate"):
+        parse_json(Blob(bytearray(body)), loads_columnar)  # as the API sends it
+
+
+@pytest.mark.parametrize("loads", [json.loads, loads_columnar])
+def test_parse_json_of_a_blob_is_parse_json_of_its_bytes(loads):
+    body = b' {"columns": {"a": [1, 2]}, "options": {"k": "\\u00e9"}}\n'
+    blob = Blob(bytearray(body))
+    assert str(parse_json(blob, loads)) == str(parse_json(body, loads))
+    assert len(blob) == 0
+    for empty in (b"", b" \n\t"):
+        with pytest.raises(ApiError, match="the body is empty"):
+            parse_json(Blob(empty), loads)
 
 
 def test_parse_json_keeps_surrogate_pairs_in_columnar_bodies():

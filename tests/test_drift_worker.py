@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -12,11 +13,12 @@ import pytest
 
 from node_exporter_ml.collectors.drift import DriftData, worker_families
 from node_exporter_ml.drift.bodies import Limits
+from node_exporter_ml.drift.engine.columnar import CSV, Upload
 from node_exporter_ml.drift.engine.errors import DataError
 from node_exporter_ml.drift.store import Window
 from node_exporter_ml.drift.worker import WorkerError, WorkerLimits, WorkerPool
 from tests.drift_helpers import app_for, make_rows, running_service
-from tests.drift_worker_tasks import die, nap
+from tests.drift_worker_tasks import churn, die, nap
 
 
 def _alive(pid: int) -> bool:
@@ -177,12 +179,15 @@ def _vm_rss(pid: int) -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
-def _post(url: str, body: dict) -> int:
+def _post(url: str, body: dict, method: str = "POST") -> int:
     import json
     import urllib.request
 
     req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method=method,
     )
     with urllib.request.urlopen(req, timeout=60) as resp:
         return int(resp.status)
@@ -207,6 +212,16 @@ def test_the_agent_never_loads_the_engine_and_stays_small(tmp_path):
             assert _post(url, body) == 200
         grown = _vm_rss(pid) - settled
         assert grown < 4 * 2**20, f"the agent grew by {grown / 2**20:.1f} MiB in 4 evaluations"
+        # A large reference crosses back from the worker and is stored by the agent: what
+        # that leaves in its heap is given back (11 MiB stayed after a 50,000-row one).
+        rng = random.Random(5)
+        wide = {f"x{i}": [rng.random() for _ in range(50_000)] for i in range(20)}
+        before = _vm_rss(pid)
+        for _ in range(2):
+            put = {"columns": wide}
+            assert _post(f"{agent.url}/api/v1/models/m/reference", put, "PUT") in (200, 201)
+        grown = _vm_rss(pid) - before
+        assert grown < 4 * 2**20, f"the agent grew by {grown / 2**20:.1f} MiB in 2 references"
         with open(f"/proc/{pid}/maps", encoding="ascii") as f:
             mapped = f.read()
         for lib in ("numpy", "scipy", "pandas", "pyarrow"):
@@ -238,3 +253,49 @@ async def test_a_model_deleted_and_created_again_is_not_served_from_the_worker_c
         assert report["reference"]["rows"] == n
         assert report["dataset"]["number_of_columns"] == 3
         assert (await client.delete("/api/v1/models/m")).status == 200
+
+
+def test_a_sent_task_holds_no_body(pool):
+    import sys
+    import threading
+    from multiprocessing import Pipe
+
+    from node_exporter_ml.drift.columnar import Blob
+
+    from node_exporter_ml.drift.worker import BLOB_BYTES, Task
+
+    sent = b"x" * (4 * BLOB_BYTES)
+    body = bytearray(sent)
+    alone = sys.getrefcount(body)
+    task = Task.of(len, (Blob(body),))
+    assert sys.getrefcount(body) > alone  # held by the task until it is written
+    ours, theirs = Pipe()
+    got: list[tuple[object, tuple[object, ...]]] = []
+    reader = threading.Thread(target=lambda: got.append(Task.receive(theirs)))
+    reader.start()
+    task.send(ours)
+    reader.join(timeout=30)
+    assert sys.getrefcount(body) == alone  # released once sent: only this test holds it
+    assert len(body) == 0  # and the body it read for the task is freed, not kept in the agent
+    fn, args = got[0]
+    assert fn is len
+    assert isinstance(args[0], Blob)
+    assert args[0].take() == sent
+    # A bytearray argument arrives as bytes, large (out of band) or small (in the pickle).
+    assert pool.call(type, bytearray(b"ab")) is bytes
+    assert pool.call(bytes.count, bytearray(b"a" * BLOB_BYTES), b"a") == BLOB_BYTES
+    upload = Upload(bytearray(sent), CSV)
+    assert pool.call(_length_of, upload) == len(sent)
+    assert len(upload.data) == 0  # an upload's body is consumed the same way
+
+
+def _length_of(upload: Upload) -> int:
+    return len(upload.data)
+
+
+def test_a_worker_gives_back_what_its_task_freed(pool):
+    pool.call(os.getpid)
+    idle = pool.resident_memory_bytes()
+    assert pool.call(churn, 200) > 0  # some 200 MiB of small objects, freed when it returns
+    grown = pool.resident_memory_bytes() - idle
+    assert grown < 40 * 2**20, f"the worker kept {grown / 2**20:.0f} MiB after its task"

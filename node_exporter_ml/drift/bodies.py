@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from node_exporter_ml.drift.engine.columnar import Upload, read_table
+from node_exporter_ml.drift.engine.columnar import Blob, Upload, loads_columnar, read_table
 from node_exporter_ml.drift.engine.errors import DataError
 from node_exporter_ml.drift.engine.regression import first_non_number
 from node_exporter_ml.drift.engine.table import Column, Table
@@ -65,16 +65,26 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 """A surrogate escape (U+D800-U+DFFF): a lone one makes a string no UTF-8 output can hold."""
 
 
-def parse_json(body: bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
+def parse_json(body: bytes | Blob, loads: Callable[[Any], Any] = json.loads) -> Any:
     """Decode a JSON body (UTF-8/16/32), or raise RequestError naming the problem.
 
     Strings that cannot be written as UTF-8 (a lone surrogate escape, U+D800-U+DFFF)
     are refused here: they would break every later rendering (metrics, reports, the page).
+    A `Blob` goes on to `loads_columnar` as a blob (it takes it and drops its bytes once
+    decoded); its bytes are only scanned here first.
     """
-    if not body.strip():
+    data = body.take() if isinstance(body, Blob) else body
+    if not data or data.isspace():  # not strip(): that would copy the whole body
         raise RequestError("malformed JSON: the body is empty")
+    # Only surrogate escapes (or a UTF-16/32 body) can make such strings: check only then.
+    recheck = bool(_SURROGATE_ESCAPE.search(data)) or json.detect_encoding(data) not in (
+        "utf-8",
+        "utf-8-sig",
+    )
+    arg: Any = Blob(data) if isinstance(body, Blob) and loads is loads_columnar else data
+    del data  # a blob's bytes are held by `arg` alone, for `loads` to take
     try:
-        value = loads(body)
+        value = loads(arg)
     except json.JSONDecodeError as err:
         raise RequestError(
             f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}"
@@ -85,8 +95,7 @@ def parse_json(body: bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
         raise RequestError("malformed JSON: nested too deeply") from None
     except ValueError as err:  # e.g. an integer past Python's 4,300-digit limit
         raise RequestError(f"malformed JSON: {err}") from None
-    # Only surrogate escapes (or a UTF-16/32 body) can make such strings: check only then.
-    if _SURROGATE_ESCAPE.search(body) or json.detect_encoding(body) not in ("utf-8", "utf-8-sig"):
+    if recheck:
         try:
             json.dumps(value, ensure_ascii=False, default=_column_values).encode("utf-8")
         except UnicodeEncodeError:

@@ -36,7 +36,7 @@ from node_exporter_ml.drift.bodies import (
     split_reference,
     table_lists,
 )
-from node_exporter_ml.drift.engine.columnar import Upload, loads_columnar
+from node_exporter_ml.drift.engine.columnar import Blob, Upload, loads_columnar
 from node_exporter_ml.drift.engine.errors import DataError, OptionsError
 from node_exporter_ml.drift.engine.regression import (
     REGRESSION,
@@ -289,7 +289,7 @@ class DriftService:
 
     # --- stateless evaluation (worker threads) --------------------------------------------
 
-    def evaluate_json_body(self, body: bytes) -> dict[str, Any]:
+    def evaluate_json_body(self, body: bytes | Blob) -> dict[str, Any]:
         """POST /api/v1/drift/evaluate with a JSON body."""
         obj = body_object(
             parse_json(body, loads_columnar), "body", ("reference", "current", "options")
@@ -319,7 +319,7 @@ class DriftService:
 
     # --- writes -----------------------------------------------------------------------------
 
-    def prepare_reference_json(self, body: bytes) -> PreparedReference:
+    def prepare_reference_json(self, body: bytes | Blob) -> PreparedReference:
         """Validate a JSON reference body: DATA plus optional evaluation ``options``."""
         obj = body_object(parse_json(body, loads_columnar), "body", ("columns", "rows", "options"))
         data = {k: v for k, v in obj.items() if k in ("columns", "rows")}

@@ -13,6 +13,7 @@ Tables come as JSON, CSV, Parquet or Arrow IPC stream (`drift.engine.columnar`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -26,7 +27,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from node_exporter_ml.drift.bodies import MODEL_NAME
-from node_exporter_ml.drift.engine.columnar import TABLE_MEDIA, Upload, sniff
+from node_exporter_ml.drift.engine.columnar import TABLE_MEDIA, Blob, Upload, sniff
 from node_exporter_ml.drift.engine.errors import DataError, OptionsError
 from node_exporter_ml.drift.errors import (
     RequestError,
@@ -39,6 +40,7 @@ from node_exporter_ml.drift.errors import (
 from node_exporter_ml.drift.openapi import openapi_document
 from node_exporter_ml.drift.page import render_error, render_page
 from node_exporter_ml.drift.store import StoreFullError
+from node_exporter_ml.drift.worker import trim_heap
 
 if TYPE_CHECKING:
     from node_exporter_ml.drift.service import DriftService
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CHUNK = 1 << 16
+TRIM_BYTES = 1 << 20
+"""After a request body this large (or of unknown length), the agent trims its heap."""
 BODY_TIMEOUT = 60.0
 """Seconds a request body may take to arrive (read before the request takes a work slot)."""
 
@@ -177,23 +181,26 @@ def _check_length(request: web.Request, limit: int) -> None:
         raise ApiError(413, f"body of {length} bytes is over the limit of {limit} bytes")
 
 
-async def _gather(chunks: AsyncIterable[bytes], budget: int, limit: int) -> bytes:
-    """The chunks joined; 413 once they pass `budget` (what is left of `limit`)."""
-    out: list[bytes] = []
-    size = 0
+async def _gather(chunks: AsyncIterable[bytes], budget: int, limit: int) -> bytearray:
+    """The chunks copied into one buffer as they arrive; 413 once past `budget` (of `limit`).
+
+    One growing buffer (above glibc's mmap threshold it grows by remapping, never by copying),
+    never a list of chunks and then their join: the body is held once, and each chunk is freed
+    as soon as it is copied, so chunks never pile up in the agent's heap.
+    """
+    out = bytearray()
     async for chunk in chunks:
-        size += len(chunk)
-        if size > budget:
+        if len(out) + len(chunk) > budget:
             raise ApiError(413, f"body is over the limit of {limit} bytes")
-        out.append(chunk)
-    return b"".join(out)
+        out += chunk
+    return out
 
 
 def _timeout() -> ApiError:
     return ApiError(408, f"the body did not arrive within {BODY_TIMEOUT:g}s")
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int) -> bytearray:
     _check_length(request, limit)
     try:
         async with asyncio.timeout(BODY_TIMEOUT):
@@ -207,7 +214,7 @@ async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _read_part(part: BodyPartReader, budget: int, limit: int) -> bytes:
+async def _read_part(part: BodyPartReader, budget: int, limit: int) -> bytearray:
     data = await _gather(_part_chunks(part), budget, limit)
     if part.headers.get("Content-Transfer-Encoding", "").lower() == "base64":
         raise ApiError(400, f"multipart part {part.name!r}: base64 transfer encoding unsupported")
@@ -216,7 +223,7 @@ async def _read_part(part: BodyPartReader, budget: int, limit: int) -> bytes:
 
 async def _read_multipart(
     request: web.Request, limit: int, allowed: tuple[str, ...]
-) -> dict[str, bytes]:
+) -> dict[str, bytearray]:
     try:
         async with asyncio.timeout(BODY_TIMEOUT):
             return await _read_parts(request, limit, allowed)
@@ -226,13 +233,13 @@ async def _read_multipart(
 
 async def _read_parts(
     request: web.Request, limit: int, allowed: tuple[str, ...]
-) -> dict[str, bytes]:
+) -> dict[str, bytearray]:
     _check_length(request, limit)
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError, KeyError) as err:
         raise ApiError(400, f"malformed multipart body: {err}") from None
-    parts: dict[str, bytes] = {}
+    parts: dict[str, bytearray] = {}
     used = 0
     try:
         while True:
@@ -282,13 +289,34 @@ def _json_response(value: Any, status: int = 200) -> web.Response:
 def routes(service: DriftService) -> list[web.RouteDef]:
     """The drift API's routes, bound to `service`."""
 
+    def trimmed(handler: Handler) -> Handler:
+        """`handler`, then, after a large body, the agent's heap trimmed in the database thread.
+
+        A large request leaves freed but resident memory behind (measured: 11 MiB after a
+        50,000-row reference); trimming keeps the agent at its idle size between uploads.
+        """
+
+        @functools.wraps(handler)
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            finally:
+                task = asyncio.current_task()
+                large = (request.content_length or TRIM_BYTES) >= TRIM_BYTES
+                if large and service.started and not (task is not None and task.cancelling()):
+                    with contextlib.suppress(UnavailableError):  # stopped meanwhile
+                        await service.in_db(trim_heap)
+
+        return wrapped
+
     # Bodies are read first (under BODY_TIMEOUT), then the request takes a work slot: a client
     # trickling its body holds no slot that others wait for.
     async def evaluate(request: web.Request) -> web.StreamResponse:
         limit = service.limits.max_body_bytes
         media = _media_type(request)
         if _is_json(media):
-            body = await _read_body(request, limit)
+            # A blob: the agent lets go of the body once it is sent to the worker.
+            body = Blob(await _read_body(request, limit))
             async with service.admission, service.evaluations:
                 report = await service.in_worker(service.evaluate_json_body, body)
         elif media == "multipart/form-data":
@@ -312,9 +340,8 @@ def routes(service: DriftService) -> list[web.RouteDef]:
         limit = service.limits.max_body_bytes
         media = _media_type(request)
         if _is_json(media):
-            body = await _read_body(request, limit)
             prepare: Callable[..., Any] = service.prepare_reference_json
-            args: tuple[Any, ...] = (body,)
+            args: tuple[Any, ...] = (Blob(await _read_body(request, limit)),)
         elif media in TABLE_MEDIA:
             body = await _read_body(request, limit)
             prepare, args = service.prepare_reference_upload, (Upload(body, media), None)
@@ -413,11 +440,11 @@ def routes(service: DriftService) -> list[web.RouteDef]:
         return web.Response(body=body, content_type="text/html", charset="utf-8")
 
     known = [
-        ("POST", "/api/v1/drift/evaluate", guarded(evaluate)),
+        ("POST", "/api/v1/drift/evaluate", guarded(trimmed(evaluate))),
         ("GET", "/api/v1/models", guarded(list_models)),
-        ("PUT", "/api/v1/models/{model}/reference", guarded(put_reference)),
-        ("POST", "/api/v1/models/{model}/observations", guarded(post_observations)),
-        ("POST", "/api/v1/models/{model}/labels", guarded(post_labels)),
+        ("PUT", "/api/v1/models/{model}/reference", guarded(trimmed(put_reference))),
+        ("POST", "/api/v1/models/{model}/observations", guarded(trimmed(post_observations))),
+        ("POST", "/api/v1/models/{model}/labels", guarded(trimmed(post_labels))),
         ("GET", "/api/v1/models/{model}/drift", guarded(get_drift)),
         ("DELETE", "/api/v1/models/{model}", guarded(delete_model)),
         ("GET", "/api/v1/openapi.json", guarded(openapi)),

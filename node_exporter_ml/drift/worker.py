@@ -68,25 +68,42 @@ class Task:
     """
 
     head: bytes
-    buffers: tuple[pickle.PickleBuffer, ...]
+    buffers: list[pickle.PickleBuffer]
+    """Released as they are sent: a task holds no body once written."""
 
     @classmethod
     def of(cls, fn: Callable[..., Any], args: tuple[Any, ...]) -> Task:
-        """The task of ``fn(*args)``; bytes arguments of `BLOB_BYTES` or more go out of band."""
-        wrapped = tuple(
-            pickle.PickleBuffer(a) if isinstance(a, bytes) and len(a) >= BLOB_BYTES else a
-            for a in args
-        )
+        """The task of ``fn(*args)``; bytes arguments of `BLOB_BYTES` or more go out of band.
+
+        A bytearray argument (a body as read) arrives as bytes: out of band when large (and
+        consumed by `send`), else copied into the pickle as bytes.
+        """
+        wrapped = tuple(_wrapped(a) for a in args)
         buffers: list[pickle.PickleBuffer] = []
         head = pickle.dumps((fn, wrapped), protocol=5, buffer_callback=buffers.append)
-        return cls(head, tuple(buffers))
+        return cls(head, buffers)
 
     def send(self, conn: multiprocessing.connection.Connection) -> None:
-        """Write the task: the count of buffers, the head, then each buffer."""
+        """Write the task: the count of buffers, the head, then each buffer.
+
+        Each buffer is released once written, and a bytearray behind one (a request body as
+        the agent read it, passed as is, in a `drift.columnar.Blob` or in an `Upload`) is
+        emptied: it was read for this task, and the agent lets go of it while the worker
+        works, instead of holding a copy of every body in flight.
+        """
         conn.send_bytes(len(self.buffers).to_bytes(4, "big"))
         conn.send_bytes(self.head)
-        for buffer in self.buffers:
-            conn.send_bytes(buffer.raw())
+        self.buffers.reverse()
+        while self.buffers:
+            buffer = self.buffers.pop()
+            with buffer.raw() as view:
+                conn.send_bytes(view)
+                owner = view.obj
+            buffer.release()
+            if isinstance(owner, bytearray):
+                with contextlib.suppress(BufferError):  # still viewed elsewhere: left as is
+                    owner.clear()
+            del owner
 
     @staticmethod
     def receive(
@@ -98,6 +115,14 @@ class Task:
         buffers = [conn.recv_bytes() for _ in range(count)]
         fn, args = pickle.loads(head, buffers=buffers)
         return fn, tuple(args)
+
+
+def _wrapped(arg: Any) -> Any:
+    if isinstance(arg, bytes | bytearray):
+        if len(arg) >= BLOB_BYTES:
+            return pickle.PickleBuffer(arg)
+        return bytes(arg)
+    return arg
 
 
 class _Worker:
@@ -277,6 +302,22 @@ def fix_mmap_threshold() -> None:
     mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the kernel (glibc's malloc_trim; else a no-op).
+
+    What a large request leaves behind in the agent, small blocks freed between blocks still
+    in use (a received answer's objects, SQLite's and zlib's buffers), is free but resident:
+    glibc only returns the top of a heap by itself. The agent calls this after such requests.
+    """
+    import ctypes
+
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    malloc_trim(0)
+
+
 def _rss(pid: int) -> int:
     import psutil
 
@@ -321,6 +362,10 @@ def serve(conn: multiprocessing.connection.Connection) -> None:
             answer = (True, fn(*args))
         except Exception as err:  # noqa: BLE001 (the task's own error goes back to the caller)
             answer = (False, err)
+        del fn, args
+        # What the task freed goes back to the kernel before the agent measures this worker
+        # (its memory cap), instead of staying resident under the next task's peak.
+        trim_heap()
         try:
             data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as err:  # noqa: BLE001 (an unpicklable answer: its text still goes)

@@ -42,9 +42,13 @@ bombs are refused before they are decoded)."""
 
 @dataclass(frozen=True, slots=True)
 class Upload:
-    """The bytes of one uploaded table and their media type (one of `TABLE_MEDIA`)."""
+    """The bytes of one uploaded table and their media type (one of `TABLE_MEDIA`).
 
-    data: bytes
+    In the agent, `data` is the buffer the body was read into; in the worker, the bytes
+    received (the buffer crosses out of band, uncopied).
+    """
+
+    data: bytes | bytearray
     media: str = CSV
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
@@ -56,7 +60,39 @@ class Upload:
         return (Upload, (self.data, self.media))
 
 
-def sniff(data: bytes) -> str:
+class Blob:
+    """A request body handed over once: whoever takes it holds the only reference.
+
+    The agent reads a body into one buffer and hands it to a worker wrapped in a blob; pickling
+    it (protocol 5, the worker's pipe) sends the buffer out of band and empties the blob, so
+    once the task is sent the agent holds nothing of the body. In the worker, the parser
+    `take`s the bytes, so it can drop them once they are decoded (`loads_columnar`): the body
+    and its decoded text are never held twice over by anyone else.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self._data: bytes | bytearray = data
+
+    def take(self) -> bytes | bytearray:
+        """The bytes, which this blob no longer holds (empty once taken)."""
+        data, self._data = self._data, b""
+        return data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        import pickle
+
+        data = self.take()
+        if int(protocol) >= 5:
+            return (Blob, (pickle.PickleBuffer(data),))
+        return (Blob, (bytes(data),))
+
+
+def sniff(data: bytes | bytearray) -> str:
     """The media type of a multipart file by its magic bytes: Parquet, Arrow stream, else CSV.
 
     ``curl -F file=@x.parquet`` sends every part as application/octet-stream, so a part's own
@@ -103,7 +139,7 @@ def read_table(
 
 
 def read_csv(
-    data: bytes | str, *, max_rows: int | None = None, max_columns: int | None = None
+    data: bytes | bytearray | str, *, max_rows: int | None = None, max_columns: int | None = None
 ) -> Table:
     """A table from CSV with a header row (`Table.from_csv`, see `drift.engine.csvparse`)."""
     return Table.from_csv(data, max_rows=max_rows, max_columns=max_columns)
@@ -113,7 +149,7 @@ def read_csv(
 
 
 def read_parquet(
-    data: bytes,
+    data: bytes | bytearray,
     *,
     max_rows: int | None = None,
     max_columns: int | None = None,
@@ -141,7 +177,7 @@ def read_parquet(
 
 
 def read_arrow_stream(
-    data: bytes,
+    data: bytes | bytearray,
     *,
     max_rows: int | None = None,
     max_columns: int | None = None,
@@ -259,13 +295,16 @@ def _arrow_message(err: Exception) -> str:
 # --- column-oriented JSON ------------------------------------------------------------------
 
 
-def loads_columnar(body: bytes | str) -> Any:
+def loads_columnar(body: bytes | bytearray | str | Blob) -> Any:
     """``json.loads(body)``, but each ``"columns": {name: [values]}`` list is typed as it is read.
 
     The lists of a column-oriented table (at the top level, or one level down as in
     ``{"reference": {"columns": ...}}``) become `Column` objects one at a time, so only one
     column's Python objects exist at once instead of the whole body's (10 million JSON values
     were 1.2 GiB for a 169 MiB body). Everything else is decoded as json.loads decodes it.
+
+    A `Blob` is taken, and its bytes dropped once decoded: only the text is held while the
+    columns are typed.
 
     Raises:
         json.JSONDecodeError, UnicodeDecodeError, RecursionError: as json.loads.
@@ -274,13 +313,18 @@ def loads_columnar(body: bytes | str) -> Any:
     if isinstance(body, str):
         text = body
     else:
-        text = body.decode(json.detect_encoding(body), "surrogatepass")
+        # A blob's bytes are referenced only from _decoded's argument: freed as it returns.
+        text = _decoded(body.take() if isinstance(body, Blob) else body)
     decoder = json.JSONDecoder()
     value, end = _value(decoder, text, _skip(text, 0), depth=0)
     end = _skip(text, end)
     if end != len(text):
         raise json.JSONDecodeError("Extra data", text, end)
     return value
+
+
+def _decoded(data: bytes | bytearray) -> str:
+    return data.decode(json.detect_encoding(data), "surrogatepass")
 
 
 _WS = re.compile(r"[ \t\n\r]*")

@@ -19,7 +19,7 @@ _EOF_IN_STRING = re.compile(r"EOF inside string starting at row (\d+)")
 
 
 def parse_csv(
-    data: bytes | str, *, max_rows: int | None = None, max_columns: int | None = None
+    data: bytes | bytearray | str, *, max_rows: int | None = None, max_columns: int | None = None
 ) -> Any:
     """A DataFrame from CSV with a header row, read by ``pandas.read_csv`` with its defaults.
 
@@ -37,7 +37,8 @@ def parse_csv(
         line = raw.count(b"\n", 0, raw.index(b"\x00")) + 1
         raise DataError(f"CSV line {line}: a NUL byte (is this a CSV file?)")
     try:
-        raw.decode("utf-8")
+        if not raw.isascii():  # ASCII is UTF-8: no decoded copy of the whole file to check it
+            raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataError(f"CSV is not UTF-8: byte {err.start} is invalid") from None
     header = _csv_header(raw)

@@ -190,7 +190,7 @@ class Table:
     @classmethod
     def from_csv(
         cls,
-        data: bytes | str,
+        data: bytes | bytearray | str,
         *,
         max_rows: int | None = None,
         max_columns: int | None = None,
