@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LISTEN ?= :9847
 ARGS ?=
 
-.PHONY: run test lint typecheck pytest test-deps bench clean proto demo demo-cluster mutation screenshots
+.PHONY: run test lint typecheck pytest test-deps bench clean proto demo demo-cluster mutation screenshots manifests
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,12 @@ screenshots: $(BIN)/.installed-test test-deps
 # Four agents replaying different GPU recordings, one Prometheus with the shipped rules.
 demo-cluster: $(BIN)/.installed-test test-deps
 	$(BIN)/python -m tools.cluster
+
+# The deploy files made from other committed files: the dashboard JSON (tools/dashboard_build.py),
+# its ConfigMap, the PrometheusRule and the Helm chart's copies (tools/deploy_build.py).
+# `make test` fails while one is stale; `python -m tools.deploy_build --check` names them.
+manifests: $(BIN)/.installed
+	$(BIN)/python -m tools.deploy_build
 
 # The kubelet pod-resources API: proto/podresources/v1/api.proto -> committed Python modules.
 # The -I mapping makes the generated _pb2_grpc import its _pb2 by its package path.

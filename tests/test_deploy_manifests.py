@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.deployfiles import (
     agent_help,
@@ -17,17 +16,18 @@ from tests.deployfiles import (
     docs,
     run_kubernetes_validate,
 )
+from tools import deploy_build
+from tools.deploy_build import (
+    DASHBOARD_CONFIGMAP,
+    GENERATED_MANIFESTS,
+    PROMETHEUS_RULE,
+    dashboard_configmap_document,
+    manifest_text,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 DAEMONSET = ROOT / "daemonset.yaml"
-PROMETHEUS_RULE = DEPLOY / "prometheusrule.yaml"
-RULE_FILES = [
-    DEPLOY / "prometheus" / "rules" / "node-exporter-ml.rules.yml",
-    DEPLOY / "prometheus" / "rules" / "node-exporter-ml.alerts.yml",
-]
-DASHBOARD = DEPLOY / "grafana" / "dashboards" / "node-exporter-ml.json"
-DASHBOARD_CONFIGMAP = DEPLOY / "grafana" / "dashboard-configmap.yaml"
 MANIFESTS = [
     DAEMONSET,
     DEPLOY / "servicemonitor.yaml",
@@ -251,60 +251,27 @@ def test_monitors_find_the_agent(objects, pod, container):
             assert all(re.fullmatch(drops[0]["regex"], label) for label in ("namespace", "pod"))
 
 
-def prometheus_rule_document() -> dict[str, Any]:
-    groups = [g for f in RULE_FILES for g in yaml.safe_load(f.read_text())["groups"]]
-    return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PrometheusRule",
-        "metadata": {
-            "name": "node-exporter-ml",
-            "namespace": "node-exporter-ml",
-            "labels": {
-                "app.kubernetes.io/name": "node-exporter-ml",
-                "release": "kube-prometheus-stack",
-            },
-        },
-        "spec": {"groups": groups},
-    }
-
-
-def dashboard_configmap_document() -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": "node-exporter-ml-dashboard",
-            "namespace": "node-exporter-ml",
-            "labels": {"app.kubernetes.io/name": "node-exporter-ml", "grafana_dashboard": "1"},
-        },
-        "data": {DASHBOARD.name: DASHBOARD.read_text()},
-    }
-
-
-GENERATED = {
-    PROMETHEUS_RULE: (
-        prometheus_rule_document,
-        "# Generated from deploy/prometheus/rules/*.yml by tests/test_deploy_manifests.py\n"
-        "# (pytest --update-golden rewrites it). The same rules, for prometheus-operator.\n",
-    ),
-    DASHBOARD_CONFIGMAP: (
-        dashboard_configmap_document,
-        "# Generated from deploy/grafana/dashboards/node-exporter-ml.json by\n"
-        "# tests/test_deploy_manifests.py (pytest --update-golden rewrites it). The dashboard\n"
-        '# for the Grafana sidecar of kube-prometheus-stack (label grafana_dashboard: "1").\n',
-    ),
-}
-
-
-@pytest.mark.parametrize("path", list(GENERATED), ids=lambda p: p.name)
-def test_generated_manifests_match_their_sources(path, update_golden):
-    build, header = GENERATED[path]
-    text = header + yaml.safe_dump(build(), sort_keys=False, width=100)
-    if update_golden:
-        path.write_text(text)
-    assert path.read_text() == text, f"{path.name} is stale: run pytest --update-golden"
+@pytest.mark.parametrize("path", list(GENERATED_MANIFESTS), ids=lambda p: p.name)
+def test_generated_manifests_match_their_sources(path):
+    text = manifest_text(path)
+    assert path.read_text() == text, f"{path.name} is stale: run python -m tools.deploy_build"
 
 
 def test_dashboard_configmap_fits_kubectl_apply():
     # kubectl apply stores the object in an annotation limited to 256 KiB.
     assert len(json.dumps(dashboard_configmap_document())) < 256 * 1024
+
+
+def test_deploy_build_check_names_a_stale_file_and_the_build_rewrites_it(
+    tmp_path, monkeypatch, capsys
+):
+    made = tmp_path / "made.yaml"
+    made.write_text("old\n")
+    monkeypatch.setattr(deploy_build, "ROOT", tmp_path)
+    monkeypatch.setattr(deploy_build, "builders", lambda: {made: lambda: b"new\n"})
+    assert deploy_build.main(["--check"]) == 1
+    assert "stale: made.yaml" in capsys.readouterr().err
+    assert made.read_text() == "old\n"
+    assert deploy_build.main([]) == 0
+    assert made.read_text() == "new\n"
+    assert deploy_build.main(["--check"]) == 0

@@ -1,11 +1,12 @@
 """Builds deploy/grafana/dashboards/node-exporter-ml.json (the classic Grafana JSON model).
 
 The committed JSON is what users import or provision; this module is how it is written, so that
-panels stay consistent (datasource variable, selectors, units). tests/test_dashboard.py checks the
-committed file equals `build()` (pytest --update-golden rewrites it) and runs every query against
+panels stay consistent (datasource variable, selectors, units). tools/deploy_build.py writes it
+(`make manifests`, with the ConfigMap and the Helm chart's copy made from it);
+tests/test_dashboard.py checks the committed file equals `render()` and runs every query against
 a real Prometheus scraping a real agent.
 
-    python -m tools.dashboard_build > deploy/grafana/dashboards/node-exporter-ml.json
+    python -m tools.dashboard_build   # prints the JSON
 """
 
 from __future__ import annotations
