@@ -260,8 +260,7 @@ def test_a_sent_task_holds_no_body(pool):
     import threading
     from multiprocessing import Pipe
 
-    from node_exporter_ml.drift.columnar import Blob
-
+    from node_exporter_ml.drift.engine.columnar import Blob
     from node_exporter_ml.drift.worker import BLOB_BYTES, Task
 
     sent = b"x" * (4 * BLOB_BYTES)

@@ -87,7 +87,7 @@ class Task:
         """Write the task: the count of buffers, the head, then each buffer.
 
         Each buffer is released once written, and a bytearray behind one (a request body as
-        the agent read it, passed as is, in a `drift.columnar.Blob` or in an `Upload`) is
+        the agent read it, passed as is, in a `drift.engine.columnar.Blob` or in an `Upload`) is
         emptied: it was read for this task, and the agent lets go of it while the worker
         works, instead of holding a copy of every body in flight.
         """
