@@ -1,9 +1,12 @@
 """Tables of series: metric families declared once, then filled from rows of one tick's data.
 
-A collector declares each family it exports as a `Series` over a row type (a GPU sample, a
-process, a cgroup): name, kind, HELP, unit, and how a row gives its value. `table_families`
-turns labelled rows and a table into fresh metric families, one per series in table order,
-samples in row order; a row whose value is None gives no sample (not 0, not NaN).
+Every collector declares each family it exports as a `Series` over a row type (a GPU sample,
+a process, a cgroup, a pod, a serving model): name, kind, HELP, unit, and how a row gives its
+value. `table_families` turns labelled rows and a table into fresh metric families, one per
+series in table order, samples in row order; a row whose value is None gives no sample (not
+0, not NaN). Rows of several kinds (serving's targets, scrape errors and models) make several
+tables, yielded in the order of the exposition; a family without samples is still returned,
+for the collector to keep or leave out.
 
     DEVICE = (Series[GpuSample]("nodeml_gpu_power_watts", "gauge", "Board power draw.",
                                 lambda d: d.power_watts),)

@@ -18,12 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeHistogramMetricFamily,
-    GaugeMetricFamily,
-    Metric,
-)
+from prometheus_client.core import GaugeHistogramMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext, StartupError
 from node_exporter_ml.drift.bodies import Limits
@@ -34,8 +29,8 @@ from node_exporter_ml.drift.service import DriftService, ModelResult
 from node_exporter_ml.drift.store import RETAIN_FACTOR, StoreError, Window
 from node_exporter_ml.drift.web import routes
 from node_exporter_ml.drift.worker import REASONS
-from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.registry import register_collector
+from node_exporter_ml.series import Series, table_families
 from node_exporter_ml.snapshot import DataKey, Snapshot
 from node_exporter_ml.webroutes import RouteProvider
 
@@ -155,6 +150,7 @@ class DriftCollector(AsyncCollector[DriftData], RouteProvider):
 
 
 def _num(value: Any) -> float | None:
+    """A finite number as a float (a bool as 0/1); None for anything else: no sample."""
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if isinstance(value, int | float) and math.isfinite(value):
@@ -162,210 +158,146 @@ def _num(value: Any) -> float | None:
     return None
 
 
-def _add_num(family: Metric, labels: Mapping[str, str], value: Any) -> None:
-    """Add a sample when `value` is a finite number (a bool as 0/1); no sample otherwise."""
-    number = _num(value)
-    if number is not None:
-        add_sample(family, labels, number)
+# Reading a report (`ModelResult.report`, a JSON-like mapping): a part that is absent or not a
+# mapping gives None, and then no sample.
 
 
-def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, doc, labels=labels)
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None
 
 
-def worker_families(data: DriftData) -> list[Metric]:
-    """The drift worker processes' restarts and memory (pure)."""
-    restarts = CounterMetricFamily(
-        "nodeml_drift_worker_restarts",
-        "Drift worker processes replaced, by reason: tasks (its task budget was spent), memory "
-        "(above its memory cap after a task), timeout (killed mid-task), crashed (it died).",
-        labels=["reason"],
-    )
-    for reason in REASONS:
-        restarts.add_metric([reason], data.worker_restarts.get(reason, 0))
-    memory = GaugeMetricFamily(
-        "nodeml_drift_worker_resident_memory_bytes",
-        "Resident memory of the drift worker processes, each measured after its latest task "
-        "(0 while none runs; workers start on the first drift request).",
-        value=data.worker_resident_bytes,
-    )
-    return [restarts, memory]
+def _get(part: Mapping[str, Any] | None, key: str) -> Any:
+    return part.get(key) if part is not None else None
 
 
-def drift_families(results: Iterable[ModelResult]) -> list[Metric]:
-    """Metric families of the drift results (pure)."""
-    src = "from the drift service's latest evaluation of the model's window"
-    score = _gauge(
-        "nodeml_drift_score",
-        f"Drift test score of a feature (p-value or distance, per `test`), {src}.",
-        ["model", "feature", "test"],
-    )
-    threshold = _gauge(
-        "nodeml_drift_threshold",
-        "Threshold the drift score is compared with (p-values drift below, distances above).",
-        ["model", "feature", "test"],
-    )
-    detected = _gauge(
-        "nodeml_drift_detected", f"1 when the feature drifted, else 0, {src}.", ["model", "feature"]
-    )
-    share = _gauge(
-        "nodeml_dataset_drift_share", f"Share of evaluated features that drifted, {src}.", ["model"]
-    )
-    dataset = _gauge(
-        "nodeml_dataset_drift_detected",
-        "1 when the drifted share reached the model's drift_share (default 0.5), else 0.",
-        ["model"],
-    )
-    rows = _gauge(
-        "nodeml_drift_window_observations",
-        "Observations in the model's current window.",
-        ["model"],
-    )
-    evaluated = _gauge(
-        "nodeml_drift_evaluation_timestamp_seconds",
-        "Unix time of the model's latest drift evaluation.",
-        ["model"],
-    )
-    took = _gauge(
-        "nodeml_drift_evaluation_duration_seconds",
-        "Seconds the model's latest drift evaluation took.",
-        ["model"],
-    )
-    ok = _gauge(
-        "nodeml_drift_evaluation_success",
-        "1 when the model's window could be evaluated for drift, else 0 (empty window, "
-        "no comparable column).",
-        ["model"],
-    )
-    missing = _gauge(
-        "nodeml_drift_missing_ratio",
-        "Share of missing values of a feature in the window.",
-        ["model", "feature"],
-    )
-    out_of_range = _gauge(
-        "nodeml_drift_out_of_range_ratio",
-        "Share of a numerical feature's window values outside the reference's range "
-        "(or the range declared with the reference).",
-        ["model", "feature"],
-    )
-    unseen = _gauge(
-        "nodeml_drift_unseen_categories_ratio",
-        "Share of a categorical feature's window values that never occur in the reference.",
-        ["model", "feature"],
-    )
-    schema = _gauge(
-        "nodeml_drift_schema_change",
-        "1 for each feature missing from the window, extra in it, or of another value type "
-        "than in the reference (`change` is missing, extra or retyped).",
-        ["model", "feature", "change"],
-    )
-    pred_score = _gauge(
-        "nodeml_drift_prediction_score",
-        "Drift test score of the predictions against the reference's prediction column.",
-        ["model", "test"],
-    )
-    pred_detected = _gauge(
-        "nodeml_drift_prediction_detected",
-        "1 when the predictions drifted from the reference's, else 0.",
-        ["model"],
-    )
-    conf_mean = _gauge(
-        "nodeml_drift_prediction_confidence_mean",
-        "Mean confidence of the window's predictions.",
-        ["model"],
-    )
-    # A gauge histogram: the buckets describe the current window, they do not only grow.
-    conf_hist = GaugeHistogramMetricFamily(
-        "nodeml_drift_prediction_confidence",
-        "Confidence of the window's predictions (a gauge histogram over the window).",
-        labels=["model"],
-    )
-    labeled = _gauge(
-        "nodeml_drift_labeled_observations",
-        "Labels in the window joined with a prediction (the base of the accuracy figures).",
-        ["model"],
-    )
-    accuracy = _gauge(
-        "nodeml_drift_accuracy_ratio",
-        "Share of labelled predictions that were correct, from late labels joined by id.",
-        ["model"],
-    )
-    precision = _gauge(
-        "nodeml_drift_precision_ratio",
-        "Precision of one predicted class, from late labels (the most frequent classes only).",
-        ["model", "class"],
-    )
-    recall = _gauge(
-        "nodeml_drift_recall_ratio",
-        "Recall of one actual class, from late labels (the most frequent classes only).",
-        ["model", "class"],
-    )
-    confusion = _gauge(
-        "nodeml_drift_confusion_observations",
-        "Labelled predictions by actual and predicted class; rarer classes pooled as other.",
-        ["model", "actual", "predicted"],
-    )
-    quality = _label_quality_families()
-    for result in results:
-        model = result.model
-        report = result.report
-        m = {"model": model}
-        add_sample(evaluated, m, result.evaluated_at)
-        add_sample(took, m, result.duration_seconds)
-        add_sample(ok, m, 0.0 if result.error else 1.0)
-        window = report.get("window") or {}
-        _add_num(rows, m, window.get("rows"))
-        for feature, col in sorted((report.get("columns") or {}).items()):
-            labels = {**m, "feature": feature, "test": str(col.get("stattest"))}
-            _add_num(score, labels, col.get("score"))
-            _add_num(threshold, labels, col.get("threshold"))
-            add_sample(
-                detected, {**m, "feature": feature}, 1.0 if col.get("drift_detected") else 0.0
-            )
-        ds = report.get("dataset")
-        if isinstance(ds, Mapping):
-            _add_num(share, m, ds.get("share_of_drifted_columns"))
-            add_sample(dataset, m, 1.0 if ds.get("dataset_drift") else 0.0)
-        _quality(report.get("data_quality"), m, missing, out_of_range, unseen, schema)
-        pred = report.get("prediction") or {}
-        drift = pred.get("drift")
-        if isinstance(drift, Mapping):
-            _add_num(pred_score, {**m, "test": str(drift.get("stattest"))}, drift.get("score"))
-            add_sample(pred_detected, m, 1.0 if drift.get("drift_detected") else 0.0)
-        conf = pred.get("confidence") or {}
-        if conf.get("count"):
-            value = _num(conf.get("mean"))
-            if value is not None:
-                add_sample(conf_mean, m, value)
-            running, buckets = 0.0, []
-            for edge, count in zip(conf["edges"][1:], conf["counts"], strict=True):
-                running += count
-                buckets.append((f"{edge:g}", running))
-            buckets.append(("+Inf", running))
-            total = value * running if value is not None else None
-            conf_hist.add_metric([m["model"]], buckets, gsum_value=total)
-        lab = report.get("labels") or {}
-        if lab.get("count"):
-            add_sample(labeled, m, lab["count"])
-            _add_num(accuracy, m, lab.get("accuracy"))
-            for cls, fig in sorted((lab.get("classes") or {}).items()):
-                for family, key in ((precision, "precision"), (recall, "recall")):
-                    _add_num(family, {**m, "class": cls}, fig.get(key))
-            for cell in lab.get("confusion") or []:
-                add_sample(
-                    confusion,
-                    {**m, "actual": str(cell["actual"]), "predicted": str(cell["predicted"])},
-                    cell["count"],
-                )
-            for key, family in quality.items():
-                _add_num(family, m, _path(lab, key))
-    families = [
-        score, threshold, detected, share, dataset, rows, evaluated, took, ok, missing,
-        out_of_range, unseen, schema, pred_score, pred_detected, conf_mean, conf_hist, labeled,
-        accuracy, precision, recall, confusion, *quality.values(),
-    ]  # fmt: skip
-    return [f for f in families if f.samples]  # no HELP/TYPE lines for series nobody has
+def _flag(part: Mapping[str, Any] | None, key: str) -> float | None:
+    """1/0 for a truthy/falsy `key` of a part the report has; None without the part."""
+    return None if part is None else 1.0 if part.get(key) else 0.0
 
+
+def _columns(r: ModelResult) -> list[tuple[str, Any]]:
+    return sorted((r.report.get("columns") or {}).items())
+
+
+def _quality_columns(r: ModelResult) -> list[tuple[str, Mapping[str, Any]]]:
+    quality = _mapping(r.report.get("data_quality"))
+    if quality is None:
+        return []
+    columns = sorted((quality.get("columns") or {}).items())
+    return [(feature, q) for feature, q in columns if isinstance(q, Mapping)]
+
+
+def _schema_changes(r: ModelResult) -> list[tuple[tuple[str, str], float]]:
+    quality = _mapping(r.report.get("data_quality"))
+    changes = (quality.get("schema") or {}) if quality is not None else {}
+    return [
+        ((str(feature), change), 1.0)
+        for change, key in SCHEMA_CHANGES
+        for feature in sorted(changes.get(key) or ())
+    ]
+
+
+def _prediction(r: ModelResult) -> Mapping[str, Any]:
+    prediction: Mapping[str, Any] = r.report.get("prediction") or {}
+    return prediction
+
+
+def _prediction_drift(r: ModelResult) -> Mapping[str, Any] | None:
+    return _mapping(_prediction(r).get("drift"))
+
+
+def _confidence(r: ModelResult) -> Mapping[str, Any] | None:
+    """The predictions' confidence summary, when the window has predictions with one."""
+    conf = _prediction(r).get("confidence") or {}
+    return conf if conf.get("count") else None
+
+
+def _labelled(r: ModelResult) -> Mapping[str, Any] | None:
+    """The report's labels section, when the window has labelled predictions."""
+    lab = r.report.get("labels") or {}
+    return lab if lab.get("count") else None
+
+
+def _class_figures(r: ModelResult, key: str) -> list[tuple[tuple[str], float | None]]:
+    lab = _labelled(r)
+    classes = (lab.get("classes") or {}) if lab is not None else {}
+    return [((cls,), _num(fig.get(key))) for cls, fig in sorted(classes.items())]
+
+
+def _confusion(r: ModelResult) -> list[tuple[tuple[str, str], float]]:
+    lab = _labelled(r)
+    cells = (lab.get("confusion") or []) if lab is not None else []
+    return [((str(c["actual"]), str(c["predicted"])), c["count"]) for c in cells]
+
+
+_SRC = "from the drift service's latest evaluation of the model's window"
+_R = Series[ModelResult]
+
+
+def _feature_quality(name: str, doc: str, key: str) -> Series[ModelResult]:
+    return _R(
+        name,
+        "gauge",
+        doc,
+        labels=("feature",),
+        each=lambda r: [((f,), _num(q.get(key))) for f, q in _quality_columns(r)],
+    )
+
+
+# Rows: one model's latest result, labelled model. Families nobody has a sample of are left out.
+DRIFT_SERIES = (
+    _R("nodeml_drift_score", "gauge",
+       f"Drift test score of a feature (p-value or distance, per `test`), {_SRC}.",
+       labels=("feature", "test"),
+       each=lambda r: [((f, str(c.get("stattest"))), _num(c.get("score")))
+                       for f, c in _columns(r)]),
+    _R("nodeml_drift_threshold", "gauge",
+       "Threshold the drift score is compared with (p-values drift below, distances above).",
+       labels=("feature", "test"),
+       each=lambda r: [((f, str(c.get("stattest"))), _num(c.get("threshold")))
+                       for f, c in _columns(r)]),
+    _R("nodeml_drift_detected", "gauge", f"1 when the feature drifted, else 0, {_SRC}.",
+       labels=("feature",),
+       each=lambda r: [((f,), 1.0 if c.get("drift_detected") else 0.0) for f, c in _columns(r)]),
+    _R("nodeml_dataset_drift_share", "gauge", f"Share of evaluated features that drifted, {_SRC}.",
+       lambda r: _num(_get(_mapping(r.report.get("dataset")), "share_of_drifted_columns"))),
+    _R("nodeml_dataset_drift_detected", "gauge",
+       "1 when the drifted share reached the model's drift_share (default 0.5), else 0.",
+       lambda r: _flag(_mapping(r.report.get("dataset")), "dataset_drift")),
+    _R("nodeml_drift_window_observations", "gauge",
+       "Observations in the model's current window.",
+       lambda r: _num((r.report.get("window") or {}).get("rows"))),
+    _R("nodeml_drift_evaluation_timestamp_seconds", "gauge",
+       "Unix time of the model's latest drift evaluation.", lambda r: r.evaluated_at),
+    _R("nodeml_drift_evaluation_duration_seconds", "gauge",
+       "Seconds the model's latest drift evaluation took.", lambda r: r.duration_seconds),
+    _R("nodeml_drift_evaluation_success", "gauge",
+       "1 when the model's window could be evaluated for drift, else 0 (empty window, "
+       "no comparable column).", lambda r: 0.0 if r.error else 1.0),
+    _feature_quality("nodeml_drift_missing_ratio",
+                     "Share of missing values of a feature in the window.", "missing_share"),
+    _feature_quality("nodeml_drift_out_of_range_ratio",
+                     "Share of a numerical feature's window values outside the reference's range "
+                     "(or the range declared with the reference).", "out_of_range_share"),
+    _feature_quality("nodeml_drift_unseen_categories_ratio",
+                     "Share of a categorical feature's window values that never occur in the "
+                     "reference.", "unseen_categories_share"),
+    _R("nodeml_drift_schema_change", "gauge",
+       "1 for each feature missing from the window, extra in it, or of another value type "
+       "than in the reference (`change` is missing, extra or retyped).",
+       labels=("feature", "change"), each=_schema_changes),
+    _R("nodeml_drift_prediction_score", "gauge",
+       "Drift test score of the predictions against the reference's prediction column.",
+       labels=("test",),
+       each=lambda r: [((str(d.get("stattest")),), _num(d.get("score")))
+                       for d in [_prediction_drift(r)] if d is not None]),
+    _R("nodeml_drift_prediction_detected", "gauge",
+       "1 when the predictions drifted from the reference's, else 0.",
+       lambda r: _flag(_prediction_drift(r), "drift_detected")),
+    _R("nodeml_drift_prediction_confidence_mean", "gauge",
+       "Mean confidence of the window's predictions.",
+       lambda r: _num(_get(_confidence(r), "mean"))),
+)  # fmt: skip
 
 _LABEL_QUALITY = (
     ("precision_macro", "nodeml_drift_precision_macro_ratio",
@@ -400,8 +332,84 @@ _LABEL_QUALITY = (
 """The one-number figures of a report's labels section: key (dotted path), series, HELP."""
 
 
-def _label_quality_families() -> dict[str, GaugeMetricFamily]:
-    return {key: _gauge(name, doc, ["model"]) for key, name, doc in _LABEL_QUALITY}
+def _label_figure(key: str, name: str, doc: str) -> Series[ModelResult]:
+    return _R(name, "gauge", doc, lambda r: _num(_path(_labelled(r) or {}, key)))
+
+
+# The rows of DRIFT_SERIES; exported after nodeml_drift_prediction_confidence.
+LABEL_SERIES = (
+    _R("nodeml_drift_labeled_observations", "gauge",
+       "Labels in the window joined with a prediction (the base of the accuracy figures).",
+       lambda r: _get(_labelled(r), "count")),
+    _R("nodeml_drift_accuracy_ratio", "gauge",
+       "Share of labelled predictions that were correct, from late labels joined by id.",
+       lambda r: _num(_get(_labelled(r), "accuracy"))),
+    _R("nodeml_drift_precision_ratio", "gauge",
+       "Precision of one predicted class, from late labels (the most frequent classes only).",
+       labels=("class",), each=lambda r: _class_figures(r, "precision")),
+    _R("nodeml_drift_recall_ratio", "gauge",
+       "Recall of one actual class, from late labels (the most frequent classes only).",
+       labels=("class",), each=lambda r: _class_figures(r, "recall")),
+    _R("nodeml_drift_confusion_observations", "gauge",
+       "Labelled predictions by actual and predicted class; rarer classes pooled as other.",
+       labels=("actual", "predicted"), each=_confusion),
+    *(_label_figure(*figure) for figure in _LABEL_QUALITY),
+)  # fmt: skip
+
+# One row: the tick's DriftData, no labels.
+WORKER_SERIES = (
+    Series[DriftData]("nodeml_drift_worker_restarts_total", "counter",
+        "Drift worker processes replaced, by reason: tasks (its task budget was spent), memory "
+        "(above its memory cap after a task), timeout (killed mid-task), crashed (it died).",
+        labels=("reason",),
+        each=lambda d: [((reason,), d.worker_restarts.get(reason, 0)) for reason in REASONS]),
+    Series[DriftData]("nodeml_drift_worker_resident_memory_bytes", "gauge",
+        "Resident memory of the drift worker processes, each measured after its latest task "
+        "(0 while none runs; workers start on the first drift request).",
+        lambda d: d.worker_resident_bytes),
+)  # fmt: skip
+
+
+def worker_families(data: DriftData) -> list[Metric]:
+    """The drift worker processes' restarts and memory (pure)."""
+    return table_families(WORKER_SERIES, [({}, data)])
+
+
+def drift_families(results: Iterable[ModelResult]) -> list[Metric]:
+    """Metric families of the drift results (pure).
+
+    Two series tables over each model's latest result, with the confidence gauge histogram
+    (built by hand: a table's series are gauges or counters) between them.
+    """
+    rows = [({"model": r.model}, r) for r in results]
+    families = [
+        *table_families(DRIFT_SERIES, rows),
+        _confidence_histogram([r for _, r in rows]),
+        *table_families(LABEL_SERIES, rows),
+    ]
+    return [f for f in families if f.samples]  # no HELP/TYPE lines for series nobody has
+
+
+def _confidence_histogram(results: Iterable[ModelResult]) -> Metric:
+    # A gauge histogram: the buckets describe the current window, they do not only grow.
+    hist = GaugeHistogramMetricFamily(
+        "nodeml_drift_prediction_confidence",
+        "Confidence of the window's predictions (a gauge histogram over the window).",
+        labels=["model"],
+    )
+    for r in results:
+        conf = _confidence(r)
+        if conf is None:
+            continue
+        mean = _num(conf.get("mean"))
+        running, buckets = 0.0, []
+        for edge, count in zip(conf["edges"][1:], conf["counts"], strict=True):
+            running += count
+            buckets.append((f"{edge:g}", running))
+        buckets.append(("+Inf", running))
+        total = mean * running if mean is not None else None
+        hist.add_metric([r.model], buckets, gsum_value=total)
+    return hist
 
 
 def _path(mapping: Mapping[str, Any], dotted: str) -> Any:
@@ -411,29 +419,3 @@ def _path(mapping: Mapping[str, Any], dotted: str) -> Any:
             return None
         value = value.get(part)
     return value
-
-
-def _quality(
-    quality: Any,
-    m: Mapping[str, str],
-    missing: GaugeMetricFamily,
-    out_of_range: GaugeMetricFamily,
-    unseen: GaugeMetricFamily,
-    schema: GaugeMetricFamily,
-) -> None:
-    if not isinstance(quality, Mapping):
-        return
-    for feature, q in sorted((quality.get("columns") or {}).items()):
-        if not isinstance(q, Mapping):
-            continue
-        labels = {**m, "feature": feature}
-        for family, key in (
-            (missing, "missing_share"),
-            (out_of_range, "out_of_range_share"),
-            (unseen, "unseen_categories_share"),
-        ):
-            _add_num(family, labels, q.get(key))
-    changes = quality.get("schema") or {}
-    for change, key in SCHEMA_CHANGES:
-        for feature in sorted(changes.get(key) or ()):
-            add_sample(schema, {**m, "feature": str(feature), "change": change}, 1.0)

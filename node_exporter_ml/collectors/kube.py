@@ -19,7 +19,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from node_exporter_ml.collectors.base import (
     AsyncCollector,
@@ -27,10 +27,9 @@ from node_exporter_ml.collectors.base import (
     NoDataError,
     StaleDataError,
 )
-from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.kube.apiserver import ApiServerSource, in_cluster_api_url
 from node_exporter_ml.kube.kubelet import KubeletSource
-from node_exporter_ml.kube.pods import KUBE, KubeData, annotation_problem
+from node_exporter_ml.kube.pods import KUBE, KubeData, PodMeta, annotation_problem
 from node_exporter_ml.kube.source import PodSource
 from node_exporter_ml.kubeconfig import load_kubeconfig
 from node_exporter_ml.options import (
@@ -42,6 +41,7 @@ from node_exporter_ml.options import (
     yaml_key,
 )
 from node_exporter_ml.registry import register_collector
+from node_exporter_ml.series import Series, table_families
 from node_exporter_ml.snapshot import Snapshot
 from node_exporter_ml.tasks import cancel_task
 
@@ -212,23 +212,33 @@ class KubeCollector(AsyncCollector[KubeData]):
     def families(self, data: KubeData, snapshot: Snapshot) -> Iterable[Metric]:
         """nodeml_kube_pod_info per pod on this node, and the number of pods."""
         allow = self.ctx.config.section(KUBE_OPTIONS).pod_labels
-        info = GaugeMetricFamily(
-            "nodeml_kube_pod_info",
-            "A pod on this node, from the Kubernetes API (pods list+watch or kubelet /pods); "
-            "allow-listed pod labels as label_<name>.",
-        )
-        for pod in sorted(data.pods.values(), key=lambda p: (p.namespace, p.name)):
-            labels = {
-                "namespace": pod.namespace,
-                "pod": pod.name,
-                "uid": pod.uid,
-                "pod_ip": pod.pod_ip or "",
-            }
-            labels.update({label_name(k): pod.labels.get(k, "") for k in allow})
-            add_sample(info, labels, 1)
-        yield info
-        yield GaugeMetricFamily(
-            "nodeml_kube_pods",
-            "Pods on this node known from the Kubernetes API.",
-            value=len(data.pods),
-        )
+        pods = sorted(data.pods.values(), key=lambda p: (p.namespace, p.name))
+        yield from table_families(POD_SERIES, [(_pod_labels(pod, allow), pod) for pod in pods])
+        yield from table_families(COUNT_SERIES, [({}, data)])
+
+
+def _pod_labels(pod: PodMeta, allow: Iterable[str]) -> dict[str, str]:
+    labels = {
+        "namespace": pod.namespace,
+        "pod": pod.name,
+        "uid": pod.uid,
+        "pod_ip": pod.pod_ip or "",
+    }
+    labels.update({label_name(k): pod.labels.get(k, "") for k in allow})
+    return labels
+
+
+# Rows: one pod on this node, labelled namespace, pod, uid, pod_ip and its allow-listed labels.
+POD_SERIES = (
+    Series[PodMeta]("nodeml_kube_pod_info", "gauge",
+                    "A pod on this node, from the Kubernetes API (pods list+watch or kubelet "
+                    "/pods); allow-listed pod labels as label_<name>.",
+                    lambda _: 1.0),
+)  # fmt: skip
+
+# One row: the tick's KubeData, no labels.
+COUNT_SERIES = (
+    Series[KubeData]("nodeml_kube_pods", "gauge",
+                     "Pods on this node known from the Kubernetes API.",
+                     lambda d: len(d.pods)),
+)  # fmt: skip

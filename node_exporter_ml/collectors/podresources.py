@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext, NoDataError
-from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.options import Section, flag
 from node_exporter_ml.podresources.client import PodResourcesClient
 from node_exporter_ml.podresources.devices import PODRESOURCES, PodResourcesData
-from node_exporter_ml.podresources.join import join_allocations
+from node_exporter_ml.podresources.join import AllocationSeries, UnallocatedUse, join_allocations
 from node_exporter_ml.registry import register_collector
+from node_exporter_ml.series import Series, table_families
 from node_exporter_ml.snapshot import NVML, Snapshot
 
 # Poll at the sampler's pace, but not faster than this (the kubelet walks every pod).
@@ -89,21 +89,26 @@ class PodResourcesCollector(AsyncCollector[PodResourcesData]):
         joined = join_allocations(
             data.allocations, nvml.devices if nvml is not None else (), snapshot.workload_labels
         )
-        info = GaugeMetricFamily(
-            "nodeml_gpu_allocation_info",
-            "1 for each GPU (or MIG device) the kubelet allocated to a container, busy or "
-            "idle, from the pod-resources API (List); gpu is empty when NVML does not see it.",
-            labels=["gpu", "uuid", "namespace", "pod", "container"],
+        yield from table_families(
+            ALLOCATION_SERIES, [(series.labels(), series) for series in joined.allocations]
         )
-        for series in joined.allocations:
-            add_sample(info, series.labels(), 1.0)
-        yield info
-        unallocated = GaugeMetricFamily(
-            "nodeml_gpu_unallocated_use",
-            "1 for each process on a GPU whose workload is not a pod the GPU is allocated to "
-            "(NVML compute processes joined with the kubelet pod-resources API).",
-            labels=["gpu", "uuid", "pid"],
-        )
-        for use in joined.unallocated:
-            add_sample(unallocated, use.labels(), 1.0)
-        yield unallocated
+        yield from table_families(UNALLOCATED_SERIES, [(u.labels(), u) for u in joined.unallocated])
+
+
+# Rows: one GPU (or MIG device) allocated to a container, labelled as AllocationSeries.labels.
+ALLOCATION_SERIES = (
+    Series[AllocationSeries](
+        "nodeml_gpu_allocation_info", "gauge",
+        "1 for each GPU (or MIG device) the kubelet allocated to a container, busy or "
+        "idle, from the pod-resources API (List); gpu is empty when NVML does not see it.",
+        lambda _: 1.0),
+)  # fmt: skip
+
+# Rows: a process on a GPU not allocated to its pod, labelled gpu, uuid and pid.
+UNALLOCATED_SERIES = (
+    Series[UnallocatedUse](
+        "nodeml_gpu_unallocated_use", "gauge",
+        "1 for each process on a GPU whose workload is not a pod the GPU is allocated to "
+        "(NVML compute processes joined with the kubelet pod-resources API).",
+        lambda _: 1.0),
+)  # fmt: skip

@@ -17,19 +17,19 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit, urlunsplit
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, CollectContext
-from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.host.sockets import read_listen_urls
 from node_exporter_ml.kube.pods import KUBE, kube_targets
 from node_exporter_ml.logonce import OnceLogger
 from node_exporter_ml.pids import inference_pids
 from node_exporter_ml.registry import register_collector, register_enricher
-from node_exporter_ml.serving.causes import CAUSES
+from node_exporter_ml.series import Series, table_families
+from node_exporter_ml.serving.causes import CAUSES, CauseReport
 from node_exporter_ml.serving.data import (
     SERVING,
     SERVING_CAUSES,
@@ -43,7 +43,8 @@ from node_exporter_ml.serving.options import SERVING_OPTIONS, ServingTarget
 from node_exporter_ml.serving.profiles import GENERIC
 from node_exporter_ml.serving.scrape import ScrapeOutcome, Scraper
 from node_exporter_ml.serving.targets import Targets
-from node_exporter_ml.snapshot import CGROUP, NVML, PROCESS, Snapshot
+from node_exporter_ml.serving.window import WindowStats
+from node_exporter_ml.snapshot import CGROUP, NVML, PROCESS, GpuSample, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -360,132 +361,132 @@ def _model_labels(target: str, m: ModelStats, workload: Mapping[str, str]) -> di
     return labels
 
 
+@dataclass(frozen=True, slots=True)
+class _ModelRow:
+    """One model of one target: its window, and its cause report when it has a regression."""
+
+    window: WindowStats
+    report: CauseReport | None
+
+
+_T = Series[TargetStatus]
+_M = Series[_ModelRow]
+
+# Rows: one target, labelled target.
+UP_SERIES = (
+    _T("nodeml_serving_target_up", "gauge",
+       "1 when the last scrape of the model server's metrics endpoint worked, else 0.",
+       lambda t: 1.0 if t.up else 0.0),
+)  # fmt: skip
+
+# Rows: one (target, reason) pair of ServingData.errors_total, labelled target and reason.
+ERROR_SERIES = (
+    Series[int]("nodeml_serving_scrape_errors_total", "counter",
+                "Failed scrapes of the model server's metrics endpoint, by reason "
+                "(timeout, refused, http_<code>, too_large, parse).",
+                lambda count: count),
+)  # fmt: skip
+
+# Rows: one target, labelled target.
+DURATION_SERIES = (
+    _T("nodeml_serving_scrape_duration_seconds", "gauge",
+       "Seconds the last scrape of the model server took.", lambda t: t.scrape_seconds),
+)  # fmt: skip
+
+# Rows: one target, labelled target, framework, pid, source and its owner's workload labels.
+INFO_SERIES = (
+    _T("nodeml_serving_target_info", "gauge",
+       "A model-server target: its framework (identified from its metric names), owner pid "
+       "and where it came from (config, kube, discover).",
+       lambda _: 1.0),
+)  # fmt: skip
+
+# Rows: one GPU of one target's owner processes, labelled target, gpu and uuid.
+GPU_SERIES = (
+    Series[GpuSample]("nodeml_serving_target_gpu_info", "gauge",
+                      "A GPU the target's owner processes run on (from NVML's per-process "
+                      "lists): the join key from a model server to its GPU series.",
+                      lambda _: 1.0),
+)  # fmt: skip
+
+
+def model_series(window: str) -> tuple[Series[_ModelRow], ...]:
+    """The per-model table; its HELP names the window (`60s`).
+
+    Rows: one model of one target, labelled target, model, version (when the server names
+    one) and the owner's workload labels.
+    """
+    return (
+        _M("nodeml_serving_request_latency_seconds", "gauge",
+           f"Request latency quantiles over the last {window}, interpolated from the server's "
+           "own histogram as histogram_quantile does.",
+           labels=("quantile",), each=lambda r: (((f"{q:g}",), v) for q, v in r.window.quantiles)),
+        _M("nodeml_serving_request_latency_mean_seconds", "gauge",
+           f"Mean request latency over the last {window}, from the server's latency sum and "
+           "count.", lambda r: r.window.mean_seconds),
+        _M("nodeml_serving_requests_per_second", "gauge",
+           f"Requests completed per second over the last {window}, from the server's counters.",
+           lambda r: r.window.requests_per_second),
+        _M("nodeml_serving_request_error_ratio", "gauge",
+           f"Share of requests that failed over the last {window}, where the server counts "
+           "errors.", lambda r: r.window.error_ratio),
+        _M("nodeml_serving_requests_in_flight", "gauge",
+           "Running plus queued requests (the server's own gauges), mean over the last "
+           f"{window}.", lambda r: r.window.in_flight),
+        _M("nodeml_serving_latency_regression_ratio", "gauge",
+           "Window mean latency / baseline (median of window latencies over "
+           "--serving.baseline, current window excluded).",
+           lambda r: r.report.regression_ratio if r.report else None),
+        _M("nodeml_serving_latency_baseline_seconds", "gauge",
+           "Baseline mean latency the regression ratio compares against.",
+           lambda r: r.report.baseline_seconds if r.report else None),
+        _M("nodeml_serving_latency_cause", "gauge",
+           "0-1: how strongly each node signal moved with the latency regression "
+           f"({', '.join(CAUSES)}).",
+           labels=("cause",),
+           each=lambda r: (((c,), r.report.scores.get(c, 0.0)) for c in CAUSES if r.report)),
+    )  # fmt: skip
+
+
 def render_families(data: ServingData, snapshot: Snapshot) -> list[Metric]:
-    """Build the serving metric families from the collector data and the causes (pure)."""
-    window = f"{data.window_seconds:g}s"
-    up = GaugeMetricFamily(
-        "nodeml_serving_target_up",
-        "1 when the last scrape of the model server's metrics endpoint worked, else 0.",
-        labels=["target"],
-    )
-    errors = CounterMetricFamily(
-        "nodeml_serving_scrape_errors",
-        "Failed scrapes of the model server's metrics endpoint, by reason "
-        "(timeout, refused, http_<code>, too_large, parse).",
-        labels=["target", "reason"],
-    )
-    duration = GaugeMetricFamily(
-        "nodeml_serving_scrape_duration_seconds",
-        "Seconds the last scrape of the model server took.",
-        labels=["target"],
-    )
-    info = GaugeMetricFamily(
-        "nodeml_serving_target_info",
-        "A model-server target: its framework (identified from its metric names), owner pid "
-        "and where it came from (config, kube, discover).",
-        labels=[],
-    )
-    gpu_info = GaugeMetricFamily(
-        "nodeml_serving_target_gpu_info",
-        "A GPU the target's owner processes run on (from NVML's per-process lists): the "
-        "join key from a model server to its GPU series.",
-        labels=["target", "gpu", "uuid"],
-    )
-    quantile = GaugeMetricFamily(
-        "nodeml_serving_request_latency_seconds",
-        f"Request latency quantiles over the last {window}, interpolated from the server's own "
-        "histogram as histogram_quantile does.",
-        labels=[],
-    )
-    mean = GaugeMetricFamily(
-        "nodeml_serving_request_latency_mean_seconds",
-        f"Mean request latency over the last {window}, from the server's latency sum and count.",
-        labels=[],
-    )
-    rps = GaugeMetricFamily(
-        "nodeml_serving_requests_per_second",
-        f"Requests completed per second over the last {window}, from the server's counters.",
-        labels=[],
-    )
-    error_ratio = GaugeMetricFamily(
-        "nodeml_serving_request_error_ratio",
-        f"Share of requests that failed over the last {window}, where the server counts errors.",
-        labels=[],
-    )
-    in_flight = GaugeMetricFamily(
-        "nodeml_serving_requests_in_flight",
-        f"Running plus queued requests (the server's own gauges), mean over the last {window}.",
-        labels=[],
-    )
-    regression = GaugeMetricFamily(
-        "nodeml_serving_latency_regression_ratio",
-        "Window mean latency / baseline (median of window latencies over --serving.baseline, "
-        "current window excluded).",
-        labels=[],
-    )
-    baseline = GaugeMetricFamily(
-        "nodeml_serving_latency_baseline_seconds",
-        "Baseline mean latency the regression ratio compares against.",
-        labels=[],
-    )
-    cause = GaugeMetricFamily(
-        "nodeml_serving_latency_cause",
-        "0-1: how strongly each node signal moved with the latency regression "
-        f"({', '.join(CAUSES)}).",
-        labels=[],
-    )
+    """Build the serving metric families from the collector data and the causes (pure).
+
+    One series table per kind of row (target, scrape-error counter, target info, owner GPU,
+    model), in the order of the exposition.
+    """
     causes = snapshot.derived_data(SERVING_CAUSES)
     reports = causes.reports if causes is not None else {}
     nvml = snapshot[NVML]
-    for name, reason in sorted(data.errors_total):
-        add_sample(errors, {"target": name, "reason": reason}, data.errors_total[(name, reason)])
+    targets: list[tuple[dict[str, str], TargetStatus]] = []
+    infos: list[tuple[dict[str, str], TargetStatus]] = []
+    gpus: list[tuple[dict[str, str], GpuSample]] = []
+    models: list[tuple[dict[str, str], _ModelRow]] = []
     for t in data.targets:
-        up.add_metric([t.name], 1.0 if t.up else 0.0)
-        duration.add_metric([t.name], t.scrape_seconds)
+        targets.append(({"target": t.name}, t))
         pids = owner_pids(t, snapshot)
         workload = dict(snapshot.workload_labels(pids[0])) if pids else {}
-        info_labels = {
+        info = {
             "target": t.name,
             "framework": t.framework or "",
             "pid": str(pids[0]) if pids else "",
             "source": t.source,
         }
-        info_labels.update(workload)
-        add_sample(info, info_labels, 1.0)
-        for g in owner_gpus(pids, nvml):
-            gpu_info.add_metric([t.name, str(g.index), g.uuid], 1.0)
+        infos.append((info | workload, t))
+        gpus += [
+            ({"target": t.name, "gpu": str(g.index), "uuid": g.uuid}, g)
+            for g in owner_gpus(pids, nvml)
+        ]
         for m in t.models:
-            labels = _model_labels(t.name, m, workload)
-            w = m.window
-            for q, v in w.quantiles:
-                add_sample(quantile, {**labels, "quantile": f"{q:g}"}, v)
-            if w.mean_seconds is not None:
-                add_sample(mean, labels, w.mean_seconds)
-            add_sample(rps, labels, w.requests_per_second)
-            if w.error_ratio is not None:
-                add_sample(error_ratio, labels, w.error_ratio)
-            if w.in_flight is not None:
-                add_sample(in_flight, labels, w.in_flight)
             report = reports.get((t.name, m.model, m.version))
-            if report is None or report.regression_ratio is None:
-                continue
-            add_sample(regression, labels, report.regression_ratio)
-            if report.baseline_seconds is not None:
-                add_sample(baseline, labels, report.baseline_seconds)
-            for c in CAUSES:
-                add_sample(cause, {**labels, "cause": c}, report.scores.get(c, 0.0))
+            if report is not None and report.regression_ratio is None:
+                report = None  # no regression figures without a ratio
+            models.append((_model_labels(t.name, m, workload), _ModelRow(m.window, report)))
+    errors = [({"target": n, "reason": r}, c) for (n, r), c in sorted(data.errors_total.items())]
     return [
-        up,
-        errors,
-        duration,
-        info,
-        gpu_info,
-        quantile,
-        mean,
-        rps,
-        error_ratio,
-        in_flight,
-        regression,
-        baseline,
-        cause,
+        *table_families(UP_SERIES, targets),
+        *table_families(ERROR_SERIES, errors),
+        *table_families(DURATION_SERIES, targets),
+        *table_families(INFO_SERIES, infos),
+        *table_families(GPU_SERIES, gpus),
+        *table_families(model_series(f"{data.window_seconds:g}s"), models),
     ]
