@@ -98,12 +98,12 @@ def _layout(module: str, tests: tuple[str, ...]) -> Path:
     config += (
         "\n[tool.mutmut]\n"
         'source_paths = ["node_exporter_ml"]\n'
-        'also_copy = ["docs"]\n'
+        # mutmut copies tests/ into its mutants/ folder by itself; the tests import tools/ and
+        # one reads docs/serving.md's table of scales.
+        'also_copy = ["docs", "tools/"]\n'
         f'only_mutate = ["node_exporter_ml/{module}"]\n'
         'pytest_add_cli_args = ["-q", "-p", "no:randomly", "-p", "no:cacheprovider"]\n'
         f"pytest_add_cli_args_test_selection = {json.dumps(present)}\n"
-        # mutmut copies tests/ into its mutants/ folder by itself; the tests import tools/ too.
-        'also_copy = ["tools/"]\n'
     )
     (work / "pyproject.toml").write_text(config)
     return work
