@@ -85,6 +85,20 @@ def _workdir(module: str) -> Path:
     return BUILD / module.replace("/", "_").removesuffix(".py")
 
 
+def mutmut_section(module: str, tests: list[str]) -> str:
+    """The `[tool.mutmut]` table for one module and the pytest arguments of its tests."""
+    return (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["node_exporter_ml"]\n'
+        # mutmut copies tests/ into its mutants/ folder by itself; the tests import tools/ and
+        # one reads docs/serving.md's table of scales.
+        'also_copy = ["docs", "tools/"]\n'
+        f'only_mutate = ["node_exporter_ml/{module}"]\n'
+        'pytest_add_cli_args = ["-q", "-p", "no:randomly", "-p", "no:cacheprovider"]\n'
+        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
+    )
+
+
 def _layout(module: str, tests: tuple[str, ...]) -> Path:
     work = _workdir(module)
     shutil.rmtree(work, ignore_errors=True)
@@ -94,17 +108,7 @@ def _layout(module: str, tests: tuple[str, ...]) -> Path:
     for tree in ("node_exporter_ml", "tests", "tools", "docs"):
         shutil.copytree(ROOT / tree, work / tree, ignore=ignore)
     present = [t for t in tests if t.startswith("-") or (ROOT / t).is_file()]
-    config = (ROOT / "pyproject.toml").read_text()
-    config += (
-        "\n[tool.mutmut]\n"
-        'source_paths = ["node_exporter_ml"]\n'
-        # mutmut copies tests/ into its mutants/ folder by itself; the tests import tools/ and
-        # one reads docs/serving.md's table of scales.
-        'also_copy = ["docs", "tools/"]\n'
-        f'only_mutate = ["node_exporter_ml/{module}"]\n'
-        'pytest_add_cli_args = ["-q", "-p", "no:randomly", "-p", "no:cacheprovider"]\n'
-        f"pytest_add_cli_args_test_selection = {json.dumps(present)}\n"
-    )
+    config = (ROOT / "pyproject.toml").read_text() + mutmut_section(module, present)
     (work / "pyproject.toml").write_text(config)
     return work
 
