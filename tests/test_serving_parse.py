@@ -157,3 +157,33 @@ def test_parse_labels_fast_and_slow_paths(text, expected):
 def test_parse_labels_malformed(text):
     with pytest.raises(ValueError, match="bad label set"):
         parse_labels(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x\t1\n",
+        "x\t1\t1700000000000\n",
+        "# TYPE x gauge\nx \t 2\n",
+        'x{a="b"}\t3\n',
+        "# TYPE y_total counter\ny_total\t4\n",
+    ],
+)
+def test_tabs_separate_tokens_as_in_prometheus_client(text):
+    """The text format separates tokens by blanks, tabs included."""
+    ours = {
+        (name, tuple(sorted(labels.items())), value)
+        for fam in parse_exposition(text).families.values()
+        for name, labels, value in fam.samples
+    }
+    theirs = {
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+    assert ours == theirs
+
+
+def test_a_sample_without_a_value_names_what_is_missing():
+    with pytest.raises(ParseError, match=r"^line 2: missing value$"):
+        parse_exposition("x 1\ny\n")

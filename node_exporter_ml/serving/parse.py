@@ -132,6 +132,13 @@ def parse_labels(text: str) -> dict[str, str]:
     return labels
 
 
+def _split_name(line: str) -> tuple[str, str]:
+    """(name, rest) at the first blank: a space or, as the text format allows, a tab."""
+    space, tab = line.find(" "), line.find("\t")
+    cut = tab if tab >= 0 and (space < 0 or tab < space) else space
+    return (line, "") if cut < 0 else (line[:cut], line[cut + 1 :])
+
+
 def _split_labels(line: str, brace: int) -> tuple[str, str]:
     """Return (label text, rest after the closing brace), honouring quoted braces."""
     close = line.find("}", brace)
@@ -233,7 +240,7 @@ def parse_exposition(
                     rest = line[close + 1 :]
                 elif _blank(name := line[:brace].rstrip()):
                     # `a_total 0 123 # {a="b"} 0.5`: the brace opens an exemplar.
-                    name, _, rest = line.partition(" ")
+                    name, rest = _split_name(line)
                     labels = EMPTY_LABELS
                 else:
                     label_text = line[brace + 1 : close]
@@ -246,7 +253,7 @@ def parse_exposition(
                     if head:
                         cache[head] = (name, labels)
             else:
-                name, _, rest = line.partition(" ")
+                name, rest = _split_name(line)
                 labels = EMPTY_LABELS
             try:
                 value = number(rest)  # float() strips the surrounding blanks itself
@@ -254,6 +261,8 @@ def parse_exposition(
             except ValueError:
                 # "<value> <timestamp>", or an OpenMetrics exemplar after " # "
                 parts = rest.split(None, 2)
+                if not parts:
+                    raise ValueError("missing value")
                 token = parts[0]
                 value = float(token)
                 if len(parts) > 1 and parts[1] != "#":
