@@ -140,24 +140,23 @@ def _split_name(line: str) -> tuple[str, str]:
 
 
 def _split_labels(line: str, brace: int) -> tuple[str, str]:
-    """Return (label text, rest after the closing brace), honouring quoted braces."""
-    close = line.find("}", brace)
-    inner = line[brace + 1 : close]
-    if close < 0 or ('"' in inner and (inner.count('"') % 2 or "\\" in inner)):
-        # A quoted value holds a brace or an escaped quote: walk the characters.
-        quoted, escaped = False, False
-        for i in range(brace + 1, len(line)):
-            ch = line[i]
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                quoted = not quoted
-            elif ch == "}" and not quoted:
-                return line[brace + 1 : i], line[i + 1 :]
-        raise ValueError("unterminated label set")
-    return inner, line[close + 1 :]
+    """Return (label text, rest after the closing brace), honouring quoted braces.
+
+    The slow path: the caller takes the first "}" itself unless a value may hold a brace or
+    an escaped quote (a backslash, an odd number of quotes, no "}" at all).
+    """
+    quoted, escaped = False, False
+    for i in range(brace + 1, len(line)):
+        ch = line[i]
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "}" and not quoted:
+            return line[brace + 1 : i], line[i + 1 :]
+    raise ValueError("unterminated label set")
 
 
 def parse_exposition(
@@ -262,7 +261,7 @@ def parse_exposition(
                 # "<value> <timestamp>", or an OpenMetrics exemplar after " # "
                 parts = rest.split(None, 2)
                 if not parts:
-                    raise ValueError("missing value")
+                    raise ValueError("missing value") from None
                 token = parts[0]
                 value = float(token)
                 if len(parts) > 1 and parts[1] != "#":
