@@ -20,6 +20,8 @@ Labels = Mapping[str, str]
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*(?:,|\Z)')
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_BLANKS = re.compile(r"[ \t]+")
+"""What separates a sample's tokens in the text format: spaces and tabs."""
 _ESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 _ESCAPE = re.compile(r"\\[\\\"n]")
 _SUFFIXES = {
@@ -133,10 +135,9 @@ def parse_labels(text: str) -> dict[str, str]:
 
 
 def _split_name(line: str) -> tuple[str, str]:
-    """(name, rest) at the first blank: a space or, as the text format allows, a tab."""
-    space, tab = line.find(" "), line.find("\t")
-    cut = tab if tab >= 0 and (space < 0 or tab < space) else space
-    return (line, "") if cut < 0 else (line[:cut], line[cut + 1 :])
+    """(name, rest) at the first blanks: spaces or, as the text format allows, tabs."""
+    name, *rest = _BLANKS.split(line, 1)
+    return name, rest[0] if rest else ""
 
 
 def _split_labels(line: str, brace: int) -> tuple[str, str]:
@@ -272,7 +273,7 @@ def parse_exposition(
             if "_" in token:  # float() takes "1_000"; the exposition format does not
                 raise ValueError(f"bad value {token.strip()[:40]!r}")
         except (ValueError, IndexError) as err:
-            raise ParseError(f"line {lineno}: {err or 'missing value'}") from None
+            raise ParseError(f"line {lineno}: {err}") from None
         if name != last_name:
             if fam is None or (name != fam.name and owner.get(name) is not fam):
                 if not _NAME.match(name):
