@@ -92,3 +92,24 @@ def test_cache_cleared_only_above_its_bound(render) -> None:  # type: ignore[no-
     gauge.add_metric(["3"], 1.0)
     render([gauge], cache)
     assert len(held) == 0  # above it: forgotten
+
+
+def _histogram(help_text: str, gpu: str) -> Metric:
+    from prometheus_client.core import HistogramMetricFamily
+
+    hist = HistogramMetricFamily("nodeml_h_seconds", help_text, labels=["gpu"])
+    hist.add_metric([gpu], buckets=[("0.1", 1.0), ("+Inf", 2.0)], sum_value=0.3)
+    return hist
+
+
+@pytest.mark.parametrize(
+    ("render", "reference"),
+    [(render_text, generate_latest), (render_openmetrics, generate_openmetrics)],
+)
+def test_a_lone_surrogate_in_a_client_python_family_is_written_as_a_question_mark(
+    render, reference
+) -> None:
+    # A histogram goes to client_python, which cannot encode a lone surrogate: the family is
+    # rendered again with each one as "?", in HELP and in label values alike.
+    got = render([_histogram("Latency \ud800 here.", "0\udfff")], LabelCache())
+    assert got == reference(_View([_histogram("Latency ? here.", "0?")]))
