@@ -113,3 +113,29 @@ def test_a_lone_surrogate_in_a_client_python_family_is_written_as_a_question_mar
     # rendered again with each one as "?", in HELP and in label values alike.
     got = render([_histogram("Latency \ud800 here.", "0\udfff")], LabelCache())
     assert got == reference(_View([_histogram("Latency ? here.", "0?")]))
+
+
+def test_a_family_that_cannot_be_formatted_is_left_out_and_logged_once_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from prometheus_client.samples import Sample
+
+    def broken(name: str) -> Metric:
+        family = GaugeMetricFamily(name, "Broken.")
+        family.samples.append(Sample(name, {}, "not a number"))  # a collector's bug
+        return family
+
+    families = [broken("nodeml_bad_a"), *_plain(), broken("nodeml_bad_b")]
+    with caplog.at_level(logging.DEBUG, logger="node_exporter_ml.textformat"):
+        first = render_text(families, LabelCache())
+        logged = list(caplog.records)
+        caplog.clear()
+        again = render_text(families, LabelCache())
+    assert first == again == generate_latest(_View(_plain()))
+    assert not caplog.records  # each failure is logged the first time only
+    expected = {"formatting nodeml_bad_a failed", "formatting nodeml_bad_b failed"}
+    assert {r.getMessage() for r in logged} == expected
+    assert {r.getMessage() for r in logged if r.exc_info} == expected  # with the traceback
+    assert {r.levelno for r in logged} == {logging.ERROR}
