@@ -394,7 +394,7 @@ def _cvm_exact_pvalue(s: Any, m: int, n: int) -> Any:
                 [np.stack([vi, tmp[1, i0] + g[1, i1]]), np.delete(tmp, i0, 1), np.delete(g, i1, 1)],
                 1,
             )
-            tmp[0] += (a * v - b * u) ** 2
+            tmp[0] += np.asarray((a * v - b * u) ** 2).astype(dtype)  # as scipy: numpy 2 casts
             next_gs.append(tmp)
         gs = next_gs
     value, freq = gs[m]
