@@ -39,6 +39,9 @@ from tools.host_trees import FakeProc, build_cgroup_tree, make_v2_root, write_pr
 FRAME = 23  # t=24 s: the neighbour holds the GPU
 
 
+NEVER_UP = frozenset({"podresources"})
+"""Collectors that cannot succeed over the fixtures (no kubelet pod-resources socket)."""
+
 REGISTRY = load_collectors()  # imports every collector module: before any loop runs
 
 
@@ -83,7 +86,18 @@ async def _scrape_when_settled(client, agent: Agent) -> str:
         if snap is None or snap.workload_labels(SERVER).get("pod") is None:
             continue
         text = await (await client.get("/metrics")).text()
-        if 'nodeml_serving_target_up{target="mlp"} 1.0' in text and "nodeml_workload_info" in text:
+        # Every collector that can succeed here did, in this very snapshot: under load one may
+        # overrun its 0.2 s timeout for a tick and leave its series out of that scrape.
+        succeeded = all(
+            f'nodeml_collector_success{{collector="{name}"}} 1.0' in text
+            for name in agent.collector_names
+            if name not in NEVER_UP
+        )
+        if (
+            'nodeml_serving_target_up{target="mlp"} 1.0' in text
+            and succeeded
+            and "nodeml_workload_info" in text
+        ):
             return text
     raise AssertionError("the agent never settled:\n" + text[-3000:])
 
