@@ -115,9 +115,7 @@ def test_a_lone_surrogate_in_a_client_python_family_is_written_as_a_question_mar
     assert got == reference(_View([_histogram("Latency ? here.", "0?")]))
 
 
-def test_a_family_that_cannot_be_formatted_is_left_out_and_logged_once_each(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_a_family_that_cannot_be_formatted_is_left_out_and_logged_once_each() -> None:
     import logging
 
     from prometheus_client.samples import Sample
@@ -127,14 +125,30 @@ def test_a_family_that_cannot_be_formatted_is_left_out_and_logged_once_each(
         family.samples.append(Sample(name, {}, "not a number"))  # a collector's bug
         return family
 
+    class Records(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.DEBUG)
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    # On the module's own logger, whatever the logging configuration around the test.
+    first_run, second_run = Records(), Records()
     families = [broken("nodeml_bad_a"), *_plain(), broken("nodeml_bad_b")]
-    with caplog.at_level(logging.DEBUG, logger="node_exporter_ml.textformat"):
+    textformat.log.addHandler(first_run)
+    try:
         first = render_text(families, LabelCache())
-        logged = list(caplog.records)
-        caplog.clear()
+    finally:
+        textformat.log.removeHandler(first_run)
+    textformat.log.addHandler(second_run)
+    try:
         again = render_text(families, LabelCache())
+    finally:
+        textformat.log.removeHandler(second_run)
     assert first == again == generate_latest(_View(_plain()))
-    assert not caplog.records  # each failure is logged the first time only
+    assert not second_run.records  # each failure is logged the first time only
+    logged = first_run.records
     expected = {"formatting nodeml_bad_a failed", "formatting nodeml_bad_b failed"}
     assert {r.getMessage() for r in logged} == expected
     assert {r.getMessage() for r in logged if r.exc_info} == expected  # with the traceback
