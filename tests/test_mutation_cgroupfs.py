@@ -21,6 +21,7 @@ from node_exporter_ml.host import ParseError
 from node_exporter_ml.host.cgroupfs import (
     CgroupFS,
     CgroupPaths,
+    _relative,
     parse_blkio_bytes,
     parse_cfs_quota,
     parse_cpu_max,
@@ -514,3 +515,82 @@ def test_v1_unlimited_starts_at_two_to_the_62() -> None:
     # V1_UNLIMITED (1 << 62) itself is already "no limit"; one byte less is a limit
     assert parse_limit(f"{1 << 62}\n") is None
     assert parse_limit(f"{(1 << 62) - 1}\n") == (1 << 62) - 1
+
+
+# --- third pass: v1 controllers one at a time, a missing usage file, PSI, the layout --------
+
+
+@pytest.mark.parametrize("controller", ["cpu", "cpuacct", "memory", "blkio"])
+def test_v1_one_controller_below_the_root_is_enough(tmp_path: Path, controller: str) -> None:
+    # every other controller left at the root (or not in /proc/<pid>/cgroup): still a sample
+    make_v1_root(tmp_path, hybrid=False)
+    write_cgroup_v1(tmp_path, {"cpu": POD, "memory": POD, "blkio": POD}, CgroupStats())
+    others = {c: "/" for c in ("cpu", "cpuacct", "memory") if c != controller}
+    sample = CgroupFS(str(tmp_path)).read(POD, CgroupPaths(controllers={controller: POD, **others}))
+    assert sample is not None
+
+
+def test_v1_working_set_needs_usage_in_bytes(tmp_path: Path) -> None:
+    make_v1_root(tmp_path, hybrid=False)
+    write_cgroup_v1(tmp_path, {"cpu": POD, "memory": POD, "blkio": POD}, CgroupStats())
+    (tmp_path / "memory" / POD.lstrip("/") / "memory.usage_in_bytes").unlink()
+    paths = CgroupPaths.from_lines(parse_cgroup_file(v1_cgroup_file(POD)))
+    sample = CgroupFS(str(tmp_path)).read(POD, paths)
+    assert sample is not None
+    assert sample.memory_current_bytes is None
+    assert sample.memory_working_set_bytes is None
+
+
+def test_v2_memory_pressure_read_without_cpu_pressure(tmp_path: Path) -> None:
+    make_v2_root(tmp_path)
+    write_cgroup_v2(tmp_path / "a", CgroupStats())
+    (tmp_path / "a" / "cpu.pressure").unlink()
+    sample = _read_v2_at(tmp_path, "/a")
+    assert sample.pressure_cpu_waiting_seconds_total is None  # type: ignore[attr-defined]
+    # memory.pressure total=250000 usec = 0.25 s, io total=7500000 usec = 7.5 s
+    assert sample.pressure_memory_waiting_seconds_total == 0.25  # type: ignore[attr-defined]
+    assert sample.pressure_io_waiting_seconds_total == 7.5  # type: ignore[attr-defined]
+
+
+def test_pressure_total_splits_at_the_first_equals() -> None:
+    with pytest.raises(ParseError):
+        parse_pressure("some avg10=0.00 total=1=2\n")
+
+
+def test_an_empty_unified_directory_is_no_hybrid_hierarchy(tmp_path: Path) -> None:
+    # /sys/fs/cgroup/unified present but nothing mounted on it: no cgroup.controllers there
+    make_v1_root(tmp_path, hybrid=False)
+    (tmp_path / "unified").mkdir()
+    assert CgroupFS(str(tmp_path)).unified_root is None
+
+
+def test_v1_dir_of_a_root_that_cannot_be_listed(tmp_path: Path) -> None:
+    assert CgroupFS(str(tmp_path / "absent")).v1_dir("cpu") is None
+
+
+def test_a_non_ascii_byte_is_replaced_not_fatal(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"nr_periods 5\n\xff 1\n")
+    assert CgroupFS._text(str(tmp_path), "f") == "nr_periods 5\n\ufffd 1\n"
+
+
+def test_a_path_that_does_not_climb_is_not_searched_for(tmp_path: Path) -> None:
+    # "/x" names root/x only; an x deeper down is another cgroup
+    _chain(tmp_path)
+    fs = CgroupFS(str(tmp_path))
+    assert fs.resolve(str(tmp_path), "/x") is None
+    assert fs.resolve(str(tmp_path), "/a/../a/b/x") is None  # ".." inside a path: refused
+    assert fs.resolve(str(tmp_path), "/a/./b/x") == str(tmp_path / "a" / "b" / "x")
+
+
+def test_a_climbing_path_is_refused_with_its_reason() -> None:
+    with pytest.raises(ValueError, match="climbs above its root"):
+        _relative("/a/../../b")
+
+
+def test_a_deleted_cgroup_line_is_skipped_not_the_end() -> None:
+    # the first line's cgroup was removed; the lines after it still count
+    text = "12:pids:/gone (deleted)\n" + v1_cgroup_file(POD, unified=POD).split("\n", 1)[1]
+    paths = CgroupPaths.from_lines(parse_cgroup_file(text))
+    assert paths.unified == POD
+    assert paths.controllers["memory"] == POD
+    assert "pids" not in paths.controllers
