@@ -12,6 +12,7 @@ it; its own inactive_file is about 0.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from node_exporter_ml.host import ParseError
 from node_exporter_ml.host.cgroupfs import (
     CgroupFS,
     CgroupPaths,
+    _relative,
     parse_blkio_bytes,
     parse_cfs_quota,
     parse_cpu_max,
@@ -30,6 +32,7 @@ from node_exporter_ml.host.cgroupfs import (
     parse_pressure,
 )
 from node_exporter_ml.host.procfs import parse_cgroup_file
+from node_exporter_ml.snapshot import CpuQuota
 from tools.host_trees import (
     CgroupStats,
     make_v1_root,
@@ -361,3 +364,233 @@ def test_a_climbing_path_not_found_stays_not_found(tmp_path: Path) -> None:
     assert fs.resolve(str(tmp_path), "/../../gone.scope") is None
     # a path that climbs and names nothing below is no cgroup, not the hierarchy's root
     assert fs.resolve(str(tmp_path), "/..") is None
+
+
+# --- third pass (issue 19): the CPU quota over a cgroup, its own or its nearest ancestor's ---
+#
+# cgroup v2 cpu.max is "$MAX $PERIOD" ("max 100000": no limit); v1 cpu.cfs_quota_us is -1 for
+# none, with cpu.cfs_period_us (cgroups-and-pods.md). A container's own cpu.max often says
+# max while its pod's says 50000 100000: the pod's quota is what throttles it. In every tree
+# below one cgroup on the path is limited, or the nearest limit is also the tightest.
+
+CONTAINER = POD + "/cri-containerd-4f1c.scope"
+# the pod's cpu.stat: 300 periods, 95 throttled, 9.5 s throttled
+POD_STATS = CgroupStats(quota_us=50_000, nr_periods=300, nr_throttled=95, throttled_usec=9_500_000)
+FREE = CgroupStats(quota_us=None, nr_periods=7, nr_throttled=0, throttled_usec=0)
+
+
+def _q(q: CpuQuota | None) -> CpuQuota | None:
+    """`q` with its throttled seconds rounded to the nanosecond (3100000 * 1e-6 is not 3.1)."""
+    if q is None or q.throttled_seconds_total is None:
+        return q
+    return replace(q, throttled_seconds_total=round(q.throttled_seconds_total, 9))
+
+
+def _v2_tree(root: Path) -> None:
+    """kubepods (no limit) / pod (0.5 core) / container (no limit of its own)."""
+    make_v2_root(root)
+    write_cgroup_v2(root / "kubepods", FREE)
+    write_cgroup_v2(root / "kubepods" / "burstable", FREE)
+    write_cgroup_v2(root / POD.lstrip("/"), POD_STATS)
+    write_cgroup_v2(root / CONTAINER.lstrip("/"), FREE)
+
+
+def _read_v2_at(root: Path, path: str) -> object:
+    sample = CgroupFS(str(root)).read(path, CgroupPaths(unified=path))
+    assert sample is not None
+    return sample
+
+
+def test_v2_own_quota_with_its_own_counters(tmp_path: Path) -> None:
+    make_v2_root(tmp_path)
+    write_cgroup_v2(tmp_path / "a", CgroupStats())  # cpu.max "200000 100000"
+    q = _read_v2_at(tmp_path, "/a").cpu_quota  # type: ignore[attr-defined]
+    # 200000/100000 = 2 cores; 9000 periods, 1234 throttled, 3100000 usec = 3.1 s
+    assert _q(q) == CpuQuota("/a", 2.0, 9_000, 1_234, 3.1)
+
+
+def test_v2_pod_quota_limits_its_container(tmp_path: Path) -> None:
+    _v2_tree(tmp_path)
+    sample = _read_v2_at(tmp_path, CONTAINER)
+    assert sample.cpu_limit_cores is None  # type: ignore[attr-defined]
+    # the pod's 50000/100000 = 0.5 core and the pod's own cpu.stat, not the container's
+    assert _q(sample.cpu_quota) == CpuQuota(POD, 0.5, 300, 95, 9.5)  # type: ignore[attr-defined]
+    assert sample.cpu_periods_total == 7  # type: ignore[attr-defined]
+
+
+def test_v2_no_quota_on_the_path(tmp_path: Path) -> None:
+    _v2_tree(tmp_path)
+    (tmp_path / POD.lstrip("/") / "cpu.max").write_text("max 100000\n")
+    assert _read_v2_at(tmp_path, CONTAINER).cpu_quota == CpuQuota()  # type: ignore[attr-defined]
+
+
+def test_v2_limited_ancestor_without_cpu_stat(tmp_path: Path) -> None:
+    _v2_tree(tmp_path)
+    (tmp_path / POD.lstrip("/") / "cpu.stat").unlink()
+    q = _read_v2_at(tmp_path, CONTAINER).cpu_quota  # type: ignore[attr-defined]
+    assert _q(q) == CpuQuota(POD, 0.5, None, None, None)
+
+
+def test_v2_quota_without_cpu_stat(tmp_path: Path) -> None:
+    make_v2_root(tmp_path)
+    write_cgroup_v2(tmp_path / "a", CgroupStats(quota_us=150_000))
+    (tmp_path / "a" / "cpu.stat").unlink()
+    q = _read_v2_at(tmp_path, "/a").cpu_quota  # type: ignore[attr-defined]
+    assert _q(q) == CpuQuota("/a", 1.5, None, None, None)
+
+
+def test_v2_malformed_ancestor_cpu_stat_is_named(tmp_path: Path) -> None:
+    _v2_tree(tmp_path)
+    (tmp_path / POD.lstrip("/") / "cpu.stat").write_text("nr_periods lots\n")
+    with pytest.raises(ParseError) as caught:
+        CgroupFS(str(tmp_path)).read(CONTAINER, CgroupPaths(unified=CONTAINER))
+    assert caught.value.path == f"{tmp_path}{POD}/cpu.stat"
+
+
+def _v1_tree(root: Path, pod: CgroupStats = POD_STATS) -> CgroupPaths:
+    make_v1_root(root, hybrid=False)
+    for path, stats in (("/kubepods", FREE), (POD, pod), (CONTAINER, FREE)):
+        write_cgroup_v1(root, {"cpu": path, "memory": path, "blkio": path}, stats)
+    return CgroupPaths.from_lines(parse_cgroup_file(v1_cgroup_file(CONTAINER)))
+
+
+def test_v1_own_quota_with_its_own_counters(tmp_path: Path) -> None:
+    q = _read_v1(tmp_path).cpu_quota  # type: ignore[attr-defined]
+    # cfs 200000/100000 = 2 cores; throttled_time 3100000000 ns = 3.1 s
+    assert _q(q) == CpuQuota(POD, 2.0, 9_000, 1_234, 3.1)
+
+
+def test_v1_pod_quota_limits_its_container(tmp_path: Path) -> None:
+    paths = _v1_tree(tmp_path)
+    sample = CgroupFS(str(tmp_path)).read(CONTAINER, paths)
+    assert sample is not None
+    assert sample.cpu_limit_cores is None  # the container's cfs_quota_us is -1
+    assert _q(sample.cpu_quota) == CpuQuota(POD, 0.5, 300, 95, 9.5)
+
+
+def test_v1_no_quota_on_the_path(tmp_path: Path) -> None:
+    paths = _v1_tree(tmp_path, FREE)
+    sample = CgroupFS(str(tmp_path)).read(CONTAINER, paths)
+    assert sample is not None
+    assert _q(sample.cpu_quota) == CpuQuota()
+
+
+def test_v1_quota_without_cpu_stat(tmp_path: Path) -> None:
+    make_v1_root(tmp_path, hybrid=False)
+    write_cgroup_v1(tmp_path, {"cpu": POD, "memory": POD, "blkio": POD}, CgroupStats())
+    (tmp_path / "cpu,cpuacct" / POD.lstrip("/") / "cpu.stat").unlink()
+    paths = CgroupPaths.from_lines(parse_cgroup_file(v1_cgroup_file(POD)))
+    sample = CgroupFS(str(tmp_path)).read(POD, paths)
+    assert sample is not None
+    assert _q(sample.cpu_quota) == CpuQuota(POD, 2.0, None, None, None)
+
+
+@pytest.mark.parametrize("gone", ["cpu.cfs_quota_us", "cpu.cfs_period_us"])
+def test_v1_cores_need_both_cfs_files(tmp_path: Path, gone: str) -> None:
+    make_v1_root(tmp_path, hybrid=False)
+    write_cgroup_v1(tmp_path, {"cpu": POD, "memory": POD, "blkio": POD}, CgroupStats())
+    (tmp_path / "cpu,cpuacct" / POD.lstrip("/") / gone).unlink()
+    paths = CgroupPaths.from_lines(parse_cgroup_file(v1_cgroup_file(POD)))
+    sample = CgroupFS(str(tmp_path)).read(POD, paths)
+    assert sample is not None
+    assert sample.cpu_limit_cores is None
+    assert _q(sample.cpu_quota) == CpuQuota()  # no limit readable on the path
+
+
+@pytest.mark.parametrize(
+    ("quota", "period", "cores"),
+    [
+        ("-1", "100000", None),
+        ("50000", "100000", 0.5),
+        ("250000", "100000", 2.5),
+        ("50000", "0", None),
+    ],
+    ids=["none", "half", "two and a half", "zero period"],
+)
+def test_parse_cfs_quota_boundaries(quota: str, period: str, cores: float | None) -> None:
+    assert parse_cfs_quota(quota, period) == cores
+
+
+def test_v1_unlimited_starts_at_two_to_the_62() -> None:
+    # V1_UNLIMITED (1 << 62) itself is already "no limit"; one byte less is a limit
+    assert parse_limit(f"{1 << 62}\n") is None
+    assert parse_limit(f"{(1 << 62) - 1}\n") == (1 << 62) - 1
+
+
+# --- third pass: v1 controllers one at a time, a missing usage file, PSI, the layout --------
+
+
+@pytest.mark.parametrize("controller", ["cpu", "cpuacct", "memory", "blkio"])
+def test_v1_one_controller_below_the_root_is_enough(tmp_path: Path, controller: str) -> None:
+    # every other controller left at the root (or not in /proc/<pid>/cgroup): still a sample
+    make_v1_root(tmp_path, hybrid=False)
+    write_cgroup_v1(tmp_path, {"cpu": POD, "memory": POD, "blkio": POD}, CgroupStats())
+    others = {c: "/" for c in ("cpu", "cpuacct", "memory") if c != controller}
+    sample = CgroupFS(str(tmp_path)).read(POD, CgroupPaths(controllers={controller: POD, **others}))
+    assert sample is not None
+
+
+def test_v1_working_set_needs_usage_in_bytes(tmp_path: Path) -> None:
+    make_v1_root(tmp_path, hybrid=False)
+    write_cgroup_v1(tmp_path, {"cpu": POD, "memory": POD, "blkio": POD}, CgroupStats())
+    (tmp_path / "memory" / POD.lstrip("/") / "memory.usage_in_bytes").unlink()
+    paths = CgroupPaths.from_lines(parse_cgroup_file(v1_cgroup_file(POD)))
+    sample = CgroupFS(str(tmp_path)).read(POD, paths)
+    assert sample is not None
+    assert sample.memory_current_bytes is None
+    assert sample.memory_working_set_bytes is None
+
+
+def test_v2_memory_pressure_read_without_cpu_pressure(tmp_path: Path) -> None:
+    make_v2_root(tmp_path)
+    write_cgroup_v2(tmp_path / "a", CgroupStats())
+    (tmp_path / "a" / "cpu.pressure").unlink()
+    sample = _read_v2_at(tmp_path, "/a")
+    assert sample.pressure_cpu_waiting_seconds_total is None  # type: ignore[attr-defined]
+    # memory.pressure total=250000 usec = 0.25 s, io total=7500000 usec = 7.5 s
+    assert sample.pressure_memory_waiting_seconds_total == 0.25  # type: ignore[attr-defined]
+    assert sample.pressure_io_waiting_seconds_total == 7.5  # type: ignore[attr-defined]
+
+
+def test_pressure_total_splits_at_the_first_equals() -> None:
+    with pytest.raises(ParseError):
+        parse_pressure("some avg10=0.00 total=1=2\n")
+
+
+def test_an_empty_unified_directory_is_no_hybrid_hierarchy(tmp_path: Path) -> None:
+    # /sys/fs/cgroup/unified present but nothing mounted on it: no cgroup.controllers there
+    make_v1_root(tmp_path, hybrid=False)
+    (tmp_path / "unified").mkdir()
+    assert CgroupFS(str(tmp_path)).unified_root is None
+
+
+def test_v1_dir_of_a_root_that_cannot_be_listed(tmp_path: Path) -> None:
+    assert CgroupFS(str(tmp_path / "absent")).v1_dir("cpu") is None
+
+
+def test_a_non_ascii_byte_is_replaced_not_fatal(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"nr_periods 5\n\xff 1\n")
+    assert CgroupFS._text(str(tmp_path), "f") == "nr_periods 5\n\ufffd 1\n"
+
+
+def test_a_path_that_does_not_climb_is_not_searched_for(tmp_path: Path) -> None:
+    # "/x" names root/x only; an x deeper down is another cgroup
+    _chain(tmp_path)
+    fs = CgroupFS(str(tmp_path))
+    assert fs.resolve(str(tmp_path), "/x") is None
+    assert fs.resolve(str(tmp_path), "/a/../a/b/x") is None  # ".." inside a path: refused
+    assert fs.resolve(str(tmp_path), "/a/./b/x") == str(tmp_path / "a" / "b" / "x")
+
+
+def test_a_climbing_path_is_refused_with_its_reason() -> None:
+    with pytest.raises(ValueError, match="climbs above its root"):
+        _relative("/a/../../b")
+
+
+def test_a_deleted_cgroup_line_is_skipped_not_the_end() -> None:
+    # the first line's cgroup was removed; the lines after it still count
+    text = "12:pids:/gone (deleted)\n" + v1_cgroup_file(POD, unified=POD).split("\n", 1)[1]
+    paths = CgroupPaths.from_lines(parse_cgroup_file(text))
+    assert paths.unified == POD
+    assert paths.controllers["memory"] == POD
+    assert "pids" not in paths.controllers
