@@ -288,3 +288,30 @@ def test_columns_go_to_drift_threads_from_the_threshold(
     monkeypatch.setattr(report_module, "PARALLEL_MIN_VALUES", 200)
     names = _threads(monkeypatch, columns, rows)
     assert names == ({"drift"} if threaded else {"MainThread"})
+
+
+@pytest.mark.parametrize(
+    ("column", "reason"),
+    [
+        (
+            _col("other", [1, None]),
+            "columns of pandas extension dtypes (Int64, boolean, ...) are not evaluated, "
+            "as in Evidently",
+        ),
+        (
+            _col("uint", [2**63, 2**64 - 1], np.uint64),
+            "uint64 columns (integers above 2**63) are not evaluated, as in Evidently",
+        ),
+        (_col("str", [None, None]), "no values in the current data"),
+        (_col("object", ["a", ["not", "hashable"], "b"]), "values are not hashable"),
+        (
+            _col("object", [True, None, False]),
+            "booleans with missing values are not evaluated, as in Evidently",
+        ),
+        (_col("object", [1, "a", 2.5]), "values of mixed types are not evaluated, as in Evidently"),
+        (_col("object", [None, None]), "no values in the current data"),
+    ],
+)
+def test_each_column_left_out_says_why_in_words(column: Column, reason: str) -> None:
+    """The reason is what the report shows a user next to a column it does not evaluate."""
+    assert column_kind(column) == ("unknown", reason)
