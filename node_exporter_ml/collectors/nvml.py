@@ -436,11 +436,8 @@ class NvmlCollector(BlockingCollector[NvmlData]):
                         (u.sm / 100, u.mem / 100, u.enc / 100, u.dec / 100) if u else (0.0,) * 4
                     )
                 rows[key] = (p, shares)
-        sm = (
-            {k: shares[0] for k, (_, shares) in rows.items() if shares}
-            if util is not None
-            else None
-        )
+        # Shares exist exactly when NVML gave a utilisation sample list (util not None).
+        sm = {k: s[0] for k, (_, s) in rows.items() if s is not None} if util is not None else None
         tally = st.energy.record(energy, list(rows), sm, dt)
         out = []
         for key, (p, shares) in rows.items():
@@ -875,9 +872,11 @@ def nvml_families(data: NvmlData, snapshot: Snapshot) -> list[Metric]:
     out += table_families(DEVICE_SERIES, devices)
     out += table_families(LABELLED_DEVICE_SERIES, devices)
     out += table_families(XID_SERIES, [(_xid_labels(x), x) for x in data.xid_errors])
-    lost = [(_gpu(d.index, d.uuid), False) for d in data.devices]
+    lost = [(labels, False) for labels, _ in devices]
     out += table_families(LOST_SERIES, lost + [(_gpu(g.index, g.uuid), True) for g in data.lost])
-    out += health_families(data)
+    verdicts = sorted(data.health, key=lambda h: (h.index, h.uuid))
+    out += table_families(HEALTH_SERIES, [(_gpu(h.index, h.uuid), h) for h in verdicts])
+    out += table_families(COUNT_SERIES, [({}, data)])
     gpm: list[tuple[dict[str, str], GpuSample | GpuInstanceSample]] = []
     for labels, d in devices:
         gpm.append((labels, d))
@@ -887,13 +886,6 @@ def nvml_families(data: NvmlData, snapshot: Snapshot) -> list[Metric]:
     out += _mig_families(devices)
     out += table_families(PROCESS_SERIES, _process_rows(data, snapshot))
     return [f for f in out if f.samples]
-
-
-def health_families(data: NvmlData) -> list[Metric]:
-    """nodeml_gpu_health, nodeml_gpu_recommended_action, nodeml_gpus, nodeml_gpu_expected."""
-    verdicts = sorted(data.health, key=lambda h: (h.index, h.uuid))
-    out = table_families(HEALTH_SERIES, [(_gpu(h.index, h.uuid), h) for h in verdicts])
-    return out + [f for f in table_families(COUNT_SERIES, [({}, data)]) if f.samples]
 
 
 def _mig_families(devices: list[tuple[dict[str, str], GpuSample]]) -> list[Metric]:

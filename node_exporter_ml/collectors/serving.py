@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -410,8 +411,9 @@ GPU_SERIES = (
 )  # fmt: skip
 
 
+@functools.lru_cache(maxsize=4)
 def model_series(window: str) -> tuple[Series[_ModelRow], ...]:
-    """The per-model table; its HELP names the window (`60s`).
+    """The per-model table; its HELP names the window (`60s`), so it is built once per window.
 
     Rows: one model of one target, labelled target, model, version (when the server names
     one) and the owner's workload labels.
