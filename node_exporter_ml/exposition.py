@@ -125,16 +125,6 @@ class Rendered:
         return self.ensure((True, True))
 
 
-def add_sample(family: Metric, labels: Mapping[str, str], value: float) -> None:
-    """Add one series to `family` with its own label set (e.g. base labels + workload labels).
-
-    Label sets may differ between series of one family: a process in a pod carries
-    namespace/pod/container, one on bare metal carries unit, one unattributed neither.
-    """
-    suffix = "_total" if family.type == "counter" else ""
-    family.add_sample(family.name + suffix, dict(labels), float(value))
-
-
 def self_health_families(
     snapshot: Snapshot, interval: float, render_failed: Collection[str] = ()
 ) -> Iterable[Metric]:

@@ -63,10 +63,10 @@ class Series(Generic[R]):
     def fill(self, family: Metric, rows: Iterable[Labelled[R]]) -> None:
         """Add the samples of `rows` to `family` (None values are skipped).
 
-        What exposition.add_sample does, without a call per sample: a node with 8 GPUs x 64
+        What `add_sample` does, without a call per sample: a node with 8 GPUs x 64
         processes has thousands of rows a tick (bench/nvml_tick.py).
         """
-        name = family.name + ("_total" if family.type == "counter" else "")
+        name = sample_name(family)
         add = family.add_sample
         if self.each is None:
             get = self.value
@@ -81,6 +81,20 @@ class Series(Generic[R]):
                 if value is not None:
                     own = dict(zip(self.labels, values, strict=True))
                     add(name, {**labels, **own}, float(value))
+
+
+def sample_name(family: Metric) -> str:
+    """The name a family's samples carry: a counter's gets `_total`."""
+    return family.name + ("_total" if family.type == "counter" else "")
+
+
+def add_sample(family: Metric, labels: Mapping[str, str], value: float) -> None:
+    """Add one series to `family` with its own label set (the labels of one row).
+
+    Label sets may differ between series of one family: a process in a pod carries
+    namespace/pod/container, one on bare metal carries unit, one unattributed neither.
+    """
+    family.add_sample(sample_name(family), dict(labels), float(value))
 
 
 def table_families(table: Iterable[Series[R]], rows: Iterable[Labelled[R]]) -> list[Metric]:

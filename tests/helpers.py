@@ -13,8 +13,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, BlockingCollector, NoDataError
 from node_exporter_ml.config import Config, FileConfig, declared_sections
-from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.registry import Registration
+from node_exporter_ml.series import add_sample
 from node_exporter_ml.snapshot import Snapshot
 
 

@@ -20,8 +20,8 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.nvml import NvmlCollector
 from node_exporter_ml.config import Config
-from node_exporter_ml.exposition import add_sample
 from node_exporter_ml.nvml.replay import Replay
+from node_exporter_ml.series import add_sample
 from node_exporter_ml.snapshot import CollectorResult, Snapshot
 from node_exporter_ml.textformat import LabelCache, render_openmetrics, render_text
 from tests.serving_fakes import NVML_RECORDING
