@@ -19,11 +19,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
-from node_exporter_ml.config import ConfigError, YamlReader
+from node_exporter_ml.options import ConfigError, YamlReader, http_url
 
 MAX_BYTES = 4 * 1024 * 1024  # kubeconfigs with embedded certificates are kilobytes
 # What a user entry may hold; each refused key names why.
@@ -208,8 +207,7 @@ def parse_kubeconfig(text: str, source: str, base: Path | None = None) -> Kubeco
     if "server" not in cluster:
         raise ConfigError(f"{source}: clusters[{context['cluster']}].server: missing")
     server = r.string(cluster["server"], "server")
-    parts = urlsplit(server)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not http_url(server):
         raise r.fail("server", "an http(s) URL", server)
     if cluster.get("insecure-skip-tls-verify") is True:
         raise ConfigError(

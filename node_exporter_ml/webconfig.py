@@ -16,7 +16,7 @@ from pathlib import Path
 import bcrypt
 import yaml
 
-from node_exporter_ml.config import ConfigError, YamlReader
+from node_exporter_ml.options import ConfigError, YamlReader
 
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,

@@ -105,6 +105,8 @@ def test_inline_data_and_token(tmp_path, ca):
         ({"token": "t"}, {"insecure-skip-tls-verify": True}, {}, "insecure-skip-tls-verify"),
         ({"token": "t"}, {"proxy-url": "socks5://x:1"}, {}, "proxy-url"),
         ({"token": "t"}, {"server": "file:///etc/passwd"}, {}, "server: expected an http"),
+        ({"token": "t"}, {"server": "https://[::1"}, {}, "server: expected an http"),
+        ({"token": "t"}, {"server": "https://h:99999"}, {}, "server: expected an http"),
         ({"token": "t\nX-Evil: 1"}, {}, {}, "one line"),
         ({"token": ["t"]}, {}, {}, "token: expected a non-empty string"),
         ({"client-certificate": "pki/none.pem", "client-key": "pki/none.pem"}, {}, {},

@@ -19,10 +19,10 @@ from typing import ClassVar, Required, TypedDict
 
 import aiohttp
 
-from node_exporter_ml.config import ConfigError
 from node_exporter_ml.kube.pods import KubeData, PodList, PodMeta, parse_pod_list
 from node_exporter_ml.kube.store import PodStore
 from node_exporter_ml.logonce import OnceLogger
+from node_exporter_ml.options import ConfigError
 
 log = logging.getLogger("node_exporter_ml.kube")  # the package's: lines keep their logger name
 
