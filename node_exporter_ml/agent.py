@@ -48,7 +48,7 @@ class Agent:
     ) -> None:
         self.config = config
         registry = load_collectors() if registry is None else registry
-        ctx = CollectContext(config)
+        self._ctx = ctx = CollectContext(config)
         self.collectors: list[AnyCollector] = [
             reg.factory(ctx) for name, reg in registry.items() if name in config.collectors
         ]
@@ -162,7 +162,9 @@ class Agent:
         """
         new = reload_config(self.config)
         self.config = new
-        ctx = CollectContext(new)
+        # The socket owners stay: they depend on --path.procfs (a flag) and the endpoints
+        # asked for, which lookups compare anyway; a new cache would rescan /proc for nothing.
+        self._ctx = ctx = CollectContext(new, self._ctx.sockets)
         for c in self.collectors:
             c.reload(ctx)
         self.renderer.source.limiter.policy = new.file.metrics

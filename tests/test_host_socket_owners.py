@@ -138,3 +138,13 @@ def test_each_context_has_its_own_owners_unless_given_one(root: Path) -> None:
     shared = SocketOwners(str(root))
     assert CollectContext(config).sockets is not CollectContext(config).sockets
     assert CollectContext(config, shared).sockets is shared
+
+
+def test_a_reload_keeps_the_socket_owners(root: Path) -> None:
+    from node_exporter_ml.agent import Agent
+
+    agent = Agent(make_config(procfs=str(root), collectors=frozenset({"process"})))
+    (process,) = agent.collectors
+    before = process.ctx.sockets
+    agent.reload()  # SIGHUP: the owners found so far are still good
+    assert process.ctx.sockets is before
