@@ -60,9 +60,7 @@ class Snapshot:
     def __getitem__(self, key: DataKey[T]) -> T | None:
         """The data `key` names if its collector ran, succeeded and returned `key.type`."""
         result = self.results.get(key.name)
-        if result is None or not result.success or not isinstance(result.data, key.type):
-            return None
-        return result.data
+        return self.last_known(key) if result is not None and result.success else None
 
     def last_known(self, key: DataKey[T]) -> T | None:
         """The data `key` names, also when its collector failed but kept its last good data."""

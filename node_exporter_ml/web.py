@@ -118,11 +118,9 @@ def build_app(agent: Agent, web_config: WebConfig | None = None) -> web.Applicat
     web_config = web_config or WebConfig()
     # Collectors that serve routes of their own (the drift API); their writes may need a token.
     providers = [c for c in agent.collectors if isinstance(c, RouteProvider)]
-    limits = [n for p in providers if (n := p.max_body_bytes()) is not None]
     # Outermost first: headers on every answer, auth before a request takes a slot.
     app = web.Application(
         middlewares=[headers_middleware, auth_middleware, admission_middleware],
-        client_max_size=max(limits, default=1024**2),
     )
     app[AGENT] = agent
     app[AUTH] = Authenticator(web_config.users, [p.api_token for p in providers])

@@ -27,7 +27,3 @@ class RouteProvider(ABC):
     def links(self) -> list[tuple[str, str]]:
         """(href, text) of the pages the landing page should link to."""
         return []
-
-    def max_body_bytes(self) -> int | None:
-        """The largest request body its routes read (None: aiohttp's default, 1 MiB)."""
-        return None

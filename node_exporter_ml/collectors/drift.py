@@ -126,10 +126,6 @@ class DriftCollector(AsyncCollector[DriftData], RouteProvider):
         """The drift API's description, for the landing page."""
         return [("/api/v1/openapi.json", "Drift API (OpenAPI)")]
 
-    def max_body_bytes(self) -> int:
-        """drift.max_body_bytes: the largest upload the drift API reads."""
-        return self.ctx.config.section(DRIFT_OPTIONS).max_body_bytes
-
     async def update(self, previous: Snapshot | None) -> DriftData:
         """The latest results; evaluation itself runs in the service's own thread."""
         await asyncio.sleep(0)
