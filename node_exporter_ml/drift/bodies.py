@@ -21,7 +21,6 @@ from node_exporter_ml.drift.engine.table import Column, Table
 from node_exporter_ml.drift.errors import RequestError, TooLargeError
 from node_exporter_ml.drift.store import EncodedObservation, Observation, encode_observations
 
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """Model names: safe in URLs, label values and file names."""
 PREDICTION, CONFIDENCE, ID = "prediction", "confidence", "id"
 RESERVED = (PREDICTION, CONFIDENCE, ID)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from node_exporter_ml import __version__
 from node_exporter_ml.drift.engine.columnar import TABLE_MEDIA
 
-MODEL_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""A model's name in paths: what the routes accept and the document declares."""
+MODEL_PATTERN = f"^{MODEL_NAME.pattern}$"
 
 _SCALAR: dict[str, Any] = {"type": ["number", "string", "boolean", "null"]}
 _COLUMNS: dict[str, Any] = {

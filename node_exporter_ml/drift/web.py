@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from node_exporter_ml.drift.bodies import MODEL_NAME
 from node_exporter_ml.drift.engine.columnar import TABLE_MEDIA, Blob, Upload, sniff
 from node_exporter_ml.drift.engine.errors import DataError, OptionsError
 from node_exporter_ml.drift.errors import (
@@ -37,7 +36,7 @@ from node_exporter_ml.drift.errors import (
     UnknownModelError,
     WorkerTimeoutError,
 )
-from node_exporter_ml.drift.openapi import openapi_document
+from node_exporter_ml.drift.openapi import MODEL_NAME, openapi_document
 from node_exporter_ml.drift.page import render_error, render_page
 from node_exporter_ml.drift.store import StoreFullError
 from node_exporter_ml.drift.worker import trim_heap
@@ -302,8 +301,9 @@ def routes(service: DriftService) -> list[web.RouteDef]:
                 return await handler(request)
             finally:
                 task = asyncio.current_task()
-                large = (request.content_length or TRIM_BYTES) >= TRIM_BYTES
-                if large and service.started and not (task is not None and task.cancelling()):
+                length = request.content_length  # None: chunked, of unknown size
+                large = length is None or length >= TRIM_BYTES
+                if large and not (task is not None and task.cancelling()):
                     with contextlib.suppress(UnavailableError):  # stopped meanwhile
                         await service.in_db(trim_heap)
 
