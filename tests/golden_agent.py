@@ -16,10 +16,9 @@ from pathlib import Path
 from aiohttp import web
 
 from node_exporter_ml.agent import Agent
-from node_exporter_ml.registry import load_collectors
 from node_exporter_ml.serving.options import ServingTarget
 from node_exporter_ml.web import build_app
-from tests.helpers import make_config
+from tests.helpers import REGISTRY, make_config
 from tests.neighbour_pods import (
     NEIGHBOUR,
     NEIGHBOUR_CGROUP,
@@ -41,8 +40,6 @@ FRAME = 23  # t=24 s: the neighbour holds the GPU
 
 NEVER_UP = frozenset({"podresources"})
 """Collectors that cannot succeed over the fixtures (no kubelet pod-resources socket)."""
-
-REGISTRY = load_collectors()  # imports every collector module: before any loop runs
 
 
 async def _model_server(text: str) -> tuple[web.AppRunner, int]:

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from node_exporter_ml.collectors.base import AsyncCollector, BlockingCollector, NoDataError
-from node_exporter_ml.config import Config, FileConfig, declared_sections
-from node_exporter_ml.registry import Registration
+from node_exporter_ml.config import Config, FileConfig
+from node_exporter_ml.registry import Registration, load_collectors
 from node_exporter_ml.series import add_sample
 from node_exporter_ml.snapshot import Snapshot
 
@@ -106,7 +106,9 @@ def registry(*classes: type) -> dict[str, Registration]:
 
 
 _CORE = {f.name for f in dataclasses.fields(Config)}
-_SECTIONS = {s.name: s for s in declared_sections()}  # at import: tests on the loop use them
+REGISTRY = load_collectors()
+"""Every collector module imported once, at import: before any test's event loop runs."""
+_SECTIONS = {r.options.name: r.options for r in REGISTRY.values() if r.options is not None}
 
 
 def with_options(config: Config, **values) -> Config:

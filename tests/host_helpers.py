@@ -8,7 +8,6 @@ from pathlib import Path
 from node_exporter_ml.collectors.base import CollectContext
 from node_exporter_ml.collectors.cgroup import CgroupCollector
 from node_exporter_ml.collectors.process import ProcessCollector
-from node_exporter_ml.config import Config
 from node_exporter_ml.correlation import attribute_workloads
 from node_exporter_ml.kube.pods import KubeData
 from node_exporter_ml.snapshot import (
@@ -19,7 +18,7 @@ from node_exporter_ml.snapshot import (
     NvmlData,
     Snapshot,
 )
-from tests.helpers import with_options
+from tests.helpers import make_config
 
 GPU = "GPU-478bad86-921b-0395-2f3f-4ae082da1bb5"
 
@@ -34,8 +33,9 @@ def snap(**data: object) -> Snapshot:
 
 
 def ctx(tmp_path: Path, **options: object) -> CollectContext:
-    config = Config(procfs=str(tmp_path / "proc"), cgroupfs=str(tmp_path / "cg"))
-    return CollectContext(with_options(config, **options))
+    return CollectContext(
+        make_config(procfs=str(tmp_path / "proc"), cgroupfs=str(tmp_path / "cg"), **options)
+    )
 
 
 def tick(c: CollectContext, previous: Snapshot, kube: KubeData | None = None) -> Snapshot:

@@ -9,15 +9,13 @@ import time
 import pytest
 
 from node_exporter_ml.agent import Agent
-from node_exporter_ml.registry import load_collectors
 from node_exporter_ml.web import build_app
-from tests.helpers import config
+from tests.helpers import REGISTRY, config
 from tests.loopguard import loop_guard
 from tests.serving_fakes import NVML_RECORDING
 
 GZIP_TEXT = {"Accept-Encoding": "gzip"}
 OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
-registry = load_collectors()  # imports every collector module: before any loop runs
 
 
 async def test_guard_catches_a_blocking_callback():
@@ -35,10 +33,10 @@ async def test_guard_catches_a_blocking_callback():
 
 @pytest.mark.timeout(60)
 async def test_agent_never_blocks_the_loop(aiohttp_client, agent_args):
-    names = {name for name, reg in registry.items() if reg.default_enabled}
+    names = {name for name, reg in REGISTRY.items() if reg.default_enabled}
     agent = Agent(
         config(*names, interval=0.2, nvml_replay=str(NVML_RECORDING), **agent_args),
-        registry=registry,
+        registry=REGISTRY,
     )
     client = await aiohttp_client(build_app(agent))
     loop = asyncio.get_running_loop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import math
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +21,7 @@ from node_exporter_ml.serving.scrape import ScrapeError, parse_body, parse_info_
 from node_exporter_ml.snapshot import Snapshot
 from tests.helpers import make_config
 from tests.serving_fakes import SERVING_FIXTURES
+from tools.ports import free_port
 
 GOOD = (SERVING_FIXTURES / "vllm.prom").read_text(encoding="utf-8")
 GOOD_LATER = (SERVING_FIXTURES / "vllm.later.prom").read_text(encoding="utf-8")
@@ -32,12 +32,6 @@ CAP = 200_000
 def no_blocking() -> Iterator[None]:
     with blockbuster_ctx("node_exporter_ml"):
         yield
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -110,7 +104,7 @@ async def test_only_target_up_zero_and_reason(bad_servers):
     names = ["good", "hung", "html", "binary", "json", "oversized", "gzip_bomb", "streamed",
              "unavailable", "gzipped"]  # fmt: skip
     targets = [ServingTarget(url=str(server.make_url(f"/{n}")), name=n, pid=1) for n in names]
-    targets.append(ServingTarget(url=f"http://127.0.0.1:{_closed_port()}/metrics", name="refusing"))
+    targets.append(ServingTarget(url=f"http://127.0.0.1:{free_port()}/metrics", name="refusing"))
     config = make_config(
         serving_targets=tuple(targets),
         serving_timeout=0.3,

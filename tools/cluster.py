@@ -20,7 +20,7 @@ import math
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -512,12 +512,6 @@ def main() -> int:
                 _print_state(cluster)
         except KeyboardInterrupt:
             return 0
-
-
-def node_values(prom: PrometheusServer, expr: str) -> Iterator[tuple[str, float]]:
-    """(instance, value) of each series an instant query returns."""
-    for r in prom.query(expr):
-        yield r["metric"].get("instance", ""), float(r["value"][1])
 
 
 if __name__ == "__main__":

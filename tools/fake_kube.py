@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import ssl
 from typing import Any
 
 from aiohttp import web
+
+from tools.ports import free_port
 
 TOKEN = "fake-sa-token"
 
@@ -221,9 +222,7 @@ class FakeApi:
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)
         await self._runner.setup()
         if self.port is None:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                self.port = s.getsockname()[1]
+            self.port = free_port()
         await web.TCPSite(
             self._runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.ssl_context
         ).start()

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from node_exporter_ml.agent import Agent
-from node_exporter_ml.registry import load_collectors
 from node_exporter_ml.snapshot import NVML
-from tests.helpers import config
+from tests.helpers import REGISTRY, config
 from tests.paths import FIXTURES
 from tests.podresources.fakekubelet import U0, U1, allocation, ordered, series
 
-REGISTRY = load_collectors()  # imports every collector module: before any loop runs
 REPLAY = FIXTURES / "nvml" / "allocations-idle-gpu.nvml.json"
 
 
