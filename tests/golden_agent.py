@@ -20,20 +20,12 @@ from node_exporter_ml.serving.options import ServingTarget
 from node_exporter_ml.web import build_app
 from tests.helpers import REGISTRY, make_config
 from tests.neighbour_pods import (
-    NEIGHBOUR,
-    NEIGHBOUR_CGROUP,
-    NEIGHBOUR_CID,
-    NEIGHBOUR_STATS,
-    NEIGHBOUR_UID,
     SERVER,
-    SERVER_CGROUP,
-    SERVER_CID,
-    SERVER_STATS,
-    SERVER_UID,
+    add_pods,
+    write_host,
 )
 from tests.serving_fakes import NVML_RECORDING, SERVING_RECORDING, load
-from tools.fake_kube import TOKEN, FakeApi, pod_json
-from tools.host_trees import FakeProc, build_cgroup_tree, make_v2_root, write_proc
+from tools.fake_kube import FakeApi
 
 FRAME = 23  # t=24 s: the neighbour holds the GPU
 
@@ -61,17 +53,7 @@ def write_inputs(tmp_path: Path) -> dict[str, object]:
     recording = load(NVML_RECORDING)
     replay = dict(recording, frames=[recording["frames"][FRAME]])
     (tmp_path / "replay.json").write_text(json.dumps(replay))
-    write_proc(tmp_path / "proc", [
-        FakeProc(pid=1, comm="systemd", cmdline=("/sbin/init",)),
-        FakeProc(pid=SERVER, comm="python3", cmdline=("python3", "server.py"),
-                 cgroup=SERVER_CGROUP),
-        FakeProc(pid=NEIGHBOUR, comm="python3", cmdline=("python3", "matmul.py"),
-                 cgroup=NEIGHBOUR_CGROUP, utime=99_000, threads=9),
-    ])  # fmt: skip
-    make_v2_root(tmp_path / "cg")
-    build_cgroup_tree(tmp_path / "cg", "v2", SERVER_CGROUP, None, SERVER_STATS)
-    build_cgroup_tree(tmp_path / "cg", "v2", NEIGHBOUR_CGROUP, None, NEIGHBOUR_STATS)
-    (tmp_path / "token").write_text(TOKEN)
+    write_host(tmp_path)
     return {"tmp": tmp_path, "text": load(SERVING_RECORDING)["frames"][FRAME]["text"]}
 
 
@@ -103,9 +85,7 @@ async def scrape_agent(aiohttp_client, inputs: dict[str, object]) -> str:
     """The whole agent over the fixtures, scraped once it settled (the raw exposition)."""
     tmp: Path = inputs["tmp"]  # type: ignore[assignment]
     api = FakeApi()
-    api.add(pod_json(SERVER_UID, "mlp-server-0", "ml", containers={SERVER_CID: "server"}))
-    api.add(pod_json(NEIGHBOUR_UID, "matmul-0", "batch", containers={NEIGHBOUR_CID: "trainer"},
-                     runtime="docker", ip="10.244.1.9"))  # fmt: skip
+    add_pods(api)
     api_url = await api.start()
     runner, port = await _model_server(str(inputs["text"]))
     names = {n for n, r in REGISTRY.items() if r.default_enabled}

@@ -35,24 +35,15 @@ from node_exporter_ml.snapshot import GpuProcessSample, GpuSample, NvmlData, Sna
 from tests.helpers import make_config, with_options
 from tests.neighbour_pods import (
     NEIGHBOUR,
-    NEIGHBOUR_CGROUP,
-    NEIGHBOUR_CID,
-    NEIGHBOUR_STATS,
-    NEIGHBOUR_UID,
     SERVER,
-    SERVER_CGROUP,
-    SERVER_CID,
-    SERVER_STATS,
-    SERVER_UID,
+    add_pods,
+    write_host,
 )
-from tools.fake_kube import TOKEN, FakeApi, pod_json
+from tools.fake_kube import FakeApi
 from tools.host_trees import (
     FakeProc,
-    build_cgroup_tree,
-    make_v2_root,
     sample_values,
     value,
-    write_proc,
 )
 
 # Frame t=21 s of fixtures/nvml-recordings/h100-neighbour.nvml.json, copied as is.
@@ -119,28 +110,11 @@ def blockbuster() -> Iterator[BlockBuster]:
 
 @pytest.fixture
 def trees(tmp_path: Path) -> tuple[Config, NvmlData]:
-    procs = [
-        FakeProc(pid=1, comm="systemd", cmdline=("/sbin/init",)),
-        FakeProc(
-            pid=SERVER, comm="python3", cmdline=("python3", "server.py"), cgroup=SERVER_CGROUP
-        ),
-        FakeProc(
-            pid=NEIGHBOUR,
-            comm="python3",
-            cmdline=("python3", "matmul.py"),
-            cgroup=NEIGHBOUR_CGROUP,
-            utime=99_000,
-            threads=9,
-        ),
-        FakeProc(pid=900, comm="kubelet", cgroup="0::/system.slice/kubelet.service\n"),
-    ]
-    write_proc(tmp_path / "proc", procs)
+    write_host(
+        tmp_path, FakeProc(pid=900, comm="kubelet", cgroup="0::/system.slice/kubelet.service\n")
+    )
     cg = tmp_path / "cg"
-    make_v2_root(cg)
-    build_cgroup_tree(cg, "v2", SERVER_CGROUP, None, SERVER_STATS)
-    build_cgroup_tree(cg, "v2", NEIGHBOUR_CGROUP, None, NEIGHBOUR_STATS)
     token = tmp_path / "token"
-    token.write_text(TOKEN)
     config = make_config(
         procfs=str(tmp_path / "proc"),
         cgroupfs=str(cg),
@@ -155,17 +129,7 @@ def trees(tmp_path: Path) -> tuple[Config, NvmlData]:
 async def node(trees: tuple[Config, NvmlData]) -> AsyncIterator[Node]:
     config, nvml = trees
     api = FakeApi()
-    api.add(pod_json(SERVER_UID, "mlp-server-0", "ml", containers={SERVER_CID: "server"}))
-    api.add(
-        pod_json(
-            NEIGHBOUR_UID,
-            "matmul-0",
-            "batch",
-            containers={NEIGHBOUR_CID: "trainer"},
-            runtime="docker",
-            ip="10.244.1.9",
-        )
-    )
+    add_pods(api)
     url = await api.start()
     ctx = CollectContext(with_options(config, kube_api_url=url))
     kube = KubeCollector(ctx)
