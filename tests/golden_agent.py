@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from node_exporter_ml.agent import Agent
 from node_exporter_ml.serving.options import ServingTarget
@@ -34,18 +35,15 @@ NEVER_UP = frozenset({"podresources"})
 """Collectors that cannot succeed over the fixtures (no kubelet pod-resources socket)."""
 
 
-async def _model_server(text: str) -> tuple[web.AppRunner, int]:
+def _model_server(text: str) -> TestServer:
+    """The recorded model server: its /metrics text, on 127.0.0.1 (start_server() to serve)."""
+
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(text=text, content_type="text/plain")
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, int(port)
+    return TestServer(app, host="127.0.0.1")
 
 
 def write_inputs(tmp_path: Path) -> dict[str, object]:
@@ -87,7 +85,9 @@ async def scrape_agent(aiohttp_client, inputs: dict[str, object]) -> str:
     api = FakeApi()
     add_pods(api)
     api_url = await api.start()
-    runner, port = await _model_server(str(inputs["text"]))
+    server = _model_server(str(inputs["text"]))
+    await server.start_server()
+    port = server.port
     names = {n for n, r in REGISTRY.items() if r.default_enabled}
     config = make_config(
         collectors=frozenset(names), interval=0.25, procfs=str(tmp / "proc"),
@@ -103,6 +103,6 @@ async def scrape_agent(aiohttp_client, inputs: dict[str, object]) -> str:
         client = await aiohttp_client(build_app(agent))
         text = await _scrape_when_settled(client, agent)
     finally:
-        await runner.cleanup()
+        await server.close()
         await api.stop()
     return text
